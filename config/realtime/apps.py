@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class RealtimeConfig(AppConfig):
+    name = "config.realtime"
+    label = "realtime"
+    default_auto_field = "django.db.models.BigAutoField"

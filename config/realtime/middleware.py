@@ -1,0 +1,135 @@
+"""WebSocket handshake guards: an exact origin allowlist and session authentication.
+
+The origin check compares scheme, host and port exactly against AULA_WS_ALLOWED_ORIGINS (Channels'
+AllowedHostsOriginValidator treats a leading-dot ALLOWED_HOSTS entry as "any subdomain", which would
+admit sibling sites). The auth middleware resolves the user once at connect and does not wrap `send`,
+so broadcasts pay nothing per frame for it (Channels' SessionMiddleware wraps every send).
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+
+logger = logging.getLogger("aula.realtime.security")
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalise_origin(value: str) -> tuple[str, str, int] | None:
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or port is None:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+        return None
+    return parts.scheme, parts.hostname.lower(), port
+
+
+def origin_allowed(origin: str | None, allowlist: list[str] | None = None) -> bool:
+    if not origin:
+        return False
+    candidate = normalise_origin(origin)
+    if candidate is None:
+        return False
+    allowed = {normalise_origin(o) for o in (allowlist if allowlist is not None else settings.AULA_WS_ALLOWED_ORIGINS)}
+    return candidate in allowed
+
+
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class OriginAllowlistMiddleware:
+    """Refuses the handshake (HTTP 403) unless the Origin header is exactly an allowed origin."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket" and not origin_allowed(_header(scope, b"origin")):
+            logger.warning("websocket refused: origin not allowed path=%s", scope.get("path"))
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 4403})
+            return
+        return await self.app(scope, receive, send)
+
+
+@database_sync_to_async
+def _user_from_session(session_key: str | None):
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
+    from django.contrib.sessions.backends.base import SessionBase
+    from django.utils.crypto import constant_time_compare
+    from importlib import import_module
+
+    if not session_key:
+        return AnonymousUser(), None
+    engine = import_module(settings.SESSION_ENGINE)
+    session: SessionBase = engine.SessionStore(session_key)
+    try:
+        user_id = session[SESSION_KEY]
+        backend_path = session[BACKEND_SESSION_KEY]
+    except KeyError:
+        return AnonymousUser(), None
+    if backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return AnonymousUser(), None
+    user = load_backend(backend_path).get_user(user_id)
+    if user is None:
+        return AnonymousUser(), None
+    # Same rule as django.contrib.auth.get_user: a password change invalidates the session.
+    session_hash = session.get(HASH_SESSION_KEY)
+    if not session_hash or not constant_time_compare(session_hash, user.get_session_auth_hash()):
+        return AnonymousUser(), None
+    return user, session_key
+
+
+class SessionUserMiddleware:
+    """Puts `user` and `session_key` into the scope from the Django session cookie."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            cookies = _parse_cookies(_header(scope, b"cookie") or "")
+            user, session_key = await _user_from_session(cookies.get(settings.SESSION_COOKIE_NAME))
+            scope = {**scope, "user": user, "session_key": session_key}
+        return await self.app(scope, receive, send)
+
+
+def _parse_cookies(raw: str) -> dict[str, str]:
+    from http.cookies import SimpleCookie
+
+    jar = SimpleCookie()
+    try:
+        jar.load(raw)
+    except Exception:
+        return {}
+    return {k: m.value for k, m in jar.items()}
+
+
+def session_still_valid(session_key: str | None, user_id: int) -> bool:
+    """Sync: is this socket's login still live (not logged out, not expired, same user, still active)?"""
+    from django.contrib.auth import SESSION_KEY
+    from importlib import import_module
+
+    from classrooms.models import User
+
+    if not session_key:
+        return False
+    engine = import_module(settings.SESSION_ENGINE)
+    session = engine.SessionStore(session_key)
+    # Loading applies expiry: a logged-out, flushed or expired session has no user id any more.
+    if str(session.get(SESSION_KEY)) != str(user_id):
+        return False
+    return User.objects.filter(pk=user_id, is_active=True).exists()

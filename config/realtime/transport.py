@@ -1,0 +1,108 @@
+"""Persist first, then broadcast: the one way a room event leaves the server.
+
+`room_event_emit` must run inside the writer's transaction. It takes the room's next sequence number
+(the row lock on the room's counter orders concurrent writers, so commit order equals seq order),
+stores the event for resume, encodes the frame once, and publishes it to Redis only after commit.
+Ephemeral events (presence diffs, counters) use `room_signal_publish`: no seq, no storage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from config.realtime.models import RoomEvent
+
+logger = logging.getLogger("aula.realtime")
+
+PROTOCOL_VERSION = 1
+_NEXT_SEQ_SQL = """
+INSERT INTO realtime_roomsequence (room_key, last_seq) VALUES (%s, 1)
+ON CONFLICT (room_key) DO UPDATE SET last_seq = realtime_roomsequence.last_seq + 1
+RETURNING last_seq
+"""
+
+_client_lock = threading.Lock()
+_client: redis.Redis | None = None
+
+
+def redis_channel(room_key: str) -> str:
+    return f"{settings.AULA_REDIS_KEY_PREFIX}:rt:{room_key}"
+
+
+def _redis() -> redis.Redis:
+    global _client
+    if _client is None:
+        with _client_lock:
+            if _client is None:
+                _client = redis.Redis.from_url(
+                    settings.REDIS_REALTIME_URL, socket_timeout=2, socket_connect_timeout=2,
+                    health_check_interval=30,
+                )
+    return _client
+
+
+def encode_frame(type_: str, data: dict, *, seq: int | None = None, ts: dt.datetime | None = None) -> str:
+    """The wire envelope, encoded once per event (see docs/protocol.md)."""
+    frame = {"v": PROTOCOL_VERSION, "type": type_, "seq": seq,
+             "ts": (ts or timezone.now()).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+             "data": data}
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def room_next_seq(room_key: str) -> int:
+    if not connection.in_atomic_block:
+        raise RuntimeError("room_next_seq() must run inside the writer's transaction")
+    with connection.cursor() as cur:
+        cur.execute(_NEXT_SEQ_SQL, [room_key])
+        return cur.fetchone()[0]
+
+
+def room_event_emit(room_key: str, type_: str, data: dict) -> RoomEvent:
+    """Store an event in the room's log and broadcast it once the surrounding transaction commits."""
+    with transaction.atomic():
+        seq = room_next_seq(room_key)
+        event = RoomEvent.objects.create(room_key=room_key, seq=seq, type=type_, payload=data)
+    frame = encode_frame(type_, data, seq=seq, ts=event.created_at)
+    transaction.on_commit(lambda: publish_frame(room_key, frame))
+    return event
+
+
+def room_signal_publish(room_key: str, type_: str, data: dict) -> None:
+    """An ephemeral event (not stored, no seq), published after commit if a transaction is open."""
+    frame = encode_frame(type_, data)
+    transaction.on_commit(lambda: publish_frame(room_key, frame))
+
+
+def publish_frame(room_key: str, frame: str) -> bool:
+    """PUBLISH an encoded frame to every process that has members of the room.
+
+    A failure is logged, not raised: the event is already stored and clients recover it by seq.
+    """
+    try:
+        _redis().publish(redis_channel(room_key), frame)
+        return True
+    except redis.RedisError as exc:
+        logger.warning("realtime publish failed for room %s: %s", room_key, type(exc).__name__)
+        return False
+
+
+def room_events_since(room_key: str, after_seq: int, limit: int) -> list[RoomEvent]:
+    return list(RoomEvent.objects.filter(room_key=room_key, seq__gt=after_seq).order_by("seq")[:limit])
+
+
+def room_last_seq(room_key: str) -> int:
+    from config.realtime.models import RoomSequence
+
+    return RoomSequence.objects.filter(room_key=room_key).values_list("last_seq", flat=True).first() or 0
+
+
+def event_frame(event: RoomEvent) -> str:
+    return encode_frame(event.type, event.payload, seq=event.seq, ts=event.created_at)

@@ -1,0 +1,22 @@
+"""WebSocket routes. Every room route's consumer derives from config.realtime.consumer.RoomConsumer."""
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.urls import path, re_path
+
+from classrooms.consumers import LiveSessionConsumer
+from config.realtime.protocol import CloseCode
+
+
+class UnknownRouteConsumer(AsyncWebsocketConsumer):
+    """Refuses sockets to paths that are not routes (instead of an unhandled routing error)."""
+
+    channel_layer_alias = "__no_layer__"
+
+    async def connect(self):
+        await self.close(code=CloseCode.NOT_FOUND)
+
+
+websocket_urlpatterns = [
+    path("ws/v1/sessions/<int:session_id>/", LiveSessionConsumer.as_asgi()),
+    re_path(r"", UnknownRouteConsumer.as_asgi()),
+]

@@ -1,0 +1,366 @@
+"""The one settings module: every knob comes from the environment (see .env.example and the README).
+
+AULA_ENV selects a profile: `development` (default: `make run`), `test` (`make test`) and `production`
+(`manage.py check --deploy` reports nothing). Bad values stop start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+import environ
+from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").exists():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.str(name, default=default)
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.str(name, default=str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} is below the minimum {minimum}")
+    return value
+
+
+def _url(name: str, default: str | None, schemes: tuple[str, ...]) -> str:
+    value = env.str(name, default=default)
+    if value is None:
+        raise ImproperlyConfigured(
+            f"{name} is not set. Use `make run` / `make test`, which start PostgreSQL and Redis "
+            f"from pip packages when it is unset, or point it at your own server."
+        )
+    parsed = urlparse(value)
+    if parsed.scheme not in schemes or not parsed.hostname and "host=" not in parsed.query:
+        raise ImproperlyConfigured(f"{name} must be a {' or '.join(schemes)}:// URL with a host")
+    return value
+
+
+AULA_ENV = _choice("AULA_ENV", "development", ("development", "test", "production"))
+PRODUCTION = AULA_ENV == "production"
+TESTING = AULA_ENV == "test"
+
+DEBUG = env.bool("DJANGO_DEBUG", default=AULA_ENV == "development")
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="" if PRODUCTION else "dev-only-insecure-key-" + "x" * 40)
+if PRODUCTION and (len(SECRET_KEY) < 50 or SECRET_KEY.startswith("dev-only")):
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set to a random value of at least 50 characters")
+
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[] if PRODUCTION else ["localhost", "127.0.0.1"])
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must list the public host names in production")
+
+# Exact WebSocket origins (scheme://host[:port]); no wildcards, no leading-dot suffix matching.
+AULA_WS_ALLOWED_ORIGINS = env.list(
+    "AULA_WS_ALLOWED_ORIGINS",
+    default=[] if PRODUCTION else ["http://localhost:8000", "http://127.0.0.1:8000"],
+)
+for _origin in AULA_WS_ALLOWED_ORIGINS:
+    _p = urlparse(_origin)
+    if _p.scheme not in ("http", "https") or not _p.hostname or _p.path not in ("", "/") or "*" in _origin:
+        raise ImproperlyConfigured(f"AULA_WS_ALLOWED_ORIGINS entry {_origin!r} is not an exact origin")
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=AULA_WS_ALLOWED_ORIGINS)
+
+# Application-level WebSocket message limit (the server's frame limit, 1 MiB, is set on uvicorn/daphne).
+AULA_WS_MAX_MESSAGE_BYTES = _int("AULA_WS_MAX_MESSAGE_BYTES", 65536, minimum=1024)
+AULA_WS_SERVER_MAX_BYTES = _int("AULA_WS_SERVER_MAX_BYTES", 1048576, minimum=1024)
+
+INSTALLED_APPS = [
+    "daphne",  # `manage.py runserver` serves ASGI (HTTP + WebSocket) through daphne
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "oauth2_provider",
+    "auditlog",
+    "config.realtime",
+    "classrooms",
+    "exams",
+    "streaming",
+    "moderation",
+    "analytics",
+    "compliance",
+]
+
+MIDDLEWARE = [
+    "config.observability.RequestContextMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "config.observability.UserContextMiddleware",
+    "auditlog.middleware.AuditlogMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+AUTH_USER_MODEL = "classrooms.User"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+DATABASE_URL = _url("DATABASE_URL", None, ("postgres", "postgresql", "pgsql"))
+_db = env.db_url_config(DATABASE_URL)
+_db["ENGINE"] = "django.db.backends.postgresql"
+_db["CONN_HEALTH_CHECKS"] = True
+_db["ATOMIC_REQUESTS"] = False
+_db.setdefault("OPTIONS", {})
+_db["OPTIONS"]["connect_timeout"] = _int("AULA_DB_CONNECT_TIMEOUT", 5, minimum=1)
+if env.bool("AULA_DB_POOL", default=False):
+    # psycopg's pool (per process). Off by default: persistent connections suit the thread-per-request
+    # sync views; turn on behind pgbouncer-less deployments with many short requests.
+    _db["OPTIONS"]["pool"] = {"min_size": 1, "max_size": _int("AULA_DB_POOL_MAX", 10, minimum=1)}
+else:
+    _db["CONN_MAX_AGE"] = _int("AULA_DB_CONN_MAX_AGE", 60)
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: cache, channel layer, Celery broker ---------------------------------------------------
+REDIS_URL = _url("REDIS_URL", None, ("redis", "rediss", "unix"))
+# Parallel test workers share one Redis server: each gets its own logical databases and key prefix.
+_xdist = env.str("PYTEST_XDIST_WORKER", default="")
+_worker_no = int(_xdist[2:]) if _xdist.startswith("gw") and _xdist[2:].isdigit() else 0
+AULA_REDIS_KEY_PREFIX = env.str("AULA_REDIS_KEY_PREFIX", default="aula") + (f"-t{_worker_no}" if TESTING else "")
+
+
+def _redis_db(url: str, db: int) -> str:
+    p = urlparse(url)
+    if p.scheme == "unix":
+        return url
+    base = int((p.path or "/0").lstrip("/") or 0)
+    return p._replace(path=f"/{base + db + (_worker_no * 4 if TESTING else 0)}").geturl()
+
+
+REDIS_CACHE_URL = _redis_db(REDIS_URL, 0)
+REDIS_REALTIME_URL = _redis_db(REDIS_URL, 1)
+REDIS_BROKER_URL = _redis_db(REDIS_URL, 2)
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_CACHE_URL,
+        "KEY_PREFIX": AULA_REDIS_KEY_PREFIX,
+        "TIMEOUT": 300,
+    }
+}
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+
+CHANNEL_LAYERS = {
+    "default": {
+        # Pub/sub layer: no per-channel lists to expire, fan-out by Redis PUBLISH.
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_REALTIME_URL],
+            "prefix": f"{AULA_REDIS_KEY_PREFIX}:asgi",
+        },
+    }
+}
+
+# --- Celery ----------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_BROKER_URL)
+CELERY_RESULT_BACKEND = None  # tasks report through the database, never through results
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True  # a task lost with its worker is redelivered; every task is idempotent
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "global_keyprefix": f"{AULA_REDIS_KEY_PREFIX}:"}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES = (
+    Queue("deadlines", Exchange("deadlines"), routing_key="deadlines"),  # time-critical: exam deadlines
+    Queue("default", Exchange("default"), routing_key="default"),
+    Queue("bulk", Exchange("bulk"), routing_key="bulk"),  # email, exports, reports, flushes
+)
+CELERY_TASK_ALWAYS_EAGER = False
+# The one place where periodic work is scheduled: each job names its queue and an expiry, so a beat
+# tick that waited behind a backlog is dropped instead of piling up.
+CELERY_BEAT_SCHEDULE = {
+    "sessions-purge": {
+        "task": "classrooms.tasks.sessions_purge",
+        "schedule": crontab(minute=17),
+        "options": {"queue": "bulk", "expires": 3000},
+    },
+}
+
+# --- Auth, sessions, passwords -----------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+if TESTING:
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only; never in production
+AUTHENTICATION_BACKENDS = [
+    "classrooms.auth.EmailOrUsernameBackend",
+]
+SESSION_COOKIE_AGE = _int("AULA_SESSION_AGE_SECONDS", 12 * 3600, minimum=300)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = False  # the page's JS reads it for fetch() POSTs
+AULA_SOCKET_RECHECK_SECONDS = _int("AULA_SOCKET_RECHECK_SECONDS", 30, minimum=1)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / ".aula" / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = not PRODUCTION
+
+# --- REST API ------------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "config.api_auth.HeaderOnlyOAuth2Authentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "config.api.AulaPagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "config.api.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_THROTTLE_RATES": {"district_client": env.str("AULA_API_RATE", default="600/min")},
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Aula district API",
+    "DESCRIPTION": "REST API for districts. Authenticate with OAuth2 client credentials "
+    "(POST /o/token/) and send `Authorization: Bearer <token>`. Errors share one JSON shape: "
+    '`{"error": {"code", "message", "details", "request_id"}}`.',
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",  # vendored assets: the docs page loads nothing from a CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
+OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth2_provider.AccessToken"
+OAUTH2_PROVIDER = {
+    "ACCESS_TOKEN_EXPIRE_SECONDS": _int("AULA_API_TOKEN_SECONDS", 3600, minimum=60),
+    "SCOPES": {
+        "roster.read": "Read the district's schools, courses and enrollments",
+        "roster.write": "Create and update roster data",
+        "results.read": "Read exam results and attendance",
+        "audit.read": "Read access and disclosure logs",
+    },
+    "DEFAULT_SCOPES": ["roster.read"],
+    "SCOPES_BACKEND_CLASS": "classrooms.oauth.DistrictClientScopes",
+    "PKCE_REQUIRED": True,
+}
+
+# --- Audit (django-auditlog) -------------------------------------------------------------------------
+# The reviewed list of audited models. Secrets and credentials are excluded, personal fields masked.
+AUDITLOG_INCLUDE_TRACKING_MODELS = (
+    {"model": "classrooms.User", "exclude_fields": ["password", "last_login"]},
+    "classrooms.District",
+    "classrooms.Institution",
+    "classrooms.Membership",
+    "classrooms.DistrictRole",
+    "classrooms.Guardianship",
+    "classrooms.Course",
+    "classrooms.Enrollment",
+    "classrooms.LiveSession",
+    "compliance.DistrictAPIClient",
+    "exams.Exam",
+    "streaming.Channel",
+    "streaming.Stream",
+)
+AUDITLOG_DISABLE_REMOTE_ADDR = False
+
+# --- Logging -------------------------------------------------------------------------------------------
+LOG_LEVEL = _choice("AULA_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+LOG_FORMAT = _choice("AULA_LOG_FORMAT", "json" if PRODUCTION else "text", ("json", "text"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"context": {"()": "config.observability.ContextFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(user_id)s",
+            "rename_fields": {"asctime": "ts", "levelname": "level", "name": "logger"},
+        },
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [req=%(request_id)s user=%(user_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "django.channels.server": {"level": "WARNING"},
+    },
+}
+
+# --- Production hardening ------------------------------------------------------------------------------
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("AULA_SSL_REDIRECT", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = _int("AULA_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    SECURE_REFERRER_POLICY = "same-origin"
+    X_FRAME_OPTIONS = "DENY"
+    if not AULA_WS_ALLOWED_ORIGINS:
+        raise ImproperlyConfigured("AULA_WS_ALLOWED_ORIGINS must list the https:// origins of the site")
+    for _origin in AULA_WS_ALLOWED_ORIGINS:
+        if not _origin.startswith("https://"):
+            raise ImproperlyConfigured(f"AULA_WS_ALLOWED_ORIGINS entry {_origin!r} must be https:// in production")

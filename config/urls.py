@@ -1,0 +1,34 @@
+"""URL wiring: pages, admin, the REST API under /api/v1/, OAuth2 token endpoint and health probes."""
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from oauth2_provider import views as oauth2_views
+
+from config import health
+from config.api import json_error
+
+admin.site.site_header = "Aula administration"
+admin.site.site_title = "Aula admin"
+admin.site.index_title = "School administration"
+
+
+def api_not_found(request, *args, **kwargs):
+    return json_error("not_found", "No such API endpoint.", 404)
+
+
+urlpatterns = [
+    path("healthz/", health.liveness, name="healthz"),
+    path("readyz/", health.readiness, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Only the token endpoint of django-oauth-toolkit: district clients use client credentials.
+    path("o/token/", oauth2_views.TokenView.as_view(), name="oauth2_token"),
+    path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/v1/", include("compliance.api.urls")),
+    re_path(r"^api/", api_not_found),
+    path("", include("classrooms.urls")),
+]

@@ -1,0 +1,95 @@
+"""Test data built through the real services (no direct model writes for domain state)."""
+
+from __future__ import annotations
+
+import itertools
+
+from classrooms import services
+from classrooms.models import Course, District, Institution, LiveSession, Role, User
+
+PASSWORD = "correct-horse-battery-staple"
+_n = itertools.count(1)
+
+
+def district(slug: str | None = None) -> District:
+    n = next(_n)
+    slug = slug or f"district-{n}"
+    return services.district_upsert(slug=slug, name=f"District {slug}")
+
+
+def institution(dist: District | None = None, slug: str | None = None) -> Institution:
+    n = next(_n)
+    dist = dist or district()
+    slug = slug or f"school-{n}"
+    return services.institution_upsert(district=dist, slug=slug, name=f"School {slug}")
+
+
+def user(name: str | None = None, *, staff: bool = False, age: int | None = 30, superuser: bool = False) -> User:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    n = next(_n)
+    name = name or f"user{n}"
+    dob = None if age is None else timezone.localdate().replace(year=timezone.localdate().year - age) - dt.timedelta(days=3)
+    u = services.user_upsert(email=f"{name}@example.test", username=name, password=PASSWORD, first_name=name.title(),
+                             date_of_birth=dob, is_staff=staff)
+    if superuser:
+        u.is_superuser = u.is_staff = True
+        u.save()
+    return u
+
+
+def staff_of(inst: Institution, name: str | None = None) -> User:
+    from django.contrib.auth.models import Group
+
+    from classrooms.management.commands.seed_demo import staff_group
+
+    u = user(name, staff=True)
+    services.membership_grant(user=u, institution=inst, role=Role.STAFF)
+    group: Group = staff_group()
+    u.groups.add(group)
+    return u
+
+
+def course(inst: Institution, code: str | None = None) -> Course:
+    n = next(_n)
+    return services.course_upsert(institution=inst, code=code or f"C-{n}", title=f"Course {n}", term="t1")
+
+
+def enroll(c: Course, u: User, role: str = Role.STUDENT):
+    services.membership_grant(user=u, institution=c.institution, role=Role.TEACHER if role == Role.TEACHER else Role.STUDENT)
+    return services.enrollment_upsert(course=c, user=u, role=role)
+
+
+def live_session(c: Course, title: str | None = None) -> LiveSession:
+    n = next(_n)
+    return services.live_session_upsert(course=c, title=title or f"Session {n}")
+
+
+class World:
+    """Two schools of one district plus a school of another district, each with a course and people."""
+
+    def __init__(self):
+        self.district = district()
+        self.other_district = district()
+        self.school_a = institution(self.district)
+        self.school_b = institution(self.district)
+        self.school_c = institution(self.other_district)
+        self.course_a = course(self.school_a, "SCI-A")
+        self.course_b = course(self.school_b, "SCI-B")
+        self.course_c = course(self.school_c, "SCI-C")
+        self.teacher_a = user("teacher_a")
+        enroll(self.course_a, self.teacher_a, Role.TEACHER)
+        self.student_a = user("student_a", age=14)
+        enroll(self.course_a, self.student_a)
+        self.student_b = user("student_b", age=14)
+        enroll(self.course_b, self.student_b)
+        self.student_c = user("student_c", age=14)
+        enroll(self.course_c, self.student_c)
+        self.outsider = user("outsider")
+        self.staff_a = staff_of(self.school_a, "staff_a")
+        self.staff_b = staff_of(self.school_b, "staff_b")
+        self.session_a = live_session(self.course_a, "Live A")
+        self.session_b = live_session(self.course_b, "Live B")
+        self.session_c = live_session(self.course_c, "Live C")

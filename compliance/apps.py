@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class ComplianceConfig(AppConfig):
     name = "compliance"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from config import api_schema  # noqa: F401  (registers the OpenAPI auth extension)

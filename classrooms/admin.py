@@ -148,6 +148,24 @@ class UserAdmin(DjangoUserAdmin):
         ids = staff_scope(request)
         return qs if ids is None else qs.filter(pk__in=users_for_scope(ids).values("pk"))
 
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and self._may_manage(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and self._may_manage(request, obj)
+
+    def _may_manage(self, request, obj) -> bool:
+        """School staff see everyone connected to their school, but may change (and reset the password of)
+        only people with no more admin reach than their own: never a superuser, never staff of another
+        school or a district admin — otherwise a password reset would be an account takeover."""
+        ids = staff_scope(request)
+        if obj is None or ids is None:
+            return True
+        if obj.is_superuser:
+            return False
+        theirs = selectors.staff_institution_ids(obj)
+        return theirs is not None and theirs <= ids
+
     def get_readonly_fields(self, request, obj=None):
         if request.user.is_superuser:
             return super().get_readonly_fields(request, obj)
@@ -203,6 +221,13 @@ class EnrollmentInline(admin.TabularInline):
 
     def get_queryset(self, request):
         return limit_to(super().get_queryset(request), staff_scope(request), "institution")
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        # Same choices as EnrollmentAdmin: enrolling an outsider would make them one of "our" people,
+        # visible and editable by this school's staff.
+        if db_field.name == "user":
+            kwargs["queryset"] = users_for_scope(staff_scope(request))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 @admin.register(Course)

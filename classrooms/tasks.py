@@ -7,7 +7,7 @@ from django.contrib.sessions.models import Session
 from django.utils import timezone
 
 
-@shared_task(queue="bulk", ignore_result=True)
+@shared_task(ignore_result=True)
 def sessions_purge() -> int:
     """Delete expired login sessions and expired OAuth2 tokens (idempotent)."""
     from oauth2_provider.models import clear_expired

@@ -271,6 +271,7 @@ def uvicorn_tuning_args() -> list[str]:
     return [
         "--ws-max-size", os.environ.get("AULA_WS_SERVER_MAX_BYTES", "1048576"),
         "--ws-ping-interval", "20", "--ws-ping-timeout", "20",
+        "--ws-per-message-deflate", "false",  # compression is per socket: it would cost CPU per delivery
         "--backlog", "4096",
         "--timeout-graceful-shutdown", "10",
         "--proxy-headers", "--no-server-header",

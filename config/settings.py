@@ -216,6 +216,10 @@ CELERY_TASK_QUEUES = (
     Queue("bulk", Exchange("bulk"), routing_key="bulk"),  # email, exports, reports, flushes
 )
 CELERY_TASK_ALWAYS_EAGER = False
+# Routing by task name, in one place (the task `queue=` attribute is deprecated in Celery 5).
+CELERY_TASK_ROUTES = {
+    "classrooms.tasks.sessions_purge": {"queue": "bulk"},
+}
 # The one place where periodic work is scheduled: each job names its queue and an expiry, so a beat
 # tick that waited behind a backlog is dropped instead of piling up.
 CELERY_BEAT_SCHEDULE = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db import models
 from django.db.models import QuerySet
 
 from classrooms import selectors, services
@@ -287,6 +288,7 @@ class LiveSessionAdmin(TenantAdmin):
     autocomplete_fields = ["course"]
     exclude = ["institution", "created_by"]
     readonly_fields = ["started_at", "ended_at"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # video links are https
 
     def save_model(self, request, obj, form, change):
         services.live_session_save(session=obj, actor=request.user)

@@ -1,57 +1,546 @@
-"""WebSocket adapters for live sessions: validate, authorize through selectors, call one service, reply."""
+"""WebSocket adapter for live sessions: validate, rate-limit, authorize via selectors, one service call, reply.
+
+Broadcasts never pass through here: services publish after commit and the room hub writes frames to the
+sockets. This consumer sends only direct replies (snapshot, replay, acks, errors).
+"""
 
 from __future__ import annotations
 
-from channels.db import database_sync_to_async
-from django.utils import timezone
+import asyncio
+import time
+import uuid
+from typing import Literal
 
-from classrooms import realtime, selectors
-from classrooms.models import LiveSession
-from config.realtime.consumer import Refused, RoomConsumer
-from config.realtime.protocol import CloseCode
-from config.realtime.transport import encode_frame, room_last_seq
+from asgiref.sync import sync_to_async
+from auditlog.context import set_actor
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core import signing
+from django.db import connection, transaction
+from django.utils import timezone
+from pydantic import Field
+
+from classrooms import events, realtime, selectors, services
+from classrooms.models import ChatMessage, LiveSession, Poll, PollAnswer, Role, User
+from classrooms.receivers import session_presence_audience, state_seconds
+from config.realtime import presence
+from config.realtime.consumer import FrameError, Refused, RoomConsumer
+from config.realtime.hub import hub
+from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping
+from config.realtime.ratelimit import RateLimiter, limits
+from config.realtime.transport import encode_frame, event_frame, room_events_since
+
+MAX_REPLAY = 500
+CONNECTIONS_PER_USER = 5
+_RESUME_SALT = "aula.classrooms.resume"
+
+
+# --- inbound message schemas ---------------------------------------------------------------------------
+
+class Resume(Inbound):
+    last_seq: int = Field(ge=0)
+
+
+class ChatSend(Inbound):
+    body: str = Field(min_length=1, max_length=services.CHAT_MAX_CHARS)
+
+
+class ChatDelete(Inbound):
+    message_id: int
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class ChatClear(Inbound):
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class PollCreate(Inbound):
+    question: str = Field(min_length=1, max_length=500)
+    kind: Literal["single", "multiple", "open"]
+    options: list[str] = Field(default_factory=list, max_length=12)
+    anonymous: bool = False
+    quiz: bool = False
+    correct: list[int] = Field(default_factory=list, max_length=12)
+    results: Literal["live", "on_close"] = "live"
+
+
+class PollAnswerMsg(Inbound):
+    poll_id: int
+    attempt_id: uuid.UUID
+    positions: list[int] = Field(default_factory=list, max_length=12)
+    text: str = Field(default="", max_length=1000)
+
+
+class PollRef(Inbound):
+    poll_id: int
+
+
+class UserRef(Inbound):
+    user_id: int
+
+
+class HandLower(Inbound):
+    user_id: int | None = None
+
+
+class FeatureLock(Inbound):
+    feature: Literal["chat", "hand", "polls", "reactions", "whiteboard"]
+    locked: bool
+    user_id: int | None = None
+
+
+class Remove(Inbound):
+    user_id: int
+    reason: str = Field(default="", max_length=200)
+
+
+class ScreenShare(Inbound):
+    user_id: int
+    allowed: bool
+
+
+class TimerStart(Inbound):
+    seconds: int = Field(ge=1, le=6 * 3600)
+    label: str = Field(default="", max_length=80)
+
+
+class PresenceState(Inbound):
+    state: Literal["active", "idle", "away"]
+
+
+class Empty(Inbound):
+    pass
+
+
+def resume_token(conn_id: str, user_id: int, session_id: int) -> str:
+    return signing.dumps({"c": conn_id, "u": user_id, "s": session_id}, salt=_RESUME_SALT, compress=True)
+
+
+def read_resume_token(token: str, user_id: int, session_id: int) -> str | None:
+    try:
+        data = signing.loads(token, salt=_RESUME_SALT, max_age=6 * 3600)
+    except signing.BadSignature:
+        return None
+    if data.get("u") != user_id or data.get("s") != session_id:
+        return None
+    return data.get("c")
 
 
 class LiveSessionConsumer(RoomConsumer):
-    """`/ws/v1/sessions/<session_id>/`: one socket per open tab of a live session."""
+    """`/ws/v1/sessions/<session_id>/[?last_seq=N&resume=<token>]`: one socket per open tab."""
 
+    inbound = {
+        "ping": Ping, "resume": Resume,
+        "chat.send": ChatSend, "chat.delete": ChatDelete, "chat.clear": ChatClear,
+        "poll.create": PollCreate, "poll.answer": PollAnswerMsg, "poll.close": PollRef, "poll.details": PollRef,
+        "hand.raise": Empty, "hand.lower": HandLower, "hand.lower_all": Empty, "hand.call_next": Empty,
+        "control.lock": FeatureLock, "control.remove": Remove, "control.readmit": UserRef,
+        "control.screen_share": ScreenShare, "control.timer_start": TimerStart, "control.timer_stop": Empty,
+        "session.start": Empty, "session.end": Empty,
+        "presence.state": PresenceState,
+    }
+
+    # --- connect -----------------------------------------------------------------------------------
     @database_sync_to_async
     def _load(self, session_id: int):
         session = selectors.live_sessions_for(self.user).filter(pk=session_id).first()
         if session is None:
-            return None, None, 0
-        role = selectors.enrollment_role(self.user, session.course)
-        return session, role, room_last_seq(realtime.session_room(session.institution_id, session.pk))
+            return None, None, False
+        return session, selectors.enrollment_role(self.user, session.course), selectors.is_removed(session, self.user)
 
     async def authorize(self) -> str:
         session_id = self.scope["url_route"]["kwargs"]["session_id"]
-        session, role, last_seq = await self._load(session_id)
+        session, role, removed = await self._load(session_id)
         if session is None:
-            # Another school's session looks exactly like a missing one.
             raise Refused(CloseCode.NOT_FOUND, "no such session for this user")
         if role is None:
             raise Refused(CloseCode.FORBIDDEN, "not enrolled in this course")
+        if removed:
+            raise Refused(CloseCode.REMOVED, "removed from this session")
         if session.status == LiveSession.Status.ENDED:
             raise Refused(CloseCode.ENDED, "session ended")
-        self.session, self.role, self._last_seq = session, role, last_seq
+        self.session, self.role = session, role
+        self.is_staff_role = role in {Role.TEACHER, Role.TA}
+        self.conn_id = uuid.uuid4().hex
+        self.limiter = RateLimiter(hub()._redis, settings.AULA_REDIS_KEY_PREFIX)
+        if not await self.limiter.admit_connection(self.user.pk, self.conn_id, CONNECTIONS_PER_USER,
+                                                   int(presence.TTL)):
+            raise Refused(CloseCode.TOO_MANY_CONNECTIONS, "connection cap")
+        self.limits = limits()
         return realtime.session_room(session.institution_id, session.pk)
 
     def still_authorized(self) -> CloseCode | None:
-        from classrooms.selectors import forget_scope
-
-        forget_scope(self.user)
+        selectors.forget_scope(self.user)
         self.user.refresh_from_db(fields=["is_active"])
-        session = LiveSession.objects.filter(pk=self.session.pk).only("status", "course_id").first()
+        session = LiveSession.objects.filter(pk=self.session.pk).select_related("course").first()
         if session is None or not selectors.can_join_session(self.user, session):
             return CloseCode.FORBIDDEN
         if session.status == LiveSession.Status.ENDED:
             return CloseCode.ENDED
+        if selectors.is_removed(session, self.user):
+            return CloseCode.REMOVED
         return None
 
     async def joined(self) -> None:
-        await self.reply(encode_frame("session.welcome", {
-            "session": {"id": self.session.pk, "title": self.session.title, "status": self.session.status},
-            "you": {"id": self.user.pk, "name": self.user.public_name, "role": self.role},
-            "last_seq": self._last_seq,
-            "server_time": timezone.now().isoformat(),
-        }))
+        self.member.user_id = self.user.pk
+        self.member.on_control = self._on_control
+        if self.is_staff_role:
+            await hub().join(self._staff_room, self.member)
+        params = _query(self.scope)
+        resumed_from = None
+        if params.get("resume"):
+            resumed_from = read_resume_token(params["resume"], self.user.pk, self.session.pk)
+        meta = {"user_id": self.user.pk, "name": self.user.public_name, "role": self.role, "state": "active",
+                "resumed": resumed_from is not None}
+        tracker = presence.tracker()
+        if resumed_from:
+            # The tab that is reconnecting may still have a ghost entry: remove it now, no duplicate user.
+            old = await tracker.evict(self.room_key, resumed_from, self.user.pk)
+            if old is not None:
+                await self._record_interval(old, time.time(), "resumed")
+        await tracker.track(self.room_key, self.conn_id, meta, session_presence_audience)
+        last_seq = params.get("last_seq")
+        if resumed_from and last_seq is not None and last_seq.isdigit():
+            await self._replay(int(last_seq), first=True)
+        else:
+            await self._send_snapshot()
+
+    @property
+    def _staff_room(self) -> str:
+        return realtime.session_staff_room(self.session.institution_id, self.session.pk)
+
+    async def left(self) -> None:
+        if self.is_staff_role:
+            await hub().leave(self._staff_room, self.member)
+        try:
+            meta = await presence.tracker().untrack(self.conn_id)
+            if meta is not None:
+                await self._record_interval(meta, time.time(), "closed")
+        finally:
+            await self.limiter.release_connection(self.user.pk, self.conn_id)
+
+    async def _record_interval(self, meta: dict, left_at: float, reason: str) -> None:
+        seconds = state_seconds(meta, left_at)
+        await database_sync_to_async(services.attendance_interval_record)(
+            session_id=self.session.pk, user_id=meta["user_id"], conn_id=meta["conn"], joined_at=meta["joined_at"],
+            left_at=left_at, active=seconds["active"], idle=seconds["idle"], away=seconds["away"],
+            resumed=bool(meta.get("resumed")), reason=reason)
+
+    async def _on_control(self, message: dict) -> None:
+        action = message.get("action")
+        if action == "end":
+            await self.close(code=CloseCode.ENDED)
+        elif action == "remove" and message.get("user_id") == self.user.pk:
+            await self.close(code=CloseCode.REMOVED)
+
+    # --- snapshot and resume -----------------------------------------------------------------------
+    async def _send_snapshot(self) -> None:
+        self.member.hold()  # broadcasts wait behind the snapshot; the client drops those it already has
+        try:
+            snapshot = await database_sync_to_async(self._build_snapshot)()
+            presence_data = await self._presence_snapshot()
+            snapshot["presence"] = presence_data
+            await self.reply(encode_frame("snapshot", snapshot))
+        finally:
+            await self.member.release()
+
+    async def _presence_snapshot(self) -> dict:
+        tracker = presence.tracker()
+        count = await tracker.user_count(self.room_key)
+        if self.is_staff_role or count <= realtime.ROSTER_FOR_STUDENTS_MAX:
+            metas = await tracker.list(self.room_key)
+            users: dict[str, dict] = {}
+            for m in metas:
+                users.setdefault(str(m["user_id"]), {"metas": []})["metas"].append(
+                    {k: m.get(k) for k in ("conn", "user_id", "name", "role", "state")})
+            return {"count": count, "users": users}
+        return {"count": count, "users": None}
+
+    def _build_snapshot(self) -> dict:
+        from config.realtime.transport import room_last_seq
+
+        with transaction.atomic():
+            # One consistent view: the seq and the state it describes come from the same snapshot.
+            with connection.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            session = LiveSession.objects.select_related("course").get(pk=self.session.pk)
+            last_seq = room_last_seq(self.room_key)
+            control = selectors.session_control(session)
+            state = selectors.participant_state(session, self.user)
+            polls = list(Poll.objects.filter(session=session).exclude(status=Poll.Status.DRAFT)
+                         .prefetch_related("options").order_by("-id")[:10])
+            poll_data = []
+            for poll in reversed(polls):
+                item = {"poll": events.poll_public(poll)}
+                if poll.results_visibility == Poll.Results.LIVE or poll.status == Poll.Status.CLOSED \
+                        or self.is_staff_role:
+                    item["results"] = events.poll_results(poll, selectors.poll_answers_for_results(poll))
+                if not self.is_staff_role:
+                    mine = PollAnswer.objects.filter(poll=poll, respondent=services._respondent_key(poll, self.user)) \
+                        .values("option_positions", "text").first()
+                    item["mine"] = mine
+                poll_data.append(item)
+            roster = None
+            if self.is_staff_role:
+                roster = [
+                    {"id": e.user_id, "name": e.user.public_name, "role": e.role}
+                    for e in session.course.enrollments.filter(is_active=True).select_related("user")
+                ]
+                states = {s.user_id: events.participant(s) for s in session.participant_states.all()}
+            else:
+                states = {self.user.pk: events.participant(state)} if state else {}
+            return {
+                "last_seq": last_seq,
+                "server_time": timezone.now().isoformat(),
+                "resume_token": resume_token(self.conn_id, self.user.pk, self.session.pk),
+                "session": {"id": session.pk, "title": session.title, "course": session.course.code,
+                            **events.session_status(session)},
+                "you": {"id": self.user.pk, "name": self.user.public_name, "role": self.role,
+                        "can_moderate": self.is_staff_role},
+                "controls": events.controls(control) if control else {"locked_features": [], "timer": None},
+                "participants": states,
+                "roster": roster,
+                "chat": [events.chat_message(m) | {"seq": m.seq} for m in selectors.recent_chat(session)],
+                "polls": poll_data,
+                "hands": events.hand_queue(selectors.hand_queue(session))["queue"],
+            }
+
+    async def _replay(self, last_seq: int, first: bool = False) -> None:
+        self.member.hold()
+        try:
+            rows = await database_sync_to_async(room_events_since)(self.room_key, last_seq, MAX_REPLAY + 1)
+            if len(rows) > MAX_REPLAY or (rows and rows[0].seq != last_seq + 1) or \
+                    (not rows and await self._seq_behind(last_seq)):
+                await self._send_snapshot_held()
+                return
+            for row in rows:
+                await self.reply(event_frame(row))
+            await self.reply(encode_frame("resume.done", {
+                "last_seq": rows[-1].seq if rows else last_seq,
+                "resume_token": resume_token(self.conn_id, self.user.pk, self.session.pk),
+                "server_time": timezone.now().isoformat()}))
+        finally:
+            await self.member.release()
+
+    async def _seq_behind(self, last_seq: int) -> bool:
+        from config.realtime.transport import room_last_seq
+
+        current = await database_sync_to_async(room_last_seq)(self.room_key)
+        return last_seq > current  # a client ahead of the server (e.g. restored DB) needs a snapshot
+
+    async def _send_snapshot_held(self) -> None:
+        snapshot = await database_sync_to_async(self._build_snapshot)()
+        snapshot["presence"] = await self._presence_snapshot()
+        await self.reply(encode_frame("snapshot", snapshot))
+
+    # --- helpers -------------------------------------------------------------------------------------
+    async def _limit(self, action: str) -> None:
+        verdict = await self.limiter.hit(f"u{self.user.pk}:{action}", self.limits[action])
+        if not verdict.allowed:
+            raise FrameError(ErrorCode.RATE_LIMITED, "Slow down.", retry_after=round(verdict.retry_after, 2))
+
+    async def _call(self, fn, **kwargs):
+        """Run one service in a worker thread with the auditlog actor set to this socket's user."""
+        def run():
+            with set_actor(self.user):
+                session = LiveSession.objects.select_related("course").get(pk=self.session.pk)
+                return fn(session=session, **kwargs)
+
+        try:
+            return await database_sync_to_async(run)()
+        except services.Conflict as exc:
+            raise FrameError(ErrorCode.CONFLICT, str(exc)) from None
+
+    def _user(self, user_id: int) -> User:
+        user = selectors.users_visible_to(self.user).filter(pk=user_id).first()
+        if user is None:
+            raise FrameError(ErrorCode.NOT_FOUND, "No such person in this class.")
+        return user
+
+    async def _moderator_only(self) -> None:
+        # Re-checked against the database on every privileged action, not only at connect.
+        allowed = await database_sync_to_async(selectors.can_moderate)(self.user, self.session)
+        if not allowed:
+            import logging
+
+            logging.getLogger("aula.security").warning(
+                "privileged action refused user=%s session=%s", self.user.pk, self.session.pk)
+            raise FrameError(ErrorCode.FORBIDDEN, "Only the class's teachers can do that.")
+
+    # --- handlers --------------------------------------------------------------------------------------
+    async def on_resume(self, msg: Resume) -> None:
+        await self._limit("resume")
+        await self._replay(msg.last_seq)
+
+    async def on_chat_send(self, msg: ChatSend) -> None:
+        await self._limit("chat")
+        message = await self._call(services.chat_message_post, author=self.user, body=msg.body,
+                                   client_ref=msg.ref or "")
+        await self.ack(msg.ref, seq=message.seq, id=message.pk)
+
+    async def on_chat_delete(self, msg: ChatDelete) -> None:
+        await self._moderator_only()
+
+        def run(session):
+            message = ChatMessage.objects.filter(session=session, pk=msg.message_id).first()
+            if message is None:
+                raise FrameError(ErrorCode.NOT_FOUND, "No such message.")
+            return services.chat_message_delete(message=message, actor=self.user, reason=msg.reason)
+
+        await self._call(lambda session: run(session))
+        await self.ack(msg.ref)
+
+    async def on_chat_clear(self, msg: ChatClear) -> None:
+        await self._moderator_only()
+        count = await self._call(services.chat_clear, actor=self.user, reason=msg.reason)
+        await self.ack(msg.ref, deleted=count)
+
+    async def on_poll_create(self, msg: PollCreate) -> None:
+        await self._moderator_only()
+        poll = await self._call(services.poll_create, actor=self.user, question=msg.question, kind=msg.kind,
+                                options=msg.options, anonymous=msg.anonymous, quiz=msg.quiz, correct=msg.correct,
+                                results=msg.results)
+        await self.ack(msg.ref, poll_id=poll.pk)
+
+    def _poll(self, session, poll_id: int) -> Poll:
+        poll = Poll.objects.filter(session=session, pk=poll_id).select_related("session").first()
+        if poll is None:
+            raise FrameError(ErrorCode.NOT_FOUND, "No such poll.")
+        return poll
+
+    async def on_poll_answer(self, msg: PollAnswerMsg) -> None:
+        await self._limit("poll_answer")
+
+        def run(session):
+            poll = self._poll(session, msg.poll_id)
+            answer, created = services.poll_answer(poll=poll, user=self.user, attempt_id=msg.attempt_id,
+                                                   positions=msg.positions, text=msg.text)
+            return poll, created
+
+        poll, created = await self._call(run)
+        await self.ack(msg.ref, poll_id=poll.pk, duplicate=not created)
+        if created:
+            await _coalesced_results(poll.pk)
+
+    async def on_poll_close(self, msg: PollRef) -> None:
+        await self._moderator_only()
+        await self._call(lambda session: services.poll_close(poll=self._poll(session, msg.poll_id), actor=self.user))
+        await self.ack(msg.ref)
+
+    async def on_poll_details(self, msg: PollRef) -> None:
+        """Per-student answers of a quiz or named poll (teachers only; never for anonymous polls)."""
+        await self._moderator_only()
+
+        def run(session):
+            poll = self._poll(session, msg.poll_id)
+            if poll.anonymous:
+                return {"poll_id": poll.pk, "anonymous": True, "answers": []}
+            rows = PollAnswer.objects.filter(poll=poll).select_related("user").order_by("created_at")
+            return {"poll_id": poll.pk, "anonymous": False,
+                    "answers": [{"user": events.person(a.user), "positions": a.option_positions, "text": a.text,
+                                 "correct": a.is_correct} for a in rows]}
+
+        data = await self._call(run)
+        await self.reply(encode_frame("poll.details", {"ref": msg.ref, **data}))
+
+    async def on_hand_raise(self, msg: Empty) -> None:
+        await self._limit("hand")
+        await self._call(services.hand_raise, user=self.user)
+        await self.ack(msg.ref)
+
+    async def on_hand_lower(self, msg: HandLower) -> None:
+        await self._limit("hand")
+        target = None
+        if msg.user_id is not None and msg.user_id != self.user.pk:
+            await self._moderator_only()
+            target = await database_sync_to_async(self._user)(msg.user_id)
+        await self._call(services.hand_lower, actor=self.user, user=target)
+        await self.ack(msg.ref)
+
+    async def on_hand_lower_all(self, msg: Empty) -> None:
+        await self._moderator_only()
+        count = await self._call(services.hand_lower_all, actor=self.user)
+        await self.ack(msg.ref, lowered=count)
+
+    async def on_hand_call_next(self, msg: Empty) -> None:
+        await self._moderator_only()
+        hand = await self._call(services.hand_call_next, actor=self.user)
+        await self.ack(msg.ref, user_id=hand.user_id if hand else None)
+
+    async def on_control_lock(self, msg: FeatureLock) -> None:
+        await self._moderator_only()
+        target = await database_sync_to_async(self._user)(msg.user_id) if msg.user_id else None
+        await self._call(services.feature_lock, actor=self.user, feature=msg.feature, locked=msg.locked, user=target)
+        await self.ack(msg.ref)
+
+    async def on_control_remove(self, msg: Remove) -> None:
+        await self._moderator_only()
+        target = await database_sync_to_async(self._user)(msg.user_id)
+        await self._call(services.participant_remove, actor=self.user, user=target, reason=msg.reason)
+        await self.ack(msg.ref)
+
+    async def on_control_readmit(self, msg: UserRef) -> None:
+        await self._moderator_only()
+        target = await database_sync_to_async(self._user)(msg.user_id)
+        await self._call(services.participant_readmit, actor=self.user, user=target)
+        await self.ack(msg.ref)
+
+    async def on_control_screen_share(self, msg: ScreenShare) -> None:
+        await self._moderator_only()
+        target = await database_sync_to_async(self._user)(msg.user_id)
+        await self._call(services.screen_share_set, actor=self.user, user=target, allowed=msg.allowed)
+        await self.ack(msg.ref)
+
+    async def on_control_timer_start(self, msg: TimerStart) -> None:
+        await self._moderator_only()
+        await self._call(services.timer_start, actor=self.user, seconds=msg.seconds, label=msg.label)
+        await self.ack(msg.ref)
+
+    async def on_control_timer_stop(self, msg: Empty) -> None:
+        await self._moderator_only()
+        await self._call(services.timer_stop, actor=self.user)
+        await self.ack(msg.ref)
+
+    async def on_session_start(self, msg: Empty) -> None:
+        await self._moderator_only()
+        await self._call(services.session_start, actor=self.user)
+        await self.ack(msg.ref)
+
+    async def on_session_end(self, msg: Empty) -> None:
+        await self._moderator_only()
+        await self._call(services.session_end, actor=self.user)
+        await self.ack(msg.ref)
+
+    async def on_presence_state(self, msg: PresenceState) -> None:
+        await self._limit("presence")
+        await presence.tracker().set_state(self.conn_id, msg.state)
+        await self.ack(msg.ref)
+
+
+def _query(scope) -> dict[str, str]:
+    from urllib.parse import parse_qsl
+
+    return dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))[:10])
+
+
+_RESULTS_DELAY = 0.25
+
+
+async def _coalesced_results(poll_id: int) -> None:
+    """At most one results broadcast per poll per 250 ms across all processes (a Redis SET NX lease)."""
+    redis_client = hub()._redis
+    key = f"{settings.AULA_REDIS_KEY_PREFIX}:pollres:{poll_id}"
+    if not await redis_client.set(key, "1", nx=True, px=int(_RESULTS_DELAY * 1000)):
+        return
+
+    async def later():
+        await asyncio.sleep(_RESULTS_DELAY)
+
+        def publish():
+            poll = Poll.objects.filter(pk=poll_id).select_related("session").first()
+            if poll is not None:
+                services.poll_results_publish(poll=poll)
+
+        await sync_to_async(publish)()
+
+    asyncio.ensure_future(later())

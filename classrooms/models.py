@@ -256,3 +256,214 @@ class LiveSession(models.Model):
     def room_key(self) -> str:
         """Stable server-side name of the real-time room (never from client input)."""
         return f"i{self.institution_id}.ls{self.pk}"
+
+
+class Feature(models.TextChoices):
+    """Classroom features a teacher can lock for the class or for one student."""
+
+    CHAT = "chat", "Chat"
+    HAND = "hand", "Hand raise"
+    POLLS = "polls", "Polls"
+    REACTIONS = "reactions", "Reactions"
+    WHITEBOARD = "whiteboard", "Whiteboard"
+
+
+class SessionControl(models.Model):
+    """Class-wide live state of a session: locks and the class timer (one row per session)."""
+
+    session = models.OneToOneField(LiveSession, on_delete=models.CASCADE, related_name="control", primary_key=True)
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
+    locked_features = models.JSONField(default=list, blank=True)
+    timer_label = models.CharField(max_length=80, blank=True)
+    timer_started_at = models.DateTimeField(null=True, blank=True)
+    timer_ends_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantQuerySet.as_manager()
+
+
+class ParticipantState(models.Model):
+    """Per-student controls in one session: muted, locked features, screen share, removal."""
+
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
+    session = models.ForeignKey(LiveSession, on_delete=models.CASCADE, related_name="participant_states")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    locked_features = models.JSONField(default=list, blank=True)
+    can_screen_share = models.BooleanField(default=False)
+    removed_at = models.DateTimeField(null=True, blank=True)
+    removed_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    removed_reason = models.CharField(max_length=200, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["session", "user"], name="participant_state_unique")]
+
+
+class ChatMessage(models.Model):
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
+    session = models.ForeignKey(LiveSession, on_delete=models.CASCADE, related_name="chat_messages")
+    author = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    body = models.TextField(max_length=2000)
+    seq = models.BigIntegerField()
+    client_ref = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    deleted_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    delete_reason = models.CharField(max_length=200, blank=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["session", "seq"]
+        indexes = [models.Index(fields=["session", "-seq"])]
+        constraints = [
+            # A client retry with the same reference never posts twice.
+            models.UniqueConstraint(fields=["session", "author", "client_ref"], condition=~models.Q(client_ref=""),
+                                    name="chat_client_ref_unique"),
+        ]
+
+
+class Poll(models.Model):
+    class Kind(models.TextChoices):
+        SINGLE = "single", "Single choice"
+        MULTIPLE = "multiple", "Multiple choice"
+        OPEN = "open", "Open text"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        OPEN = "open", "Open"
+        CLOSED = "closed", "Closed"
+
+    class Results(models.TextChoices):
+        LIVE = "live", "Shown live"
+        ON_CLOSE = "on_close", "Shown when closed"
+
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
+    session = models.ForeignKey(LiveSession, on_delete=models.CASCADE, related_name="polls")
+    question = models.CharField(max_length=500)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    anonymous = models.BooleanField(default=False)
+    is_quiz = models.BooleanField(default=False)
+    results_visibility = models.CharField(max_length=16, choices=Results.choices, default=Results.LIVE)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+")
+    opened_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["session", "id"]
+
+
+class PollOption(models.Model):
+    poll = models.ForeignKey(Poll, on_delete=models.CASCADE, related_name="options")
+    position = models.PositiveSmallIntegerField()
+    label = models.CharField(max_length=200)
+    is_correct = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["poll", "position"]
+        constraints = [models.UniqueConstraint(fields=["poll", "position"], name="poll_option_position_unique")]
+
+
+class PollAnswer(models.Model):
+    """One respondent's answer. For anonymous polls `user` is null and `respondent` is a keyed hash."""
+
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
+    poll = models.ForeignKey(Poll, on_delete=models.CASCADE, related_name="answers")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    respondent = models.CharField(max_length=64)
+    attempt_id = models.UUIDField()
+    option_positions = models.JSONField(default=list, blank=True)
+    text = models.CharField(max_length=1000, blank=True)
+    is_correct = models.BooleanField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["poll", "respondent"], name="poll_answer_once")]
+
+
+class HandRaise(models.Model):
+    class Lowered(models.TextChoices):
+        SELF = "self", "Lowered by the student"
+        TEACHER = "teacher", "Lowered by the teacher"
+        CALLED = "called", "Called on"
+        ALL = "all", "Teacher lowered all"
+        LEFT = "left", "Session ended"
+
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
+    session = models.ForeignKey(LiveSession, on_delete=models.CASCADE, related_name="hand_raises")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    raised_at = models.DateTimeField(auto_now_add=True)
+    lowered_at = models.DateTimeField(null=True, blank=True)
+    lowered_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    lowered_reason = models.CharField(max_length=16, choices=Lowered.choices, blank=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["session", "raised_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "user"], condition=models.Q(lowered_at__isnull=True),
+                                    name="one_raised_hand_per_student"),
+        ]
+
+
+class AttendanceInterval(models.Model):
+    """One connection's stay in a session (written when it closes or is swept as a ghost)."""
+
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
+    session = models.ForeignKey(LiveSession, on_delete=models.CASCADE, related_name="attendance_intervals")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    conn_id = models.CharField(max_length=40)
+    joined_at = models.DateTimeField()
+    left_at = models.DateTimeField()
+    active_seconds = models.FloatField(default=0)
+    idle_seconds = models.FloatField(default=0)
+    away_seconds = models.FloatField(default=0)
+    resumed = models.BooleanField(default=False)
+    end_reason = models.CharField(max_length=16)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["conn_id"], name="attendance_interval_conn_unique")]
+        indexes = [models.Index(fields=["session", "user"])]
+
+
+class AttendanceRecord(models.Model):
+    """A student's attendance in a session, derived from intervals and engagement (docs/attendance.md)."""
+
+    class Status(models.TextChoices):
+        PRESENT = "present", "Present"
+        LATE = "late", "Late"
+        PARTIAL = "partial", "Partial"
+        ABSENT = "absent", "Absent"
+
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
+    session = models.ForeignKey(LiveSession, on_delete=models.CASCADE, related_name="attendance")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=16, choices=Status.choices)
+    first_join = models.DateTimeField(null=True)
+    last_leave = models.DateTimeField(null=True)
+    present_seconds = models.PositiveIntegerField(default=0)
+    active_seconds = models.PositiveIntegerField(default=0)
+    idle_seconds = models.PositiveIntegerField(default=0)
+    reconnects = models.PositiveIntegerField(default=0)
+    chat_messages = models.PositiveIntegerField(default=0)
+    poll_answers = models.PositiveIntegerField(default=0)
+    hand_raises = models.PositiveIntegerField(default=0)
+    engagement_score = models.FloatField(default=0)
+    computed_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["session", "user"]
+        constraints = [models.UniqueConstraint(fields=["session", "user"], name="attendance_record_unique")]

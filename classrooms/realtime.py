@@ -11,3 +11,7 @@ def session_room(institution_id: int, session_id: int) -> str:
 def session_staff_room(institution_id: int, session_id: int) -> str:
     """Teachers and TAs of one live session only (hand-raise queue details, moderation notices)."""
     return f"i{int(institution_id)}.ls{int(session_id)}.staff"
+
+
+# Up to this many people present, students see the full roster; above it, counts only.
+ROSTER_FOR_STUDENTS_MAX = 150

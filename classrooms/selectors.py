@@ -144,3 +144,74 @@ def scoped_to(queryset: QuerySet, ids: frozenset[int] | None) -> QuerySet:
 def scoped(queryset: QuerySet, user) -> QuerySet:
     """Apply a user's tenant scope to any TenantQuerySet."""
     return scoped_to(queryset, institution_ids_for(user))
+
+
+# --- live sessions: permissions and state --------------------------------------------------------------
+
+def can_moderate(user: User, session: LiveSession) -> bool:
+    """Teachers and TAs of the session's course (re-checked on every privileged action)."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    ids = institution_ids_for(user)
+    if ids is not None and session.institution_id not in ids:
+        return False
+    return enrollment_role(user, session.course) in {Role.TEACHER, Role.TA}
+
+
+def participant_state(session: LiveSession, user: User):
+    from classrooms.models import ParticipantState
+
+    return ParticipantState.objects.filter(session=session, user=user).first()
+
+
+def session_control(session: LiveSession):
+    from classrooms.models import SessionControl
+
+    return SessionControl.objects.filter(session=session).first()
+
+
+def feature_block_reason(session: LiveSession, user: User, feature: str) -> str | None:
+    """Why `user` may not use `feature` now, or None. Teachers and TAs are never blocked."""
+    if session.status == LiveSession.Status.ENDED:
+        return "The session has ended."
+    role = enrollment_role(user, session.course)
+    if role is None:
+        return "You are not in this class."
+    if role in {Role.TEACHER, Role.TA}:
+        return None
+    state = participant_state(session, user)
+    if state is not None and state.removed_at is not None:
+        return "You were removed from this session."
+    control = session_control(session)
+    if control is not None and feature in control.locked_features:
+        return f"The teacher has turned off {feature} for the class."
+    if state is not None and feature in state.locked_features:
+        return f"The teacher has turned off {feature} for you."
+    return None
+
+
+def is_removed(session: LiveSession, user: User) -> bool:
+    state = participant_state(session, user)
+    return state is not None and state.removed_at is not None
+
+
+def hand_queue(session: LiveSession):
+    from classrooms.models import HandRaise
+
+    return list(HandRaise.objects.filter(session=session, lowered_at__isnull=True)
+                .select_related("user").order_by("raised_at", "id"))
+
+
+def recent_chat(session: LiveSession, limit: int = 100):
+    from classrooms.models import ChatMessage
+
+    rows = (ChatMessage.objects.filter(session=session, deleted_at__isnull=True)
+            .select_related("author").order_by("-seq")[:limit])
+    return list(reversed(rows))
+
+
+def poll_answers_for_results(poll) -> list[tuple[list[int], str]]:
+    from classrooms.models import PollAnswer
+
+    return [(a["option_positions"], a["text"]) for a in
+            PollAnswer.objects.filter(poll=poll).values("option_positions", "text")]

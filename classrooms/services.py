@@ -7,6 +7,10 @@ django-auditlog records each save (the actor comes from the request, socket or t
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
+import re
+import uuid as uuid_module
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -23,6 +27,30 @@ from classrooms.models import (
     Membership,
     Role,
     User,
+)
+from auditlog.models import LogEntry
+from django.conf import settings
+from django.utils import timezone
+
+from classrooms import events, realtime
+from classrooms.models import (
+    AttendanceInterval,
+    ChatMessage,
+    Feature,
+    HandRaise,
+    ParticipantState,
+    Poll,
+    PollAnswer,
+    PollOption,
+    SessionControl,
+)
+from config.realtime.models import RoomEvent
+from config.realtime.transport import (
+    room_control_publish,
+    room_event_emit,
+    room_event_record,
+    room_next_seq,
+    room_signal_publish,
 )
 
 
@@ -181,3 +209,442 @@ def live_session_upsert(*, course: Course, title: str, scheduled_start: dt.datet
     return upsert(LiveSession, course=course, title=title,
                   defaults={"institution_id": course.institution_id, "scheduled_start": scheduled_start,
                             "created_by": created_by, "video_url": video_url})
+
+
+# --- live sessions -----------------------------------------------------------------------------------
+# Every function below is the one write path for its change: the page, the socket, the admin and tasks
+# call it. Each takes the room's next seq inside its transaction and broadcasts after commit.
+
+CHAT_MAX_CHARS = 2000
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class Conflict(Exception):
+    """The action contradicts what is already recorded (e.g. a different answer for the same poll)."""
+
+
+def _room(session: LiveSession) -> str:
+    return realtime.session_room(session.institution_id, session.pk)
+
+
+def _require_moderator(actor: User, session: LiveSession) -> None:
+    if not selectors.can_moderate(actor, session):
+        raise PermissionDenied("Only the class's teachers can do that.")
+
+
+def _require_feature(session: LiveSession, user: User, feature: str) -> None:
+    reason = selectors.feature_block_reason(session, user, feature)
+    if reason:
+        raise PermissionDenied(reason)
+
+
+def _audit(instance, actor: User | None, action: str, **details) -> None:
+    """An explicit audit entry for moderation actions on rows that are not audited field by field."""
+    LogEntry.objects.log_create(instance, force_log=True, action=LogEntry.Action.UPDATE, actor=actor,
+                                changes={"action": [None, action], **{k: [None, str(v)] for k, v in details.items()}})
+
+
+def _locked_session(session: LiveSession) -> LiveSession:
+    return LiveSession.objects.select_for_update().get(pk=session.pk)
+
+
+def session_start(*, session: LiveSession, actor: User) -> LiveSession:
+    _require_moderator(actor, session)
+    with transaction.atomic():
+        session = _locked_session(session)
+        if session.status == LiveSession.Status.ENDED:
+            raise ValidationError("The session has ended.")
+        if session.status != LiveSession.Status.LIVE:
+            session.status, session.started_at = LiveSession.Status.LIVE, timezone.now()
+            session.save(update_fields=["status", "started_at"])
+            room_event_emit(_room(session), "session.status", events.session_status(session))
+    return session
+
+
+def session_end(*, session: LiveSession, actor: User | None) -> LiveSession:
+    """End the session: everyone is disconnected (close 4409) and reconnects are refused."""
+    if actor is not None:
+        _require_moderator(actor, session)
+    with transaction.atomic():
+        session = _locked_session(session)
+        if session.status == LiveSession.Status.ENDED:
+            return session
+        session.status, session.ended_at = LiveSession.Status.ENDED, timezone.now()
+        session.save(update_fields=["status", "ended_at"])
+        HandRaise.objects.filter(session=session, lowered_at__isnull=True).update(
+            lowered_at=session.ended_at, lowered_reason=HandRaise.Lowered.LEFT)
+        room_event_emit(_room(session), "session.status", events.session_status(session))
+        room_control_publish(_room(session), "end")
+        from classrooms.tasks import attendance_compute
+
+        # After commit, and after presence has swept the last ghosts (TTL 25 s) into intervals.
+        session_id = session.pk
+        transaction.on_commit(lambda: attendance_compute.apply_async(args=[session_id], countdown=40))
+    return session
+
+
+def chat_message_post(*, session: LiveSession, author: User, body: str, client_ref: str = "") -> ChatMessage:
+    body = _CONTROL_CHARS.sub("", body or "").strip()
+    if not body:
+        raise ValidationError("A message cannot be empty.")
+    if len(body) > CHAT_MAX_CHARS:
+        raise ValidationError(f"A message is at most {CHAT_MAX_CHARS} characters.")
+    _require_feature(session, author, Feature.CHAT)
+    with transaction.atomic():
+        if client_ref:
+            existing = ChatMessage.objects.filter(session=session, author=author, client_ref=client_ref).first()
+            if existing is not None:
+                return existing  # a retried send: acknowledged again, stored and broadcast once
+        seq = room_next_seq(_room(session))
+        message = ChatMessage.objects.create(institution_id=session.institution_id, session=session,
+                                             author=author, body=body, seq=seq, client_ref=client_ref)
+        room_event_record(_room(session), seq, "chat.message", events.chat_message(message))
+    return message
+
+
+def _scrub_chat_events(session: LiveSession, message_ids: list[int] | None) -> None:
+    """Deleted text must not come back in a resume replay: blank it in the room's event log too."""
+    events_qs = RoomEvent.objects.filter(room_key=_room(session), type="chat.message")
+    if message_ids is not None:
+        events_qs = events_qs.filter(payload__id__in=message_ids)
+    for event in events_qs.only("id", "payload"):
+        event.payload = {**event.payload, "body": "", "deleted": True}
+        event.save(update_fields=["payload"])
+
+
+def chat_message_delete(*, message: ChatMessage, actor: User, reason: str) -> ChatMessage:
+    session = message.session
+    _require_moderator(actor, session)
+    if not reason.strip():
+        raise ValidationError("Give a reason for deleting a message.")
+    with transaction.atomic():
+        message = ChatMessage.objects.select_for_update().get(pk=message.pk)
+        if message.deleted_at is not None:
+            return message
+        message.deleted_at, message.deleted_by, message.delete_reason = timezone.now(), actor, reason.strip()[:200]
+        message.save(update_fields=["deleted_at", "deleted_by", "delete_reason"])
+        _scrub_chat_events(session, [message.pk])
+        _audit(message, actor, "chat.delete", reason=message.delete_reason, author=message.author_id)
+        room_event_emit(_room(session), "chat.deleted", events.chat_deleted(message))
+    return message
+
+
+def chat_clear(*, session: LiveSession, actor: User, reason: str) -> int:
+    _require_moderator(actor, session)
+    if not reason.strip():
+        raise ValidationError("Give a reason for clearing the chat.")
+    with transaction.atomic():
+        _locked_session(session)
+        now = timezone.now()
+        ids = list(ChatMessage.objects.filter(session=session, deleted_at__isnull=True).values_list("id", flat=True))
+        # One audit entry for the clear, listing every message it removed (not a silent bulk update).
+        ChatMessage.objects.filter(id__in=ids).update(deleted_at=now, deleted_by=actor, delete_reason=reason[:200])
+        _scrub_chat_events(session, ids)
+        _audit(session, actor, "chat.clear", reason=reason[:200], messages=ids)
+        seq = room_next_seq(_room(session))
+        room_event_record(_room(session), seq, "chat.cleared",
+                          events.chat_cleared(by=actor, reason=reason[:200], up_to_seq=seq))
+    return len(ids)
+
+
+def _participant(session: LiveSession, user: User) -> ParticipantState:
+    state, _ = ParticipantState.objects.select_for_update().get_or_create(
+        session=session, user=user, defaults={"institution_id": session.institution_id})
+    return state
+
+
+def _require_student_of(session: LiveSession, user: User) -> None:
+    if selectors.enrollment_role(user, session.course) is None:
+        raise ValidationError("That person is not in this class.")
+
+
+def feature_lock(*, session: LiveSession, actor: User, feature: str, locked: bool,
+                 user: User | None = None) -> None:
+    """Lock or unlock a feature for the whole class, or for one student (`user`)."""
+    _require_moderator(actor, session)
+    if feature not in Feature.values:
+        raise ValidationError(f"Unknown feature {feature!r}.")
+    with transaction.atomic():
+        if user is None:
+            control, _ = SessionControl.objects.select_for_update().get_or_create(
+                session=session, defaults={"institution_id": session.institution_id})
+            features = set(control.locked_features)
+            features.add(feature) if locked else features.discard(feature)
+            control.locked_features = sorted(features)
+            control.save(update_fields=["locked_features", "updated_at"])
+            room_event_emit(_room(session), "controls.updated", events.controls(control))
+        else:
+            _require_student_of(session, user)
+            state = _participant(session, user)
+            features = set(state.locked_features)
+            features.add(feature) if locked else features.discard(feature)
+            state.locked_features = sorted(features)
+            state.save(update_fields=["locked_features", "updated_at"])
+            room_event_emit(_room(session), "participant.updated", events.participant(state))
+
+
+def screen_share_set(*, session: LiveSession, actor: User, user: User, allowed: bool) -> ParticipantState:
+    """Grant or revoke screen sharing without handing over the teacher role."""
+    _require_moderator(actor, session)
+    _require_student_of(session, user)
+    with transaction.atomic():
+        state = _participant(session, user)
+        if state.can_screen_share != allowed:
+            state.can_screen_share = allowed
+            state.save(update_fields=["can_screen_share", "updated_at"])
+            room_event_emit(_room(session), "participant.updated", events.participant(state))
+    return state
+
+
+def participant_remove(*, session: LiveSession, actor: User, user: User, reason: str = "") -> ParticipantState:
+    """Remove a student; their sockets close (4408) and they cannot rejoin this session."""
+    _require_moderator(actor, session)
+    _require_student_of(session, user)
+    if selectors.can_moderate(user, session):
+        raise ValidationError("A teacher cannot be removed from their own class.")
+    with transaction.atomic():
+        state = _participant(session, user)
+        if state.removed_at is None:
+            state.removed_at, state.removed_by, state.removed_reason = timezone.now(), actor, reason[:200]
+            state.save(update_fields=["removed_at", "removed_by", "removed_reason", "updated_at"])
+            for hand in HandRaise.objects.filter(session=session, user=user, lowered_at__isnull=True):
+                _hand_lower(hand, actor, HandRaise.Lowered.TEACHER)
+            room_event_emit(_room(session), "participant.removed", {"user_id": user.pk})
+            room_control_publish(_room(session), "remove", user_id=user.pk)
+    return state
+
+
+def participant_readmit(*, session: LiveSession, actor: User, user: User) -> ParticipantState:
+    _require_moderator(actor, session)
+    with transaction.atomic():
+        state = _participant(session, user)
+        if state.removed_at is not None:
+            state.removed_at, state.removed_by, state.removed_reason = None, None, ""
+            state.save(update_fields=["removed_at", "removed_by", "removed_reason", "updated_at"])
+            room_event_emit(_room(session), "participant.updated", events.participant(state))
+    return state
+
+
+def timer_start(*, session: LiveSession, actor: User, seconds: int, label: str = "") -> SessionControl:
+    """A class timer driven by server time: clients count down to `ends_at` with their measured offset."""
+    _require_moderator(actor, session)
+    if not 1 <= seconds <= 6 * 3600:
+        raise ValidationError("A timer runs between 1 second and 6 hours.")
+    with transaction.atomic():
+        control, _ = SessionControl.objects.select_for_update().get_or_create(
+            session=session, defaults={"institution_id": session.institution_id})
+        now = timezone.now()
+        control.timer_label, control.timer_started_at = label[:80], now
+        control.timer_ends_at = now + dt.timedelta(seconds=seconds)
+        control.save(update_fields=["timer_label", "timer_started_at", "timer_ends_at", "updated_at"])
+        room_event_emit(_room(session), "controls.updated", events.controls(control))
+    return control
+
+
+def timer_stop(*, session: LiveSession, actor: User) -> None:
+    _require_moderator(actor, session)
+    with transaction.atomic():
+        control = SessionControl.objects.select_for_update().filter(session=session).first()
+        if control is not None and control.timer_ends_at is not None:
+            control.timer_label, control.timer_started_at, control.timer_ends_at = "", None, None
+            control.save(update_fields=["timer_label", "timer_started_at", "timer_ends_at", "updated_at"])
+            room_event_emit(_room(session), "controls.updated", events.controls(control))
+
+
+# --- polls and quizzes -------------------------------------------------------------------------------
+
+def poll_create(*, session: LiveSession, actor: User, question: str, kind: str, options: list[str],
+                anonymous: bool = False, quiz: bool = False, correct: list[int] | None = None,
+                results: str = Poll.Results.LIVE) -> Poll:
+    _require_moderator(actor, session)
+    question = question.strip()
+    options = [o.strip() for o in options if o and o.strip()]
+    correct = sorted(set(correct or []))
+    if not question:
+        raise ValidationError("A poll needs a question.")
+    if kind not in Poll.Kind.values:
+        raise ValidationError("Unknown poll kind.")
+    if kind != Poll.Kind.OPEN and not 2 <= len(options) <= 12:
+        raise ValidationError("A choice poll has 2 to 12 options.")
+    if kind == Poll.Kind.OPEN and (options or quiz):
+        raise ValidationError("An open-text poll has no options and cannot be a quiz.")
+    if quiz and (not correct or any(not 0 <= c < len(options) for c in correct)):
+        raise ValidationError("A quiz marks at least one existing option as correct.")
+    if quiz and kind == Poll.Kind.SINGLE and len(correct) != 1:
+        raise ValidationError("A single-choice quiz has exactly one correct option.")
+    if quiz and anonymous:
+        raise ValidationError("A quiz records per-student results, so it cannot be anonymous.")
+    if session.status == LiveSession.Status.ENDED:
+        raise ValidationError("The session has ended.")
+    with transaction.atomic():
+        poll = Poll.objects.create(institution_id=session.institution_id, session=session, question=question[:500],
+                                   kind=kind, anonymous=anonymous, is_quiz=quiz, results_visibility=results,
+                                   status=Poll.Status.OPEN, created_by=actor, opened_at=timezone.now())
+        PollOption.objects.bulk_create(
+            [PollOption(poll=poll, position=i, label=label[:200], is_correct=i in correct)
+             for i, label in enumerate(options)])
+        room_event_emit(_room(session), "poll.started", events.poll_started(poll))
+    return poll
+
+
+def _respondent_key(poll: Poll, user: User) -> str:
+    """Anonymous polls store no user id: a keyed hash still lets one person answer once."""
+    if not poll.anonymous:
+        return f"u{user.pk}"
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"poll{poll.pk}:user{user.pk}".encode(), hashlib.sha256)
+    return "h" + digest.hexdigest()[:40]
+
+
+def poll_answer(*, poll: Poll, user: User, attempt_id: uuid_module.UUID, positions: list[int] | None = None,
+                text: str = "") -> tuple[PollAnswer, bool]:
+    """Answer once. A replay with the same attempt id and answer is accepted again and counted once;
+    anything else after a first answer is a Conflict. Returns (answer, created)."""
+    session = poll.session
+    _require_feature(session, user, Feature.POLLS)
+    if selectors.can_moderate(user, session):
+        raise PermissionDenied("Teachers do not answer their own polls.")
+    positions = sorted(set(positions or []))
+    text = _CONTROL_CHARS.sub("", text or "").strip()
+    option_count = poll.options.count()
+    if poll.kind == Poll.Kind.OPEN:
+        if not text or positions:
+            raise ValidationError("Answer an open poll with text.")
+        if len(text) > 1000:
+            raise ValidationError("An answer is at most 1000 characters.")
+    else:
+        if text or not positions or any(not 0 <= p < option_count for p in positions):
+            raise ValidationError("Choose one of the poll's options.")
+        if poll.kind == Poll.Kind.SINGLE and len(positions) != 1:
+            raise ValidationError("Choose exactly one option.")
+    respondent = _respondent_key(poll, user)
+    with transaction.atomic():
+        poll = Poll.objects.select_for_update().get(pk=poll.pk)
+        existing = PollAnswer.objects.filter(poll=poll, respondent=respondent).first()
+        if existing is not None:
+            if existing.attempt_id == attempt_id and existing.option_positions == positions \
+                    and existing.text == text:
+                return existing, False
+            raise Conflict("You already answered this poll.")
+        if poll.status != Poll.Status.OPEN:
+            raise ValidationError("This poll is closed.")
+        is_correct = None
+        if poll.is_quiz:
+            correct = sorted(poll.options.filter(is_correct=True).values_list("position", flat=True))
+            is_correct = positions == correct
+        answer = PollAnswer.objects.create(
+            institution_id=poll.institution_id, poll=poll, user=None if poll.anonymous else user,
+            respondent=respondent, attempt_id=attempt_id, option_positions=positions, text=text,
+            is_correct=is_correct)
+    return answer, True
+
+
+def poll_results_publish(*, poll: Poll) -> dict:
+    """Publish the current aggregate (coalesced by the caller); to everyone if results are live,
+    otherwise to the teachers only until the poll closes."""
+    data = events.poll_results(poll, selectors.poll_answers_for_results(poll))
+    live = poll.results_visibility == Poll.Results.LIVE or poll.status == Poll.Status.CLOSED
+    room_signal_publish(_room(poll.session) if live else
+                        realtime.session_staff_room(poll.institution_id, poll.session_id), "poll.results", data)
+    return data
+
+
+def poll_close(*, poll: Poll, actor: User) -> Poll:
+    _require_moderator(actor, poll.session)
+    with transaction.atomic():
+        poll = Poll.objects.select_for_update().get(pk=poll.pk)
+        if poll.status == Poll.Status.CLOSED:
+            return poll
+        poll.status, poll.closed_at = Poll.Status.CLOSED, timezone.now()
+        poll.save(update_fields=["status", "closed_at"])
+        room_event_emit(_room(poll.session), "poll.closed", events.poll_closed(poll))
+        # Final results are stored in the log, so late joiners and resumes get them too.
+        room_event_emit(_room(poll.session), "poll.results",
+                        events.poll_results(poll, selectors.poll_answers_for_results(poll)))
+    return poll
+
+
+# --- hand raise -----------------------------------------------------------------------------------
+
+def hand_raise(*, session: LiveSession, user: User) -> HandRaise:
+    _require_feature(session, user, Feature.HAND)
+    if selectors.can_moderate(user, session):
+        raise ValidationError("Teachers do not raise hands in their own class.")
+    with transaction.atomic():
+        _locked_session(session)  # serialises the queue: positions are never computed from a race
+        hand = HandRaise.objects.filter(session=session, user=user, lowered_at__isnull=True).first()
+        if hand is not None:
+            return hand  # already raised: idempotent
+        hand = HandRaise.objects.create(institution_id=session.institution_id, session=session, user=user)
+        room_event_emit(_room(session), "hand.raised",
+                        {"user": events.person(user), "raised_at": events._iso(hand.raised_at), "id": hand.pk})
+    return hand
+
+
+def _hand_lower(hand: HandRaise, actor: User, reason: str) -> None:
+    hand.lowered_at, hand.lowered_by, hand.lowered_reason = timezone.now(), actor, reason
+    hand.save(update_fields=["lowered_at", "lowered_by", "lowered_reason"])
+    room_event_emit(_room(hand.session), "hand.lowered", events.hand_lowered(hand))
+
+
+def hand_lower(*, session: LiveSession, actor: User, user: User | None = None) -> bool:
+    """A student lowers their own hand; a teacher lowers anyone's."""
+    target = user or actor
+    if target.pk != actor.pk:
+        _require_moderator(actor, session)
+    with transaction.atomic():
+        _locked_session(session)
+        hand = HandRaise.objects.filter(session=session, user=target, lowered_at__isnull=True).first()
+        if hand is None:
+            return False
+        _hand_lower(hand, actor, HandRaise.Lowered.SELF if target.pk == actor.pk else HandRaise.Lowered.TEACHER)
+    return True
+
+
+def hand_lower_all(*, session: LiveSession, actor: User) -> int:
+    _require_moderator(actor, session)
+    with transaction.atomic():
+        _locked_session(session)
+        hands = list(HandRaise.objects.filter(session=session, lowered_at__isnull=True))
+        for hand in hands:
+            _hand_lower(hand, actor, HandRaise.Lowered.ALL)
+    return len(hands)
+
+
+def hand_call_next(*, session: LiveSession, actor: User) -> HandRaise | None:
+    """Call on the first student in the queue; their hand is lowered automatically."""
+    _require_moderator(actor, session)
+    with transaction.atomic():
+        _locked_session(session)
+        hand = (HandRaise.objects.filter(session=session, lowered_at__isnull=True)
+                .select_related("user").order_by("raised_at", "id").first())
+        if hand is None:
+            return None
+        _hand_lower(hand, actor, HandRaise.Lowered.CALLED)
+        room_event_emit(_room(session), "hand.called", {"user": events.person(hand.user)})
+    return hand
+
+
+# --- attendance ------------------------------------------------------------------------------------
+
+def attendance_interval_record(*, session_id: int, user_id: int, conn_id: str, joined_at: float, left_at: float,
+                               active: float = 0, idle: float = 0, away: float = 0, resumed: bool = False,
+                               reason: str = "closed") -> AttendanceInterval | None:
+    """Store one connection's stay (idempotent per connection id: a swept ghost and a late close agree)."""
+    session = LiveSession.objects.filter(pk=session_id).only("institution_id").first()
+    if session is None or left_at < joined_at:
+        return None
+    from datetime import UTC, datetime
+
+    interval, _ = AttendanceInterval.objects.get_or_create(
+        conn_id=conn_id,
+        defaults={"institution_id": session.institution_id, "session_id": session_id, "user_id": user_id,
+                  "joined_at": datetime.fromtimestamp(joined_at, UTC), "left_at": datetime.fromtimestamp(left_at, UTC),
+                  "active_seconds": active, "idle_seconds": idle, "away_seconds": away, "resumed": resumed,
+                  "end_reason": reason})
+    return interval
+
+
+def attendance_compute(*, session: LiveSession):
+    from classrooms.attendance import compute_session_attendance
+
+    return compute_session_attendance(session)

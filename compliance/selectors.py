@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from classrooms.models import Institution
-from classrooms.selectors import institution_ids_for, scoped_to
+from classrooms.selectors import scoped_to, staff_institution_ids
 from compliance.models import DistrictAPIClient
 
 
@@ -18,7 +18,8 @@ def api_client_for_token(token) -> DistrictAPIClient | None:
 
 
 def institution_ids_for_request(request) -> frozenset[int] | None:
-    """The API's tenant scope: a district client sees its district's schools; a signed-in user, theirs."""
+    """The API's tenant scope: a district client sees its district's schools; a signed-in person sees the
+    schools they administer (not schools where they are only a parent or teacher)."""
     cached = getattr(request, "_aula_api_scope", "unset")
     if cached != "unset":
         return cached
@@ -28,7 +29,7 @@ def institution_ids_for_request(request) -> frozenset[int] | None:
         ids = frozenset() if client is None else frozenset(
             Institution.objects.filter(district_id=client.district_id).values_list("id", flat=True))
     else:
-        ids = institution_ids_for(request.user)
+        ids = staff_institution_ids(request.user)
     request._aula_api_scope = ids
     return ids
 

@@ -219,10 +219,17 @@ CELERY_TASK_ALWAYS_EAGER = False
 # Routing by task name, in one place (the task `queue=` attribute is deprecated in Celery 5).
 CELERY_TASK_ROUTES = {
     "classrooms.tasks.sessions_purge": {"queue": "bulk"},
+    "classrooms.tasks.presence_sweep": {"queue": "default"},
+    "classrooms.tasks.attendance_compute": {"queue": "bulk"},
 }
 # The one place where periodic work is scheduled: each job names its queue and an expiry, so a beat
 # tick that waited behind a backlog is dropped instead of piling up.
 CELERY_BEAT_SCHEDULE = {
+    "presence-sweep": {
+        "task": "classrooms.tasks.presence_sweep",
+        "schedule": 10.0,
+        "options": {"queue": "default", "expires": 10},
+    },
     "sessions-purge": {
         "task": "classrooms.tasks.sessions_purge",
         "schedule": crontab(minute=17),
@@ -247,6 +254,15 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = False  # the page's JS reads it for fetch() POSTs
 AULA_SOCKET_RECHECK_SECONDS = _int("AULA_SOCKET_RECHECK_SECONDS", 30, minimum=1)
+# Per-action limits for live rooms, "action=count/seconds" (defaults in config/realtime/ratelimit.py).
+AULA_RATE_LIMITS = env.list("AULA_RATE_LIMITS", default=[])
+for _item in AULA_RATE_LIMITS:
+    _name, _, _spec = _item.partition("=")
+    _count, _, _window = _spec.partition("/")
+    if not (_name and _count.isdigit() and _window.replace(".", "", 1).isdigit()):
+        raise ImproperlyConfigured(f"AULA_RATE_LIMITS entry {_item!r} is not action=count/seconds")
+AULA_ATTENDANCE_PRESENT_RATIO = env.float("AULA_ATTENDANCE_PRESENT_RATIO", default=0.75)
+AULA_ATTENDANCE_LATE_MINUTES = _int("AULA_ATTENDANCE_LATE_MINUTES", 10)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -334,6 +350,10 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     "classrooms.LiveSession",
     "compliance.DistrictAPIClient",
     "exams.Exam",
+    "classrooms.SessionControl",
+    "classrooms.ParticipantState",
+    "classrooms.Poll",
+    "classrooms.AttendanceRecord",
     "streaming.Channel",
     "streaming.Stream",
 )

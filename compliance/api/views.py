@@ -4,9 +4,8 @@ from django.db.models import Count, Prefetch, Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 
-from compliance import selectors
 from compliance.api import serializers
-from compliance.api.permissions import DistrictReader
+from compliance.api.permissions import DistrictReader, caller_scoped
 from classrooms.models import Course, Enrollment, Institution
 from config.api import DistrictClientThrottle
 
@@ -24,7 +23,7 @@ class SchoolList(DistrictAPIView, generics.ListAPIView):
     serializer_class = serializers.SchoolOut
 
     def get_queryset(self):
-        return selectors.api_scoped(Institution.objects.select_related("district"), self.request)
+        return caller_scoped(Institution.objects.select_related("district"), self.request)
 
 
 @extend_schema(tags=["roster"])
@@ -32,7 +31,7 @@ class SchoolDetail(DistrictAPIView, generics.RetrieveAPIView):
     serializer_class = serializers.SchoolOut
 
     def get_queryset(self):
-        return selectors.api_scoped(Institution.objects.select_related("district"), self.request)
+        return caller_scoped(Institution.objects.select_related("district"), self.request)
 
 
 def _courses(request):
@@ -42,7 +41,7 @@ def _courses(request):
         to_attr="teacher_enrollments",
     )
     return (
-        selectors.api_scoped(Course.objects.all(), request)
+        caller_scoped(Course.objects.all(), request)
         .annotate(student_count=Count("enrollments", filter=Q(enrollments__role="student",
                                                                enrollments__is_active=True)))
         .prefetch_related(teachers)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
@@ -27,6 +28,7 @@ logger = logging.getLogger("aula.realtime.hub")
 Send = Callable[[dict], Awaitable[None]]
 
 BACKLOG_LIMIT = 256
+CONTROL_PREFIX = '{"ctl":'
 LAGGED_FRAME = encode_frame("sys.lagged", {"reason": "backlog_dropped"})
 RESYNC_FRAME = encode_frame("sys.resync", {"reason": "transport_recovered"})
 
@@ -34,21 +36,49 @@ RESYNC_FRAME = encode_frame("sys.resync", {"reason": "transport_recovered"})
 class Member:
     """One local socket in one or more rooms. `deliver` never awaits: a slow socket cannot stall the hub."""
 
-    __slots__ = ("_send", "_writer", "_backlog", "_lagged", "closed", "delivered", "dropped", "__weakref__")
+    __slots__ = ("_send", "_writer", "_backlog", "_lagged", "_held", "closed", "delivered", "dropped",
+                 "user_id", "on_control", "__weakref__")
 
-    def __init__(self, send: Send):
+    def __init__(self, send: Send, user_id: int | None = None,
+                 on_control: Callable[[dict], Awaitable[None]] | None = None):
         self._send = send
         self._writer: asyncio.Future | None = None
         self._backlog: collections.deque[str] = collections.deque()
         self._lagged = False
+        self._held = False
         self.closed = False
         self.delivered = 0
         self.dropped = 0
+        self.user_id = user_id
+        self.on_control = on_control
+
+    def hold(self) -> None:
+        """Queue broadcasts (bounded) while a resume replay is written, so order is kept."""
+        self._held = True
+
+    async def release(self) -> None:
+        self._held = False
+        if self._writer is None and (self._backlog or self._lagged):
+            self._writer = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._backlog or self._lagged:
+                if self._backlog:
+                    frame = self._backlog.popleft()
+                else:
+                    frame, self._lagged = LAGGED_FRAME, False
+                await self._send({"type": "websocket.send", "text": frame})
+                self.delivered += 1
+        except Exception:
+            self.closed = True
+        finally:
+            self._writer = None
 
     def deliver(self, frame: str) -> None:
         if self.closed:
             return
-        if self._writer is not None:
+        if self._writer is not None or self._held:
             if len(self._backlog) >= BACKLOG_LIMIT:
                 self.dropped += len(self._backlog) + 1
                 self._backlog.clear()
@@ -85,22 +115,24 @@ class Member:
                 except StopIteration:
                     break
             self.delivered += 1
-            while self._backlog or self._lagged:
-                if self._backlog:
-                    frame = self._backlog.popleft()
-                else:
-                    frame, self._lagged = LAGGED_FRAME, False
-                await self._send({"type": "websocket.send", "text": frame})
-                self.delivered += 1
         except Exception:
             self.closed = True
-        finally:
             self._writer = None
+            return
+        self._writer = None
+        if not self._held and (self._backlog or self._lagged):
+            self._writer = asyncio.ensure_future(self._drain())
 
     async def send_now(self, frame: str) -> None:
-        """A direct reply to this socket only (ack, error, snapshot), ordered after pending deliveries."""
-        if self._writer is not None or self._backlog:
-            self.deliver(frame)
+        """A direct reply to this socket only (ack, error, snapshot), ordered after pending deliveries.
+
+        Replies bypass a hold (they are the replay itself) but never overtake frames already queued."""
+        if self.closed:
+            return
+        if self._writer is not None or (self._backlog and not self._held):
+            self._backlog.append(frame)
+            if self._writer is None:
+                self._writer = asyncio.ensure_future(self._drain())
             return
         await self._send({"type": "websocket.send", "text": frame})
 
@@ -148,9 +180,20 @@ class RoomHub:
         members = self.rooms.get(room_key)
         if not members:
             return 0
+        if frame.startswith(CONTROL_PREFIX):
+            self._control(members, frame)
+            return len(members)
         for member in tuple(members):
             member.deliver(frame)
         return len(members)
+
+    def _control(self, members: dict[Member, None], frame: str) -> None:
+        # Control messages (kick a user, end the session) go to the consumers, not to the sockets.
+        message = json.loads(frame)["ctl"]
+        target = message.get("user_id")
+        for member in tuple(members):
+            if member.on_control is not None and (target is None or member.user_id == target):
+                asyncio.ensure_future(member.on_control(message))
 
     async def _read_loop(self) -> None:
         prefix_len = len(self._channel(""))

@@ -68,8 +68,14 @@ def room_next_seq(room_key: str) -> int:
 def room_event_emit(room_key: str, type_: str, data: dict) -> RoomEvent:
     """Store an event in the room's log and broadcast it once the surrounding transaction commits."""
     with transaction.atomic():
-        seq = room_next_seq(room_key)
-        event = RoomEvent.objects.create(room_key=room_key, seq=seq, type=type_, payload=data)
+        return room_event_record(room_key, room_next_seq(room_key), type_, data)
+
+
+def room_event_record(room_key: str, seq: int, type_: str, data: dict) -> RoomEvent:
+    """Store an event under a seq already taken in this transaction (when the domain row carries it too)."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("room_event_record() must run inside the writer's transaction")
+    event = RoomEvent.objects.create(room_key=room_key, seq=seq, type=type_, payload=data)
     frame = encode_frame(type_, data, seq=seq, ts=event.created_at)
     transaction.on_commit(lambda: publish_frame(room_key, frame))
     return event
@@ -106,3 +112,12 @@ def room_last_seq(room_key: str) -> int:
 
 def event_frame(event: RoomEvent) -> str:
     return encode_frame(event.type, event.payload, seq=event.seq, ts=event.created_at)
+
+
+def room_control_publish(room_key: str, action: str, **fields) -> None:
+    """Tell every process's consumers in a room to act (close a user's sockets, end the session).
+
+    Sent after commit, on the room's channel, with a prefix the hub routes to consumers, not sockets.
+    """
+    frame = json.dumps({"ctl": {"action": action, **fields}}, separators=(",", ":"))
+    transaction.on_commit(lambda: publish_frame(room_key, frame))

@@ -134,6 +134,35 @@ def test_district_admin_sees_both_schools_of_the_district_only(client, world, di
     assert_missing(client, client.get(url("course", "change", world.course_c.pk)), world.course_c)
 
 
+@pytest.fixture
+def guardianships(world):
+    parent_a, parent_c = factories.user("parent_a"), factories.user("parent_c")
+    return [services.guardianship_link(guardian=parent_a, student=world.student_a, institution=world.school_a),
+            services.guardianship_link(guardian=parent_c, student=world.student_c, institution=world.school_c)]
+
+
+def test_guardianships_are_scoped(as_staff_a, world, guardianships):
+    mine, theirs = guardianships
+    assert rows(as_staff_a.get(reverse("admin:classrooms_guardianship_changelist"))) == [mine]
+    assert rows(as_staff_a.get(reverse("admin:classrooms_guardianship_changelist"), {"q": "example.test"})) == [mine]
+    assert_missing(as_staff_a, as_staff_a.get(reverse("admin:classrooms_guardianship_change", args=[theirs.pk])),
+                   theirs)
+    # The guardian of a school-A student is one of school A's people; school C's parent is not.
+    usernames = {u.username for u in rows(as_staff_a.get(url("user", "changelist")))}
+    assert "parent_a" in usernames and "parent_c" not in usernames
+    assert autocomplete(as_staff_a, "guardianship", "guardian", "parent") == [str(mine.guardian_id)]
+
+
+def test_forged_guardianship_in_other_school_is_rejected(as_staff_a, world, guardianships):
+    response = as_staff_a.post(reverse("admin:classrooms_guardianship_add"), {
+        "guardian": guardianships[0].guardian_id, "student": world.student_a.pk, "institution": world.school_c.pk,
+        "relationship": "parent"})
+    assert response.status_code == 200
+    assert "institution" in form_of(response).errors
+    guardianships[0].refresh_from_db()
+    assert guardianships[0].institution_id == world.school_a.pk
+
+
 # --- change, history and delete views of another tenant's objects ---------------------------------------
 
 
@@ -541,12 +570,18 @@ def test_staff_has_no_delete_on_enrollments_either(as_staff_a, world):
 # --- modules school staff do not administer ---------------------------------------------------------------
 
 
-def test_district_api_clients_and_district_roles_are_superuser_only(as_staff_a, district_admin, client):
-    index = as_staff_a.get(reverse("admin:index")).content.decode()
-    assert "compliance/districtapiclient" not in index
-    assert "classrooms/districtrole" not in index
-    assert as_staff_a.get(reverse("admin:compliance_districtapiclient_changelist")).status_code == 403
-    assert as_staff_a.get(reverse("admin:classrooms_districtrole_changelist")).status_code == 403
+PLATFORM_MODULES = ["compliance_districtapiclient", "classrooms_districtrole", "auditlog_logentry", "auth_group",
+                    "oauth2_provider_application", "oauth2_provider_accesstoken", "oauth2_provider_refreshtoken"]
+
+
+@pytest.mark.parametrize("who", ["staff_a", "district_admin"])
+def test_platform_modules_are_superuser_only(client, world, district_admin, who):
+    """API credentials, tokens, the cross-tenant audit log and permission groups are not school business."""
+    client.force_login(district_admin if who == "district_admin" else world.staff_a)
+    index = client.get(reverse("admin:index")).content.decode()
+    for module in PLATFORM_MODULES:
+        assert reverse(f"admin:{module}_changelist") not in index
+        assert client.get(reverse(f"admin:{module}_changelist")).status_code == 403, module
 
 
 def test_staff_without_any_school_sees_nothing(client, world):

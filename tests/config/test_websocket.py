@@ -79,7 +79,7 @@ async def test_enrolled_student_joins_and_gets_welcome(world):
     connected, _ = await comm.connect()
     assert connected
     frame = json.loads(await comm.receive_from())
-    assert frame["type"] == "session.welcome"
+    assert frame["type"] == "snapshot"
     assert frame["data"]["you"]["id"] == world.student_a.pk
     assert frame["data"]["you"]["role"] == "student"
     assert frame["v"] == 1 and frame["seq"] is None
@@ -130,7 +130,7 @@ async def test_unknown_route_is_refused(world):
 async def test_bad_frames_get_error_frames_and_socket_stays_open(world, payload, code):
     comm = communicator(f"/ws/v1/sessions/{world.session_a.pk}/", await _cookie(world.student_a))
     assert (await comm.connect())[0]
-    await comm.receive_from()  # welcome
+    await comm.receive_from()  # snapshot
     await comm.send_to(text_data=payload)
     frame = json.loads(await comm.receive_from())
     assert frame["type"] == "error"

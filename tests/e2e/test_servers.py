@@ -37,7 +37,7 @@ def test_server_serves_http_and_a_websocket_session(world, server_factory, kind)
     async def scenario():
         ws = await open_socket(server, f"/ws/v1/sessions/{world.session_a.pk}/", cookie)
         welcome = await recv_json(ws)
-        assert welcome["type"] == "session.welcome"
+        assert welcome["type"] == "snapshot"
         assert welcome["data"]["you"]["id"] == world.student_a.pk
         await ws.send("{broken")
         assert (await recv_json(ws))["data"]["code"] == "invalid_json"
@@ -88,7 +88,17 @@ def test_events_reach_members_on_every_server_process(world, server_factory):
         ws2 = await open_socket(two, path, cookie_t)
         await recv_json(ws1)
         await recv_json(ws2)
-        await asyncio.sleep(0.3)  # subscriptions settle
+        await asyncio.sleep(0.6)  # subscriptions settle; presence diffs of the two joins pass
+        while True:  # drain presence traffic
+            try:
+                await asyncio.wait_for(ws1.recv(), 0.3)
+            except asyncio.TimeoutError:
+                break
+        while True:
+            try:
+                await asyncio.wait_for(ws2.recv(), 0.3)
+            except asyncio.TimeoutError:
+                break
         from channels.db import database_sync_to_async
 
         event = await database_sync_to_async(room_event_emit)(

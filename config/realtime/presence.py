@@ -1,0 +1,331 @@
+"""Presence in the manner of Phoenix Presence: one entry per user, one meta per connection, diffs not lists.
+
+Redis holds, per room, a hash of connection metas, a sorted set of connection heartbeats and a hash of
+connections per user. Every process heartbeats its own connections every HEARTBEAT seconds in one
+pipeline; a connection whose heartbeat is older than TTL (a crashed process, a dead network) is removed
+by whichever sweeper gets there first (each process for its rooms, and Celery beat for all), atomically,
+so exactly one leave is reported. Joins and leaves are coalesced per room and published as one
+`presence.diff` at most every FLUSH seconds, so a join storm of 2,000 costs a handful of broadcasts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+from django.dispatch import Signal
+
+from config.realtime.transport import encode_frame, publish_frame
+
+logger = logging.getLogger("aula.realtime.presence")
+
+HEARTBEAT = 10.0  # seconds between heartbeats of a process's connections
+TTL = 25.0  # a connection not heard of for this long is a ghost (removed within TTL + sweep period < 30 s)
+SWEEP = 5.0
+FLUSH = 0.25  # seconds: presence diffs are coalesced per room in this window
+
+NODE = f"{socket.gethostname()}:{os.getpid()}"
+
+# Sent (synchronously) for every connection that left, whether it closed or was swept as a ghost.
+presence_left = Signal()  # kwargs: room_key, meta, left_at (epoch seconds), reason ("closed" | "expired")
+
+_JOIN = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[5])
+return redis.call('HLEN', KEYS[3])
+"""
+_LEAVE = """
+local meta = redis.call('HGET', KEYS[1], ARGV[1])
+if not meta then return {false, redis.call('HLEN', KEYS[3])} end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('HINCRBY', KEYS[3], ARGV[2], -1) <= 0 then redis.call('HDEL', KEYS[3], ARGV[2]) end
+return {meta, redis.call('HLEN', KEYS[3])}
+"""
+_SWEEP = """
+local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'WITHSCORES')
+local out = {}
+for i = 1, #stale, 2 do
+  local conn = stale[i]
+  local meta = redis.call('HGET', KEYS[1], conn)
+  redis.call('ZREM', KEYS[2], conn)
+  if meta then
+    redis.call('HDEL', KEYS[1], conn)
+    local uid = cjson.decode(meta)['user_id']
+    if redis.call('HINCRBY', KEYS[3], uid, -1) <= 0 then redis.call('HDEL', KEYS[3], uid) end
+    table.insert(out, meta)
+    table.insert(out, stale[i + 1])
+  end
+end
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[4], ARGV[2]) end
+table.insert(out, redis.call('HLEN', KEYS[3]))
+return out
+"""
+_UPDATE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  local old = redis.call('HGET', KEYS[1], ARGV[1])
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+  return old
+end
+return false
+"""
+
+
+def _keys(room_key: str) -> list[str]:
+    p = f"{settings.AULA_REDIS_KEY_PREFIX}:pres"
+    return [f"{p}:{room_key}:metas", f"{p}:{room_key}:hb", f"{p}:{room_key}:users", f"{p}:rooms"]
+
+
+@dataclass
+class _Pending:
+    joins: dict[str, list[dict]] = field(default_factory=dict)
+    leaves: dict[str, list[dict]] = field(default_factory=dict)
+    count: int | None = None
+
+
+@dataclass
+class _Tracked:
+    room_key: str
+    conn_id: str
+    user_id: int
+    meta: dict
+
+
+# Which rooms receive a room's presence diffs; set by the app that owns the room (e.g. classrooms).
+AudienceFn = Callable[[str, int], list[str]]
+
+
+class PresenceTracker:
+    """Per-process presence: local connections, heartbeats, sweeps and coalesced diffs."""
+
+    def __init__(self, url: str):
+        self._redis = aioredis.from_url(url, socket_connect_timeout=2, health_check_interval=15)
+        self._join = self._redis.register_script(_JOIN)
+        self._leave = self._redis.register_script(_LEAVE)
+        self._sweep = self._redis.register_script(_SWEEP)
+        self._update = self._redis.register_script(_UPDATE)
+        self.local: dict[str, _Tracked] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._audience: dict[str, AudienceFn] = {}
+        self._flush_task: asyncio.Task | None = None
+        self._loop_task: asyncio.Task | None = None
+
+    def _ensure_loops(self) -> None:
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.create_task(self._maintenance(), name="aula-presence")
+
+    async def track(self, room_key: str, conn_id: str, meta: dict, audience: AudienceFn) -> int:
+        """Add a connection; returns the number of distinct users present."""
+        self._ensure_loops()
+        meta = {**meta, "conn": conn_id, "node": NODE, "joined_at": time.time(), "state_since": time.time()}
+        self._audience[room_key] = audience
+        self.local[conn_id] = _Tracked(room_key, conn_id, meta["user_id"], meta)
+        keys = _keys(room_key)
+        count = await self._join(keys=keys, args=[conn_id, json.dumps(meta), time.time(), meta["user_id"], room_key])
+        self._queue(room_key, joins=[meta], count=count)
+        return int(count)
+
+    async def untrack(self, conn_id: str) -> dict | None:
+        """Remove a connection that closed normally; returns its meta if this call removed it."""
+        tracked = self.local.pop(conn_id, None)
+        if tracked is None:
+            return None
+        raw, count = await self._leave(keys=_keys(tracked.room_key), args=[conn_id, tracked.user_id])
+        if not raw:
+            return None  # a sweeper already reported it
+        meta = json.loads(raw)
+        self._queue(tracked.room_key, leaves=[meta], count=count)
+        return meta
+
+    async def set_state(self, conn_id: str, state: str, **extra) -> dict | None:
+        """Change a connection's state (active / idle / away); published as leave(old) + join(new)."""
+        tracked = self.local.get(conn_id)
+        if tracked is None or tracked.meta.get("state") == state and not extra:
+            return None
+        old = dict(tracked.meta)
+        now = time.time()
+        acc = dict(old.get("acc") or {})
+        previous = old.get("state", "active")
+        acc[previous] = round(acc.get(previous, 0.0) + now - old.get("state_since", now), 1)
+        tracked.meta = {**tracked.meta, **extra, "state": state, "state_since": now, "acc": acc}
+        raw = await self._update(keys=_keys(tracked.room_key), args=[conn_id, json.dumps(tracked.meta), time.time()])
+        if raw:
+            self._queue(tracked.room_key, leaves=[old], joins=[tracked.meta])
+        return old
+
+    async def evict(self, room_key: str, conn_id: str, user_id: int) -> dict | None:
+        """Remove another (stale) connection's meta now, e.g. the one a resuming client left behind."""
+        raw, count = await self._leave(keys=_keys(room_key), args=[conn_id, user_id])
+        if not raw:
+            return None
+        meta = json.loads(raw)
+        self._queue(room_key, leaves=[meta], count=count)
+        return meta
+
+    async def list(self, room_key: str) -> list[dict]:
+        metas = await self._redis.hgetall(_keys(room_key)[0])
+        return [json.loads(v) for v in metas.values()]
+
+    async def user_count(self, room_key: str) -> int:
+        return int(await self._redis.hlen(_keys(room_key)[2]))
+
+    def _queue(self, room_key: str, *, joins=(), leaves=(), count=None) -> None:
+        pending = self._pending.setdefault(room_key, _Pending())
+        for meta in leaves:
+            uid = str(meta["user_id"])
+            bucket = pending.joins.get(uid, [])
+            kept = [m for m in bucket if m["conn"] != meta["conn"]]
+            if len(kept) != len(bucket):
+                # Its join was not published yet: cancel the join instead of announcing a leave.
+                if kept:
+                    pending.joins[uid] = kept
+                else:
+                    pending.joins.pop(uid)
+                continue
+            pending.leaves.setdefault(uid, []).append(_public(meta))
+        for meta in joins:
+            pending.joins.setdefault(str(meta["user_id"]), []).append(_public(meta))
+        if count is not None:
+            pending.count = int(count)
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(FLUSH)
+        pending, self._pending = self._pending, {}
+        for room_key, diff in pending.items():
+            if not diff.joins and not diff.leaves and diff.count is None:
+                continue
+            audience = self._audience.get(room_key)
+            if audience is None:
+                continue
+            frame = encode_frame("presence.diff", {
+                "joins": {u: {"metas": m} for u, m in diff.joins.items()},
+                "leaves": {u: {"metas": m} for u, m in diff.leaves.items()},
+                "count": diff.count,
+            })
+            targets = audience(room_key, diff.count or 0)
+            for target in targets:
+                await asyncio.to_thread(publish_frame, target, frame)
+            if room_key not in targets and diff.count is not None:
+                await asyncio.to_thread(publish_frame, room_key, encode_frame("presence.count", {"count": diff.count}))
+
+    async def _maintenance(self) -> None:
+        last_heartbeat = 0.0
+        while True:
+            await asyncio.sleep(SWEEP)
+            try:
+                now = time.time()
+                if now - last_heartbeat >= HEARTBEAT:
+                    await self._heartbeat(now)
+                    last_heartbeat = now
+                for room_key in {t.room_key for t in self.local.values()}:
+                    await self.sweep(room_key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: try again next round
+                logger.warning("presence maintenance failed: %s", type(exc).__name__)
+
+    async def _heartbeat(self, now: float) -> None:
+        if not self.local:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for t in self.local.values():
+                keys = _keys(t.room_key)
+                # A connection swept during a Redis outage comes back as a fresh join.
+                pipe.hsetnx(keys[0], t.conn_id, json.dumps(t.meta))
+                pipe.zadd(keys[1], {t.conn_id: now})
+                pipe.zadd(keys[3], {t.room_key: now})
+            await pipe.execute()
+
+    async def sweep(self, room_key: str) -> list[tuple[dict, float]]:
+        removed = await sweep_room_async(self._sweep, room_key)
+        if removed:
+            count = removed[-1][2] if removed else None
+            self._queue(room_key, leaves=[m for m, _, _ in removed], count=count)
+            from channels.db import database_sync_to_async
+
+            for meta, last_seen, _ in removed:
+                await database_sync_to_async(presence_left.send)(
+                    sender=PresenceTracker, room_key=room_key, meta=meta, left_at=last_seen, reason="expired")
+        return [(m, s) for m, s, _ in removed]
+
+
+def _public(meta: dict) -> dict:
+    return {k: meta[k] for k in ("conn", "user_id", "name", "role", "state") if k in meta}
+
+
+async def sweep_room_async(script, room_key: str) -> list[tuple[dict, float, int]]:
+    out = await script(keys=_keys(room_key), args=[time.time() - TTL, room_key])
+    count = int(out[-1])
+    pairs = out[:-1]
+    return [(json.loads(pairs[i]), float(pairs[i + 1]), count) for i in range(0, len(pairs), 2)]
+
+
+def sweep_all_rooms() -> int:
+    """Celery path (sync): sweep every room with presence, report leaves, publish diffs. Idempotent."""
+    client = redis.Redis.from_url(settings.REDIS_REALTIME_URL)
+    script = client.register_script(_SWEEP)
+    rooms = client.zrange(_keys("_")[3], 0, -1)
+    removed_total = 0
+    for raw_room in rooms:
+        room_key = raw_room.decode()
+        out = script(keys=_keys(room_key), args=[time.time() - TTL, room_key])
+        count, pairs = int(out[-1]), out[:-1]
+        leaves: dict[str, list[dict]] = {}
+        for i in range(0, len(pairs), 2):
+            meta, last_seen = json.loads(pairs[i]), float(pairs[i + 1])
+            leaves.setdefault(str(meta["user_id"]), []).append(_public(meta))
+            presence_left.send(sender=PresenceTracker, room_key=room_key, meta=meta, left_at=last_seen,
+                               reason="expired")
+            removed_total += 1
+        if leaves:
+            frame = encode_frame("presence.diff", {"joins": {}, "leaves": {u: {"metas": m} for u, m in leaves.items()},
+                                                   "count": count})
+            targets = _sync_audiences.get(room_key.split(".")[1][:2], lambda r, c: [r])(room_key, count)
+            for target in targets:
+                publish_frame(target, frame)
+            if room_key not in targets:
+                publish_frame(room_key, encode_frame("presence.count", {"count": count}))
+    return removed_total
+
+
+# Audience functions by room-kind prefix ("ls" for live sessions), for the Celery sweeper.
+_sync_audiences: dict[str, AudienceFn] = {}
+
+
+def register_audience(kind: str, fn: AudienceFn) -> None:
+    _sync_audiences[kind] = fn
+
+
+_trackers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PresenceTracker] = weakref.WeakKeyDictionary()
+
+
+def tracker() -> PresenceTracker:
+    loop = asyncio.get_running_loop()
+    t = _trackers.get(loop)
+    if t is None:
+        t = _trackers[loop] = PresenceTracker(settings.REDIS_REALTIME_URL)
+    return t
+
+
+async def shutdown() -> None:
+    with contextlib.suppress(Exception):
+        t = tracker()
+        for task in (t._flush_task, t._loop_task):
+            if task:
+                task.cancel()

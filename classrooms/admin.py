@@ -112,6 +112,9 @@ class InstitutionAdmin(TenantAdmin):
     def has_delete_permission(self, request, obj=None):
         return request.user.is_superuser
 
+    def save_model(self, request, obj, form, change):
+        services.institution_save(institution=obj, actor=request.user)
+
 
 class MembershipInline(admin.TabularInline):
     model = Membership
@@ -167,6 +170,16 @@ class UserAdmin(DjangoUserAdmin):
         theirs = selectors.staff_institution_ids(obj)
         return theirs is not None and theirs <= ids
 
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not Membership:
+            return super().save_formset(request, form, formset, change)
+        for membership in formset.save(commit=False):
+            membership.user = form.instance
+            services.membership_save(membership=membership, actor=request.user)
+        for membership in formset.deleted_objects:
+            membership.is_active = False  # deactivated, not deleted: the history stays audited
+            services.membership_save(membership=membership, actor=request.user)
+
     def get_readonly_fields(self, request, obj=None):
         if request.user.is_superuser:
             return super().get_readonly_fields(request, obj)
@@ -195,11 +208,7 @@ class MembershipAdmin(TenantAdmin):
     autocomplete_fields = ["user"]
 
     def save_model(self, request, obj, form, change):
-        if change:
-            obj.save()  # role/grade edits of an existing membership
-        else:
-            services.membership_grant(user=obj.user, institution=obj.institution, role=obj.role,
-                                      grade_level=obj.grade_level, actor=request.user)
+        services.membership_save(membership=obj, actor=request.user)
 
 
 @admin.register(Guardianship)

@@ -129,6 +129,32 @@ def membership_grant(*, user: User, institution: Institution, role: str, grade_l
     return membership
 
 
+def membership_save(*, membership: Membership, actor: User | None = None) -> Membership:
+    """Edit a membership (role, grade, active) from a form; staff only within their institution."""
+    _check_staff(actor, membership.institution_id)
+    if membership.pk:
+        previous = Membership.objects.only("institution_id").get(pk=membership.pk)
+        if previous.institution_id != membership.institution_id:
+            raise ValidationError({"institution": "A membership cannot move to another institution."})
+    with transaction.atomic():
+        membership.full_clean()
+        membership.save()
+        if membership.role == Role.STAFF and membership.is_active and not membership.user.is_staff:
+            membership.user.is_staff = True
+            membership.user.save(update_fields=["is_staff"])
+    return membership
+
+
+def institution_save(*, institution: Institution, actor: User | None = None) -> Institution:
+    if institution.pk:
+        _check_staff(actor, institution.pk)
+    elif actor is not None and not actor.is_superuser:
+        raise PermissionDenied("Only platform administrators create institutions.")
+    institution.full_clean()
+    institution.save()
+    return institution
+
+
 def district_admin_grant(*, user: User, district: District) -> DistrictRole:
     role, _ = DistrictRole.objects.get_or_create(user=user, district=district)
     if not user.is_staff:

@@ -321,7 +321,8 @@ OAUTH2_PROVIDER = {
         "audit.read": "Read access and disclosure logs",
     },
     "DEFAULT_SCOPES": ["roster.read"],
-    "SCOPES_BACKEND_CLASS": "classrooms.oauth.DistrictClientScopes",
+    "SCOPES_BACKEND_CLASS": "compliance.oauth.DistrictClientScopes",
+    "OAUTH2_VALIDATOR_CLASS": "compliance.oauth.DistrictClientValidator",
     # OAuth 2.0 Security BCP (RFC 9700): no implicit/password grants, no tokens in URLs, hashed tokens.
     "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
     "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,

@@ -4,9 +4,9 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from oauth2_provider import views as oauth2_views
 
 from config import health
+from compliance.oauth import ThrottledTokenView
 from config.api import json_error
 
 admin.site.site_header = "Aula administration"
@@ -25,7 +25,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Only the token endpoint of django-oauth-toolkit: district clients use client credentials.
-    path("o/token/", oauth2_views.TokenView.as_view(), name="oauth2_token"),
+    path("o/token/", ThrottledTokenView.as_view(), name="oauth2_token"),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("compliance.api.urls")),

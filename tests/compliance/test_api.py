@@ -129,16 +129,23 @@ def test_token_endpoint_grants_a_scope_the_client_was_granted(client, world):
     assert response.json()["scope"] == "audit.read"
 
 
-def test_inactive_client_gets_no_usable_token(client, world, sis):
+def test_inactive_client_gets_no_token(client, world, sis):
     DistrictAPIClient.objects.filter(application=sis).update(is_active=False)
-    response = request_token(client, sis.client_id, scope="roster.read")
-    assert response.status_code == 400
-    # Without a scope parameter oauthlib issues a scopeless token (no default scope is available); it reads
-    # nothing.
-    response = request_token(client, sis.client_id)
-    assert response.status_code == 200
-    assert response.json()["scope"] == ""
-    assert_error(client.get(SCHOOLS, **bearer(response.json()["access_token"])), 403, "permission_denied")
+    for scope in ("roster.read", None):
+        response = request_token(client, sis.client_id, scope=scope) if scope else request_token(client, sis.client_id)
+        assert response.status_code == 401
+        assert response.json()["error"] == "invalid_client"
+        assert "access_token" not in response.json()
+
+
+def test_token_endpoint_is_rate_limited(client, world, sis):
+    from compliance.oauth import ThrottledTokenView
+
+    statuses = [client.post("/o/token/", {"grant_type": "client_credentials", "client_id": sis.client_id,
+                                          "client_secret": "wrong-guess"}).status_code
+                for _ in range(ThrottledTokenView.limit + 2)]
+    assert statuses[: ThrottledTokenView.limit] == [401] * ThrottledTokenView.limit
+    assert statuses[-1] == 429
 
 
 # --- schools ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.urls import path, re_path
 
 from classrooms.consumers import LiveSessionConsumer
+from exams.consumers import AttemptConsumer, ProctorConsumer
 from config.realtime.protocol import CloseCode
 
 
@@ -18,5 +19,7 @@ class UnknownRouteConsumer(AsyncWebsocketConsumer):
 
 websocket_urlpatterns = [
     path("ws/v1/sessions/<int:session_id>/", LiveSessionConsumer.as_asgi()),
+    path("ws/v1/attempts/<int:attempt_id>/", AttemptConsumer.as_asgi()),
+    path("ws/v1/exams/<int:exam_id>/proctor/", ProctorConsumer.as_asgi()),
     re_path(r"", UnknownRouteConsumer.as_asgi()),
 ]

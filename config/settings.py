@@ -221,10 +221,19 @@ CELERY_TASK_ROUTES = {
     "classrooms.tasks.sessions_purge": {"queue": "bulk"},
     "classrooms.tasks.presence_sweep": {"queue": "default"},
     "classrooms.tasks.attendance_compute": {"queue": "bulk"},
+    "exams.tasks.attempt_finalize_due": {"queue": "deadlines"},
+    "exams.tasks.attempts_sweep": {"queue": "deadlines"},
+    "exams.tasks.notification_send": {"queue": "bulk"},
+    "exams.tasks.grade_sync_deliver": {"queue": "bulk"},
 }
 # The one place where periodic work is scheduled: each job names its queue and an expiry, so a beat
 # tick that waited behind a backlog is dropped instead of piling up.
 CELERY_BEAT_SCHEDULE = {
+    "exam-attempts-sweep": {
+        "task": "exams.tasks.attempts_sweep",
+        "schedule": 10.0,  # with ETA tasks at each deadline; this catches any a dead worker lost
+        "options": {"queue": "deadlines", "expires": 10},
+    },
     "presence-sweep": {
         "task": "classrooms.tasks.presence_sweep",
         "schedule": 10.0,
@@ -351,6 +360,9 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     "classrooms.LiveSession",
     "compliance.DistrictAPIClient",
     "exams.Exam",
+    "exams.Accommodation",
+    "exams.CloseExtension",
+    "exams.GradeSync",
     "classrooms.SessionControl",
     "classrooms.ParticipantState",
     "classrooms.Poll",
@@ -359,6 +371,15 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     "streaming.Stream",
 )
 AUDITLOG_DISABLE_REMOTE_ADDR = False
+
+# --- Email and outbound integrations ----------------------------------------------------------------
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Aula <no-reply@aula.localhost>")
+AULA_LMS_GRADE_WEBHOOK = env.str("AULA_LMS_GRADE_WEBHOOK", default="")
+AULA_LMS_GRADE_SECRET = env.str("AULA_LMS_GRADE_SECRET", default="")
+if AULA_LMS_GRADE_WEBHOOK and len(AULA_LMS_GRADE_SECRET) < 32:
+    raise ImproperlyConfigured("AULA_LMS_GRADE_SECRET must be at least 32 characters when the webhook is set")
 
 # --- Logging -------------------------------------------------------------------------------------------
 LOG_LEVEL = _choice("AULA_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))

@@ -29,6 +29,7 @@ urlpatterns = [
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("compliance.api.urls")),
+    path("api/v1/", include("exams.api.urls")),
     re_path(r"^api/", api_not_found),
     path("", include("classrooms.urls")),
 ]

@@ -1,0 +1,222 @@
+"""WebSocket adapters for exams: the student's attempt socket and the teacher's live proctor board."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import Any, Literal
+
+from auditlog.context import set_actor
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import timezone
+from pydantic import Field
+
+from config.realtime import presence
+from config.realtime.consumer import FrameError, Refused, RoomConsumer
+from config.realtime.hub import hub
+from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping
+from config.realtime.ratelimit import Limit, RateLimiter
+from config.realtime.transport import encode_frame, publish_frame, room_last_seq
+from exams import events, realtime, selectors, services
+from exams.models import Attempt, Exam, Question
+
+logger = logging.getLogger("aula.exams")
+SAVE_LIMIT = Limit(60, 10)
+
+
+class AnswerSave(Inbound):
+    question_id: int
+    value: Any = None
+    version: int = Field(ge=1)
+    client_time: dt.datetime | None = None
+
+
+class AttemptEventMsg(Inbound):
+    kind: Literal["viewed", "flagged", "unflagged", "focus_lost", "focus_regained"]
+    question_id: int | None = None
+    duration_ms: int | None = Field(default=None, ge=0, le=86_400_000)
+    client_time: dt.datetime | None = None
+
+
+class Submit(Inbound):
+    client_time: dt.datetime | None = None
+
+
+class TimeSync(Inbound):
+    client_time: dt.datetime | None = None
+
+
+def _audience_self(room_key: str, count: int) -> list[str]:
+    return [room_key]
+
+
+class AttemptConsumer(RoomConsumer):
+    """`/ws/v1/attempts/<attempt_id>/`: the student's own attempt (every other id looks missing)."""
+
+    inbound = {"ping": Ping, "answer.save": AnswerSave, "attempt.event": AttemptEventMsg,
+               "attempt.submit": Submit, "time.sync": TimeSync}
+
+    @database_sync_to_async
+    def _load(self, attempt_id: int):
+        attempt = selectors.own_attempt(self.user, attempt_id)
+        if attempt is not None and attempt.is_open:
+            services.attempt_finalize(attempt_id=attempt.pk)  # finalisation on touch
+            attempt.refresh_from_db()
+        return attempt
+
+    async def authorize(self) -> str:
+        attempt = await self._load(self.scope["url_route"]["kwargs"]["attempt_id"])
+        if attempt is None:
+            logger.warning("attempt socket refused: not the user's attempt user=%s", self.user.pk)
+            raise Refused(CloseCode.NOT_FOUND, "no such attempt")
+        self.attempt = attempt
+        self.conn_id = f"{attempt.pk}-{time.time_ns()}"
+        self.limiter = RateLimiter(hub()._redis, settings.AULA_REDIS_KEY_PREFIX)
+        return realtime.attempt_room(attempt.institution_id, attempt.pk)
+
+    def still_authorized(self) -> CloseCode | None:
+        return None if selectors.own_attempt(self.user, self.attempt.pk) else CloseCode.FORBIDDEN
+
+    async def joined(self) -> None:
+        tracker = presence.tracker()
+        count = await tracker.track(self.room_key, self.conn_id,
+                                    {"user_id": self.user.pk, "name": self.user.public_name, "role": "student",
+                                     "state": "active"}, _audience_self)
+        self.member.hold()
+        try:
+            await self.reply(encode_frame("snapshot", await database_sync_to_async(self._snapshot)()))
+        finally:
+            await self.member.release()
+        if count > 1:
+            await self._event("second_tab", {"tabs": count})
+            await self.reply(encode_frame("attempt.second_tab", {"tabs": count}))
+        await self._proctor_connection(True)
+
+    async def left(self) -> None:
+        await presence.tracker().untrack(self.conn_id)
+        if self.attempt.is_open:
+            try:
+                await self._event("disconnected", {})
+            except Exception:  # the attempt closed meanwhile, or the database is away: nothing to record
+                pass
+        await self._proctor_connection(False)
+
+    async def _proctor_connection(self, connected: bool) -> None:
+        frame = encode_frame("attempt.connection", {"attempt_id": self.attempt.pk, "connected": connected,
+                                                    "at": timezone.now().isoformat()})
+        await database_sync_to_async(publish_frame)(
+            realtime.proctor_room(self.attempt.institution_id, self.attempt.exam_id), frame)
+
+    def _snapshot(self) -> dict:
+        attempt = Attempt.objects.select_related("exam").get(pk=self.attempt.pk)
+        questions = {q.pk: q for q in Question.objects.filter(pk__in=[i["question"] for i in attempt.layout])}
+        return {
+            "last_seq": room_last_seq(self.room_key),
+            "server_time": timezone.now().isoformat(),
+            "attempt": events.attempt_status(attempt),
+            "exam": {"id": attempt.exam_id, "title": attempt.exam.title, "sequential": attempt.exam.sequential,
+                     "instructions": attempt.exam.instructions},
+            "questions": [events.question_for_student(questions[i["question"]], i) for i in attempt.layout]
+            if attempt.state in (Attempt.State.IN_PROGRESS, Attempt.State.OVERDUE) else [],
+            "answers": {str(k): v for k, v in selectors.attempt_answers(attempt).items()},
+        }
+
+    async def _run(self, fn, **kwargs):
+        def run():
+            with set_actor(self.user):
+                return fn(**kwargs)
+
+        try:
+            return await database_sync_to_async(run)()
+        except services.AttemptClosed as exc:
+            raise FrameError("attempt_closed", str(exc)) from None
+
+    async def _event(self, kind: str, data: dict, client_time=None) -> None:
+        await self._run(services.attempt_event, attempt_id=self.attempt.pk, student=self.user, kind=kind, data=data,
+                        client_time=client_time)
+
+    async def on_answer_save(self, msg: AnswerSave) -> None:
+        verdict = await self.limiter.hit(f"u{self.user.pk}:save", SAVE_LIMIT)
+        if not verdict.allowed:
+            raise FrameError(ErrorCode.RATE_LIMITED, "Slow down.", retry_after=round(verdict.retry_after, 2))
+        answer, applied = await self._run(services.answer_save, attempt_id=self.attempt.pk, student=self.user,
+                                          question_id=msg.question_id, value=msg.value, version=msg.version,
+                                          client_time=msg.client_time)
+        await self.ack(msg.ref, question_id=msg.question_id, version=answer.version, applied=applied,
+                       saved_at=answer.saved_at.isoformat())
+
+    async def on_attempt_event(self, msg: AttemptEventMsg) -> None:
+        data = {k: v for k, v in {"question": msg.question_id, "duration_ms": msg.duration_ms}.items() if v is not None}
+        await self._event(msg.kind, data, msg.client_time)
+        await self.ack(msg.ref)
+
+    async def on_attempt_submit(self, msg: Submit) -> None:
+        attempt = await self._run(services.attempt_submit, attempt_id=self.attempt.pk, student=self.user,
+                                  client_time=msg.client_time)
+        self.attempt = attempt
+        await self.ack(msg.ref, state=attempt.state, finished_at=attempt.finished_at.isoformat()
+                       if attempt.finished_at else None)
+
+    async def on_time_sync(self, msg: TimeSync) -> None:
+        attempt = await database_sync_to_async(lambda: Attempt.objects.get(pk=self.attempt.pk))()
+        await self.reply(encode_frame("time", {"ref": msg.ref, "server_time": timezone.now().isoformat(),
+                                               "deadline": events._iso(attempt.deadline),
+                                               "grace_until": events._iso(attempt.grace_until),
+                                               "state": attempt.state}))
+
+
+class ExtraTime(Inbound):
+    attempt_id: int
+    minutes: int = Field(ge=1, le=600)
+
+
+class ProctorConsumer(RoomConsumer):
+    """`/ws/v1/exams/<exam_id>/proctor/`: the live proctor board for the exam's teachers."""
+
+    inbound = {"ping": Ping, "extra_time": ExtraTime}
+
+    @database_sync_to_async
+    def _load(self, exam_id: int):
+        exam = selectors.exams_for(self.user).filter(pk=exam_id).first()
+        return exam, exam is not None and selectors.can_proctor(self.user, exam)
+
+    async def authorize(self) -> str:
+        exam, allowed = await self._load(self.scope["url_route"]["kwargs"]["exam_id"])
+        if exam is None:
+            raise Refused(CloseCode.NOT_FOUND, "no such exam")
+        if not allowed:
+            raise Refused(CloseCode.FORBIDDEN, "not a teacher of this course")
+        self.exam = exam
+        return realtime.proctor_room(exam.institution_id, exam.pk)
+
+    def still_authorized(self) -> CloseCode | None:
+        exam = Exam.objects.filter(pk=self.exam.pk).select_related("course").first()
+        return None if exam and selectors.can_proctor(self.user, exam) else CloseCode.FORBIDDEN
+
+    async def joined(self) -> None:
+        rows = await database_sync_to_async(selectors.proctor_rows)(self.exam)
+        online: dict[str, int] = {}
+        tracker = presence.tracker()
+        for row in rows:
+            online[str(row["attempt_id"])] = await tracker.user_count(
+                realtime.attempt_room(self.exam.institution_id, row["attempt_id"]))
+        await self.reply(encode_frame("snapshot", {"server_time": timezone.now().isoformat(), "attempts": rows,
+                                                   "online": online,
+                                                   "warnings": await database_sync_to_async(
+                                                       services.close_cut_warnings)(self.exam)}))
+
+    async def on_extra_time(self, msg: ExtraTime) -> None:
+        def run():
+            attempt = Attempt.objects.filter(exam=self.exam, pk=msg.attempt_id).first()
+            if attempt is None:
+                raise FrameError(ErrorCode.NOT_FOUND, "No such attempt.")
+            with set_actor(self.user):
+                return services.extra_time_grant(attempt_id=attempt.pk, actor=self.user, minutes=msg.minutes)
+
+        try:
+            attempt = await database_sync_to_async(run)()
+        except services.AttemptClosed as exc:
+            raise FrameError("attempt_closed", str(exc)) from None
+        await self.ack(msg.ref, deadline=attempt.deadline.isoformat())

@@ -1,0 +1,49 @@
+"""The outbound LMS grade-sync contract.
+
+A delivery is an HTTP POST of the grade payload as JSON to AULA_LMS_GRADE_WEBHOOK with an
+`Idempotency-Key` header (the same for every retry of one result) and an HMAC-SHA256 signature of the body
+in `X-Aula-Signature` (key AULA_LMS_GRADE_SECRET). Any 2xx is delivered; 4xx other than 408/429 is
+permanent; anything else is retried with exponential backoff. The LTI Advantage (AGS) transport plugs in
+behind the same `deliver()` later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import urllib.error
+import urllib.request
+
+from django.conf import settings
+
+MAX_TRIES = 8
+
+
+class DeliveryError(Exception):
+    pass
+
+
+def configured() -> bool:
+    return bool(getattr(settings, "AULA_LMS_GRADE_WEBHOOK", ""))
+
+
+def backoff(tries: int) -> int:
+    return min(30 * 2 ** max(tries - 1, 0), 6 * 3600)
+
+
+def deliver(payload: dict, *, idempotency_key: str) -> None:
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    signature = hmac.new(settings.AULA_LMS_GRADE_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    request = urllib.request.Request(
+        settings.AULA_LMS_GRADE_WEBHOOK, data=body, method="POST",
+        headers={"Content-Type": "application/json", "Idempotency-Key": idempotency_key,
+                 "X-Aula-Signature": f"sha256={signature}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (configured https URL)
+            if not 200 <= response.status < 300:
+                raise DeliveryError(f"HTTP {response.status}")
+    except urllib.error.HTTPError as exc:
+        raise DeliveryError(f"HTTP {exc.code}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise DeliveryError(type(exc).__name__) from None

@@ -1,0 +1,54 @@
+"""Reads and permission checks for exams, tenant-scoped through classrooms' one scoping rule."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Q, QuerySet
+
+from classrooms import selectors as classroom_selectors
+from classrooms.models import Role, User
+from exams.models import Answer, Attempt, Exam
+
+
+def exams_for(user: User) -> QuerySet[Exam]:
+    return Exam.objects.visible_to(user).select_related("course")
+
+
+def own_attempt(user: User, attempt_id: int) -> Attempt | None:
+    """The user's own attempt, or None (another student's or another school's attempt looks missing)."""
+    return (Attempt.objects.visible_to(user).select_related("exam", "exam__course")
+            .filter(pk=attempt_id, student=user).first())
+
+
+def can_proctor(user: User, exam: Exam) -> bool:
+    if not user.is_authenticated or not user.is_active:
+        return False
+    ids = classroom_selectors.institution_ids_for(user)
+    if ids is not None and exam.institution_id not in ids:
+        return False
+    return classroom_selectors.enrollment_role(user, exam.course) in {Role.TEACHER, Role.TA}
+
+
+def student_exams(user: User) -> QuerySet[Exam]:
+    return exams_for(user).filter(status=Exam.Status.PUBLISHED, course__enrollments__user=user,
+                                  course__enrollments__role=Role.STUDENT, course__enrollments__is_active=True)
+
+
+def attempt_answers(attempt: Attempt) -> dict[int, dict]:
+    return {a.question_id: {"value": a.value, "version": a.version, "flagged": a.flagged,
+                            "saved_at": a.saved_at.isoformat()}
+            for a in Answer.objects.filter(attempt=attempt)}
+
+
+def proctor_rows(exam: Exam) -> list[dict]:
+    rows = (Attempt.objects.filter(exam=exam).select_related("student")
+            .annotate(answered=Count("answers", filter=~Q(answers__value=None))).order_by("student__last_name"))
+    return [{"attempt_id": a.pk, "student": {"id": a.student_id, "name": a.student.public_name},
+             "state": a.state, "deadline": a.deadline.isoformat() if a.deadline else None,
+             "answered": a.answered, "questions": len(a.layout), "extra_minutes": a.extra_minutes,
+             "finish_reason": a.finish_reason} for a in rows]
+
+
+def grading_queue(exam: Exam) -> QuerySet[Answer]:
+    return (Answer.objects.filter(attempt__exam=exam, attempt__state=Attempt.State.SUBMITTED,
+                                  question__kind="essay", points__isnull=True)
+            .select_related("attempt__student", "question").order_by("attempt__finished_at"))

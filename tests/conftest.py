@@ -127,3 +127,16 @@ def login_cookie(client_or_user, password: str = factories.PASSWORD) -> str:
     c = Client()
     assert c.login(username=client_or_user.email, password=password)
     return c.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_stray_connections(django_db_setup, django_db_blocker):
+    """Connections opened in worker threads (database_sync_to_async) outlive the tests; end them so the
+    test database can be dropped cleanly."""
+    yield
+    with django_db_blocker.unblock():
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")

@@ -1,0 +1,155 @@
+"""The attempt socket and its HTTP fallback: autosave acks, submit replays, isolation, proctor board."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+
+from config.asgi import application
+from exams import services
+from exams.models import Attempt, IntegrityEvent, Notification
+from tests.conftest import login_cookie
+from tests.exams.conftest import ExamWorld
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def open_socket(user, path):
+    """(communicator, admitted, close code). A refused socket is accepted and closed at once with a code."""
+    cookie = await database_sync_to_async(login_cookie)(user)
+    comm = WebsocketCommunicator(application, path, headers=[
+        (b"origin", b"http://localhost:8000"), (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode())])
+    connected, code = await comm.connect(timeout=5)
+    if not connected:
+        return comm, False, code
+    first = await comm.receive_output(timeout=5)
+    if first["type"] == "websocket.close":
+        return comm, False, first["code"]
+    comm._first = first
+    return comm, True, None
+
+
+async def frames_until(comm, type_, timeout=5):
+    seen = []
+    first = getattr(comm, "_first", None)
+    if first is not None:
+        comm._first = None
+        frame = json.loads(first["text"])
+        if frame["type"] == type_:
+            return frame, seen
+        seen.append(frame)
+    while True:
+        frame = json.loads(await comm.receive_from(timeout=timeout))
+        if frame["type"] == type_:
+            return frame, seen
+        seen.append(frame)
+
+
+async def test_autosave_over_the_socket_acknowledges_only_what_is_stored(world):
+    ex = await database_sync_to_async(ExamWorld)(world)
+    attempt = await database_sync_to_async(services.attempt_start)(exam=ex.exam, student=world.student_a)
+    comm, ok, _ = await open_socket(world.student_a, f"/ws/v1/attempts/{attempt.pk}/")
+    assert ok
+    snap, _ = await frames_until(comm, "snapshot")
+    assert snap["data"]["attempt"]["deadline"] and snap["data"]["server_time"]
+    assert len(snap["data"]["questions"]) == 6
+    assert "correct" not in json.dumps(snap["data"]["questions"])  # no answer key on the wire
+    await comm.send_to(text_data=json.dumps({"type": "answer.save", "ref": "a1", "question_id": ex.q_short.pk,
+                                             "value": "Paris", "version": 2}))
+    ack, _ = await frames_until(comm, "ack")
+    assert ack["data"] | {"saved_at": None} == {"ref": "a1", "question_id": ex.q_short.pk, "version": 2,
+                                                "applied": True, "saved_at": None}
+    await comm.send_to(text_data=json.dumps({"type": "answer.save", "ref": "a2", "question_id": ex.q_short.pk,
+                                             "value": "Rome", "version": 1}))
+    stale, _ = await frames_until(comm, "ack")
+    assert stale["data"]["applied"] is False and stale["data"]["version"] == 2
+    await comm.send_to(text_data=json.dumps({"type": "attempt.submit", "ref": "s"}))
+    submitted, _ = await frames_until(comm, "ack")
+    assert submitted["data"]["state"] == "submitted"
+    await comm.send_to(text_data=json.dumps({"type": "answer.save", "ref": "a3", "question_id": ex.q_short.pk,
+                                             "value": "Late", "version": 3}))
+    refused, _ = await frames_until(comm, "error")
+    assert refused["data"]["code"] == "attempt_closed"
+    await comm.disconnect()
+    stored = await database_sync_to_async(lambda: Attempt.objects.get(pk=attempt.pk).answers.get(
+        question=ex.q_short).value)()
+    assert stored == "Paris"
+
+
+async def test_another_students_attempt_is_not_found_on_socket_and_http(world, caplog):
+    ex = await database_sync_to_async(ExamWorld)(world)
+    attempt = await database_sync_to_async(services.attempt_start)(exam=ex.exam, student=world.student_a)
+    comm, ok, code = await open_socket(world.student_b, f"/ws/v1/attempts/{attempt.pk}/")
+    assert not ok and code == 4404
+    await comm.disconnect()
+
+    def http():
+        c = Client()
+        c.force_login(world.student_b)
+        r = c.post(f"/api/v1/attempts/{attempt.pk}/answers/",
+                   data={"question_id": ex.q_short.pk, "value": "x", "version": 5}, content_type="application/json")
+        return r.status_code, r.json()
+
+    status, body = await database_sync_to_async(http)()
+    assert status == 404 and body["error"]["code"] == "not_found"
+    assert not await database_sync_to_async(
+        lambda: Attempt.objects.get(pk=attempt.pk).answers.exists())()
+    assert sum("refused" in r.getMessage() for r in caplog.records) >= 2
+
+
+async def test_submit_replayed_over_rest_and_socket_concurrently_submits_once(world):
+    ex = await database_sync_to_async(ExamWorld)(world)
+    attempt = await database_sync_to_async(services.attempt_start)(exam=ex.exam, student=world.student_a)
+    comm, ok, _ = await open_socket(world.student_a, f"/ws/v1/attempts/{attempt.pk}/")
+    await frames_until(comm, "snapshot")
+
+    def rest(n):
+        c = Client(enforce_csrf_checks=False)
+        c.force_login(world.student_a)
+        return [c.post(f"/api/v1/attempts/{attempt.pk}/submit/", data={}, content_type="application/json").status_code
+                for _ in range(n)]
+
+    rest_task = asyncio.gather(*[database_sync_to_async(rest, thread_sensitive=False)(10) for _ in range(5)])
+    for i in range(50):
+        await comm.send_to(text_data=json.dumps({"type": "attempt.submit", "ref": f"s{i}"}))
+    statuses = sum(await rest_task, [])
+    acks = [await frames_until(comm, "ack") for _ in range(50)]
+    assert set(statuses) == {200} and len(statuses) == 50
+    assert {a[0]["data"]["state"] for a in acks} == {"submitted"}
+    await comm.disconnect()
+    counts = await database_sync_to_async(lambda: (
+        IntegrityEvent.objects.filter(attempt=attempt, kind="submitted").count(),
+        Notification.objects.filter(attempt=attempt).count()))()
+    assert counts == (1, 1)
+
+
+async def test_proctor_board_sees_students_live_and_grants_time(world):
+    ex = await database_sync_to_async(ExamWorld)(world)
+    await database_sync_to_async(services.attempts_precreate)(exam=ex.exam)
+    board, ok, _ = await open_socket(world.teacher_a, f"/ws/v1/exams/{ex.exam.pk}/proctor/")
+    assert ok
+    snap, _ = await frames_until(board, "snapshot")
+    assert [r["state"] for r in snap["data"]["attempts"]] == ["not_started"]
+    attempt = await database_sync_to_async(services.attempt_start)(exam=ex.exam, student=world.student_a)
+    status, _ = await frames_until(board, "attempt.status")
+    assert status["data"]["state"] == "in_progress" and status["data"]["attempt_id"] == attempt.pk
+    student, _, _ = await open_socket(world.student_a, f"/ws/v1/attempts/{attempt.pk}/")
+    conn, _ = await frames_until(board, "attempt.connection")
+    assert conn["data"] == conn["data"] | {"attempt_id": attempt.pk, "connected": True}
+    await board.send_to(text_data=json.dumps({"type": "extra_time", "ref": "x", "attempt_id": attempt.pk,
+                                              "minutes": 15}))
+    ack, _ = await frames_until(board, "ack")
+    timer, _ = await frames_until(student, "attempt.status")
+    assert timer["data"]["deadline"].startswith(ack["data"]["deadline"][:16])
+    assert timer["data"]["extra_minutes"] == 15
+    await student.disconnect()
+    await board.disconnect()
+    refused, ok, code = await open_socket(world.student_a, f"/ws/v1/exams/{ex.exam.pk}/proctor/")
+    assert not ok and code == 4403
+    await refused.disconnect()

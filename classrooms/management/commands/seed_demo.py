@@ -28,7 +28,9 @@ STAFF_PERMISSIONS = {
     "classrooms": {"user": "view change add", "membership": "view change add", "guardianship": "view change add",
                    "course": "view change add", "enrollment": "view change add", "livesession": "view change add",
                    "institution": "view change", "district": "view"},
-    "exams": {"exam": "view change add"},
+    "exams": {"exam": "view change add", "questionbank": "view change add", "question": "view change add",
+              "section": "view change add", "accommodation": "view change add", "attempt": "view",
+              "gradesync": "view"},
 }
 # Demo API client credentials (development only; printed so the API can be tried at once).
 DEMO_CLIENT_ID = "lakeview-sis-demo"
@@ -53,6 +55,37 @@ class Command(BaseCommand):
         with set_actor(None), transaction.atomic():
             self._seed()
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
+
+    def _seed_exam(self, course, accommodated):
+        """An open exam with every question kind, attempts pre-created, one accommodated student."""
+        from exams import services as exam_services
+        from exams.models import Question, QuestionBank
+
+        now = timezone.now().replace(second=0, microsecond=0)
+        exam = exam_upsert(course=course, title="Science 7 — Unit 1 quiz", opens_at=now - dt.timedelta(hours=1),
+                           closes_at=now + dt.timedelta(days=7), time_limit_minutes=20,
+                           status=Exam.Status.PUBLISHED)
+        if not QuestionBank.objects.filter(course=course, title="Unit 1").exists():
+            bank = exam_services.bank_create(course=course, title="Unit 1")
+            K = Question.Kind
+            questions = [
+                exam_services.question_create(bank=bank, kind=K.SINGLE, prompt="Which organelle makes energy?",
+                                              options=["Nucleus", "Mitochondrion", "Ribosome"], correct=[1]),
+                exam_services.question_create(bank=bank, kind=K.MULTIPLE, prompt="Which are found in plant cells?",
+                                              options=["Cell wall", "Chloroplast", "Centriole"], correct=[0, 1]),
+                exam_services.question_create(bank=bank, kind=K.TRUE_FALSE, prompt="All cells have a nucleus.",
+                                              correct=[False]),
+                exam_services.question_create(bank=bank, kind=K.NUMERIC, prompt="How many chromosomes in a "
+                                              "human body cell?", numeric_answer=46),
+                exam_services.question_create(bank=bank, kind=K.SHORT, prompt="The basic unit of life is the …",
+                                              correct=["cell"]),
+                exam_services.question_create(bank=bank, kind=K.ESSAY, prompt="Explain osmosis in two sentences.",
+                                              points=4),
+            ]
+            exam_services.section_add(exam=exam, title="Unit 1", questions=questions)
+        exam_services.accommodation_set(student=accommodated, institution_id=course.institution_id,
+                                        time_multiplier="1.5")
+        exam_services.attempts_precreate(exam=exam)
 
     def _seed(self):
         today = timezone.localdate()
@@ -109,9 +142,7 @@ class Command(BaseCommand):
                                      created_by=teacher)
         services.live_session_upsert(course=south_course, title="Biology 10 — Genetics, live",
                                      scheduled_start=start, created_by=south_teacher)
-        exam_upsert(course=course, title="Science 7 — Unit 1 test", opens_at=start + dt.timedelta(days=1),
-                    closes_at=start + dt.timedelta(days=1, hours=2), time_limit_minutes=45,
-                    status=Exam.Status.PUBLISHED)
+        self._seed_exam(course, students[0])
 
         creator = person("creator@aula.example", "Alex", "Rivera", born_years_ago=29)
         moderator = person("moderator@aula.example", "Jo", "Kim", born_years_ago=31)

@@ -225,6 +225,7 @@ CELERY_TASK_ROUTES = {
     "exams.tasks.attempts_sweep": {"queue": "deadlines"},
     "exams.tasks.notification_send": {"queue": "bulk"},
     "exams.tasks.grade_sync_deliver": {"queue": "bulk"},
+    "exams.tasks.transcript_generate": {"queue": "bulk"},
 }
 # The one place where periodic work is scheduled: each job names its queue and an expiry, so a beat
 # tick that waited behind a backlog is dropped instead of piling up.
@@ -277,6 +278,9 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+
+MEDIA_ROOT = env.path("AULA_MEDIA_ROOT", default=BASE_DIR / ".aula" / "media")
+MEDIA_URL = "/media/"  # never served publicly: files are returned by views that check access
 
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / ".aula" / "staticfiles"

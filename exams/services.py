@@ -540,8 +540,13 @@ def grades_release(*, exam: Exam, actor: User) -> int:
             exam.grades_released_at = timezone.now()
             exam.save(update_fields=["grades_released_at"])
         attempts = list(Attempt.objects.filter(exam=exam, state=Attempt.State.SUBMITTED, graded_at__isnull=False))
+        from exams.tasks import transcript_generate
+
         for attempt in attempts:
             _notify_once(attempt, "graded")
+            attempt_id = attempt.pk
+            transaction.on_commit(lambda attempt_id=attempt_id: transcript_generate.apply_async(
+                args=[attempt_id], queue="bulk"))
     return len(attempts)
 
 
@@ -673,3 +678,61 @@ def _proctor_update(attempt: Attempt) -> None:
 def _student_update(attempt: Attempt) -> None:
     room_event_emit(realtime.attempt_room(attempt.institution_id, attempt.pk), "attempt.status",
                     events.attempt_status(attempt))
+
+
+# --- transcripts -------------------------------------------------------------------------------------
+
+def transcript_path(attempt: Attempt) -> str:
+    return f"transcripts/{attempt.institution_id}/attempt-{attempt.pk}.pdf"
+
+
+def transcript_render(attempt: Attempt) -> bytes:
+    """A one-page PDF of a graded attempt: exam, student, times, points per question, total."""
+    from fpdf import FPDF
+
+    questions = {q.pk: q for q in Question.objects.filter(pk__in=[i["question"] for i in attempt.layout])}
+    answers = {a.question_id: a for a in Answer.objects.filter(attempt=attempt)}
+    pdf = FPDF(format="A4")
+    pdf.set_title(f"{attempt.exam.title} transcript")
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 14)
+    pdf.multi_cell(0, 8, _latin1(f"{attempt.exam.title}"), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", size=10)
+    lines = [
+        f"Student: {attempt.student.public_name}",
+        f"Course: {attempt.exam.course.code} {attempt.exam.course.title}",
+        f"Started: {attempt.started_at:%Y-%m-%d %H:%M} UTC   Finished: {attempt.finished_at:%Y-%m-%d %H:%M} UTC",
+        f"Finish: {attempt.get_finish_reason_display()}",
+        f"Score: {attempt.score} / {attempt.max_score}",
+    ]
+    for line in lines:
+        pdf.multi_cell(0, 6, _latin1(line), new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(4)
+    for n, item in enumerate(attempt.layout, start=1):
+        q = questions[item["question"]]
+        a = answers.get(q.pk)
+        points = "ungraded" if a is None or a.points is None else f"{a.points} / {q.points}"
+        if a is None:
+            points = f"0 / {q.points} (no answer)"
+        pdf.multi_cell(0, 6, _latin1(f"{n}. {q.prompt[:200]} - {points}"), new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
+
+
+def _latin1(text: str) -> str:
+    """The core PDF fonts are Latin-1: replace what they cannot draw instead of failing."""
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
+def transcript_store(*, attempt_id: int) -> str | None:
+    """Render and store the transcript of a graded attempt (idempotent: overwrites the same path)."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    attempt = Attempt.objects.select_related("exam__course", "student").filter(pk=attempt_id).first()
+    if attempt is None or attempt.graded_at is None:
+        return None
+    path = transcript_path(attempt)
+    if default_storage.exists(path):
+        default_storage.delete(path)
+    default_storage.save(path, ContentFile(transcript_render(attempt)))
+    return path

@@ -40,3 +40,11 @@ def grade_sync_deliver(self, sync_id: int) -> str:
         tries = GradeSync.objects.filter(pk=sync_id).values_list("tries", flat=True).first() or 1
         grade_sync_deliver.apply_async(args=[sync_id], countdown=lms.backoff(tries), queue="bulk")
     return status
+
+
+@shared_task(acks_late=True, ignore_result=True, rate_limit="10/s")
+def transcript_generate(attempt_id: int) -> None:
+    """Render a transcript PDF off the hot path (bulk queue, rate-limited)."""
+    from exams import services
+
+    services.transcript_store(attempt_id=attempt_id)

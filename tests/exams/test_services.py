@@ -328,3 +328,19 @@ def test_grade_sync_without_an_lms_is_marked_and_with_one_is_delivered_idempoten
     assert len(received) == 2 and received[0][0] == received[1][0]  # same idempotency key on retry
     assert received[1][1]["score"] == str(GradeSync.objects.get(pk=sync.pk).payload["score"])
     assert received[1][2].startswith("sha256=")
+
+
+def test_transcript_pdf_for_a_graded_attempt(ex, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    attempt = services.attempt_start(exam=ex.exam, student=ex.w.student_a)
+    services.answer_save(attempt_id=attempt.pk, student=ex.w.student_a, question_id=ex.q_single.pk, value=[1],
+                         version=1)
+    services.answer_save(attempt_id=attempt.pk, student=ex.w.student_a, question_id=ex.q_essay.pk,
+                         value="Ünïcode essay ✓", version=1)
+    services.attempt_submit(attempt_id=attempt.pk, student=ex.w.student_a)
+    assert services.transcript_store(attempt_id=attempt.pk) is None  # essay ungraded: no transcript yet
+    Attempt.objects.filter(pk=attempt.pk).update(graded_at=timezone.now())
+    path = services.transcript_store(attempt_id=attempt.pk)
+    data = (tmp_path / path).read_bytes()
+    assert data.startswith(b"%PDF") and len(data) > 500
+    assert services.transcript_store(attempt_id=attempt.pk) == path  # idempotent, same file

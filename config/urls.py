@@ -31,5 +31,6 @@ urlpatterns = [
     path("api/v1/", include("compliance.api.urls")),
     path("api/v1/", include("exams.api.urls")),
     re_path(r"^api/", api_not_found),
+    path("", include("exams.urls")),
     path("", include("classrooms.urls")),
 ]

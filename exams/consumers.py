@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -20,7 +21,7 @@ from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping
 from config.realtime.ratelimit import Limit, RateLimiter
 from config.realtime.transport import encode_frame, publish_frame, room_last_seq
 from exams import events, realtime, selectors, services
-from exams.models import Attempt, Exam, Question
+from exams.models import Answer, Attempt, Exam, Question
 
 logger = logging.getLogger("aula.exams")
 SAVE_LIMIT = Limit(60, 10)
@@ -81,9 +82,10 @@ class AttemptConsumer(RoomConsumer):
 
     async def joined(self) -> None:
         tracker = presence.tracker()
-        count = await tracker.track(self.room_key, self.conn_id,
-                                    {"user_id": self.user.pk, "name": self.user.public_name, "role": "student",
-                                     "state": "active"}, _audience_self)
+        await tracker.track(self.room_key, self.conn_id,
+                            {"user_id": self.user.pk, "name": self.user.public_name, "role": "student",
+                             "state": "active"}, _audience_self)
+        count = await tracker.connection_count(self.room_key)  # tabs, not people: it is one student
         self.member.hold()
         try:
             await self.reply(encode_frame("snapshot", await database_sync_to_async(self._snapshot)()))
@@ -104,21 +106,24 @@ class AttemptConsumer(RoomConsumer):
         await self._proctor_connection(False)
 
     async def _proctor_connection(self, connected: bool) -> None:
-        frame = encode_frame("attempt.connection", {"attempt_id": self.attempt.pk, "connected": connected,
-                                                    "at": timezone.now().isoformat()})
+        tabs = await presence.tracker().connection_count(self.room_key)
+        frame = encode_frame("attempt.connection", {"attempt_id": self.attempt.pk, "connected": tabs > 0,
+                                                    "tabs": tabs, "at": timezone.now().isoformat()})
         await database_sync_to_async(publish_frame)(
             realtime.proctor_room(self.attempt.institution_id, self.attempt.exam_id), frame)
 
     def _snapshot(self) -> dict:
         attempt = Attempt.objects.select_related("exam").get(pk=self.attempt.pk)
         questions = {q.pk: q for q in Question.objects.filter(pk__in=[i["question"] for i in attempt.layout])}
+        layout = attempt.layout
         return {
+            "furthest": services.furthest_position(attempt) if attempt.exam.sequential else None,
             "last_seq": room_last_seq(self.room_key),
             "server_time": timezone.now().isoformat(),
             "attempt": events.attempt_status(attempt),
             "exam": {"id": attempt.exam_id, "title": attempt.exam.title, "sequential": attempt.exam.sequential,
                      "instructions": attempt.exam.instructions},
-            "questions": [events.question_for_student(questions[i["question"]], i) for i in attempt.layout]
+            "questions": [events.question_for_student(questions[i["question"]], i) for i in layout]
             if attempt.state in (Attempt.State.IN_PROGRESS, Attempt.State.OVERDUE) else [],
             "answers": {str(k): v for k, v in selectors.attempt_answers(attempt).items()},
         }
@@ -146,6 +151,24 @@ class AttemptConsumer(RoomConsumer):
                                           client_time=msg.client_time)
         await self.ack(msg.ref, question_id=msg.question_id, version=answer.version, applied=applied,
                        saved_at=answer.saved_at.isoformat())
+        if applied:
+            await self._progress_soon()
+
+    async def _progress_soon(self) -> None:
+        """The proctor board's answered count, at most once per attempt per 2 s (a Redis lease)."""
+        key = f"{settings.AULA_REDIS_KEY_PREFIX}:examprogress:{self.attempt.pk}"
+        if not await hub()._redis.set(key, "1", nx=True, px=2000):
+            return
+
+        async def later():
+            await asyncio.sleep(2)
+            answered = await database_sync_to_async(
+                lambda: Answer.objects.filter(attempt_id=self.attempt.pk).exclude(value=None).count())()
+            await database_sync_to_async(publish_frame)(
+                realtime.proctor_room(self.attempt.institution_id, self.attempt.exam_id),
+                encode_frame("attempt.progress", {"attempt_id": self.attempt.pk, "answered": answered}))
+
+        asyncio.ensure_future(later())
 
     async def on_attempt_event(self, msg: AttemptEventMsg) -> None:
         data = {k: v for k, v in {"question": msg.question_id, "duration_ms": msg.duration_ms}.items() if v is not None}
@@ -160,7 +183,7 @@ class AttemptConsumer(RoomConsumer):
                        if attempt.finished_at else None)
 
     async def on_time_sync(self, msg: TimeSync) -> None:
-        attempt = await database_sync_to_async(lambda: Attempt.objects.get(pk=self.attempt.pk))()
+        attempt = await database_sync_to_async(lambda: services.attempt_finalize(attempt_id=self.attempt.pk))()
         await self.reply(encode_frame("time", {"ref": msg.ref, "server_time": timezone.now().isoformat(),
                                                "deadline": events._iso(attempt.deadline),
                                                "grace_until": events._iso(attempt.grace_until),
@@ -200,7 +223,7 @@ class ProctorConsumer(RoomConsumer):
         online: dict[str, int] = {}
         tracker = presence.tracker()
         for row in rows:
-            online[str(row["attempt_id"])] = await tracker.user_count(
+            online[str(row["attempt_id"])] = await tracker.connection_count(
                 realtime.attempt_room(self.exam.institution_id, row["attempt_id"]))
         await self.reply(encode_frame("snapshot", {"server_time": timezone.now().isoformat(), "attempts": rows,
                                                    "online": online,

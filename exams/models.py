@@ -200,7 +200,7 @@ class Answer(models.Model):
     attempt = models.ForeignKey(Attempt, on_delete=models.CASCADE, related_name="answers")
     question = models.ForeignKey(Question, on_delete=models.PROTECT, related_name="+")
     version = models.PositiveIntegerField()
-    value = models.JSONField()
+    value = models.JSONField(null=True, blank=True)
     flagged = models.BooleanField(default=False)
     saved_at = models.DateTimeField(auto_now=True)
     client_saved_at = models.DateTimeField(null=True, blank=True)

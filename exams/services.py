@@ -12,6 +12,7 @@ import datetime as dt
 import decimal
 import hashlib
 import json
+import logging
 import random
 import secrets
 
@@ -40,6 +41,7 @@ from exams.models import (
 )
 
 GENESIS = "0" * 64
+logger = logging.getLogger("aula.exams")
 
 
 class AttemptClosed(Exception):
@@ -343,7 +345,7 @@ def _answer_save_locked(attempt: Attempt, question_id: int, value, version: int,
     answer = Answer.objects.filter(attempt=attempt, question_id=question_id).first()
     if answer is not None and answer.version >= version:
         return answer, False
-    if attempt.exam.sequential and item < _furthest(attempt):
+    if attempt.exam.sequential and item < furthest_position(attempt):
         raise ValidationError("This exam does not allow going back to earlier questions.")
     kind = "answered" if answer is None else "changed"
     if answer is None:
@@ -354,7 +356,7 @@ def _answer_save_locked(attempt: Attempt, question_id: int, value, version: int,
     return answer, True
 
 
-def _furthest(attempt: Attempt) -> int:
+def furthest_position(attempt: Attempt) -> int:
     """The furthest question index the student has reached (sequential navigation)."""
     viewed = IntegrityEvent.objects.filter(attempt=attempt, kind__in=["viewed", "answered", "changed"]) \
         .values_list("data__question", flat=True)
@@ -379,9 +381,12 @@ def _validate_value(question: Question, item: dict, value):
         if value in (None, ""):
             return None
         try:
-            return str(decimal.Decimal(str(value)))
+            number = decimal.Decimal(str(value).strip())
         except decimal.InvalidOperation:
             raise ValidationError("Enter a number.") from None
+        if not number.is_finite() or abs(number) > decimal.Decimal("1e15"):
+            raise ValidationError("Enter a finite number.")  # NaN/Infinity would break grading
+        return str(number)
     if not isinstance(value, str) or len(value) > (200 if question.kind == k.SHORT else 20000):
         raise ValidationError("The answer is too long." if isinstance(value, str) else "Enter text.")
     return value
@@ -402,7 +407,13 @@ def attempt_event(*, attempt_id: int, student: User, kind: str, data: dict | Non
         if not attempt.is_open:
             return None
         if kind in ("flagged", "unflagged") and data and "question" in data:
-            Answer.objects.filter(attempt=attempt, question_id=data["question"]).update(flagged=kind == "flagged")
+            if not any(it["question"] == data["question"] for it in attempt.layout):
+                raise ValidationError("That question is not part of this attempt.")
+            # A flag on a question not answered yet is kept on an empty version-0 answer (any save wins).
+            answer, _ = Answer.objects.get_or_create(attempt=attempt, question_id=data["question"],
+                                                     defaults={"version": 0, "value": None})
+            answer.flagged = kind == "flagged"
+            answer.save(update_fields=["flagged", "saved_at"])
         return integrity_record(attempt, kind, data or {}, client_time)
 
 
@@ -585,7 +596,10 @@ def attempts_finalize_due(limit: int = 500) -> int:
     due += list(Attempt.objects.filter(state=Attempt.State.OVERDUE, grace_until__lte=now)
                 .values_list("pk", flat=True)[:limit])
     for attempt_id in due:
-        attempt_finalize(attempt_id=attempt_id)
+        try:
+            attempt_finalize(attempt_id=attempt_id)
+        except Exception:  # one broken attempt must never hold up everyone else's deadline
+            logger.exception("finalising attempt %s failed; the next sweep retries it", attempt_id)
     return len(due)
 
 

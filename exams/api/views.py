@@ -48,7 +48,33 @@ class AttemptClock(AttemptView):
     @extend_schema(tags=["exams"], responses={200: dict})
     def get(self, request, attempt_id: int):
         attempt = self.attempt(request, attempt_id)
+        if attempt.is_open:
+            attempt = services.attempt_finalize(attempt_id=attempt.pk)  # finalisation on touch
         return Response({"server_time": timezone.now().isoformat(), **events.attempt_status(attempt)})
+
+
+class EventIn(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["viewed", "flagged", "unflagged", "focus_lost", "focus_regained"])
+    question_id = serializers.IntegerField(required=False, allow_null=True)
+    duration_ms = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=86_400_000)
+    client_time = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class AttemptEvent(AttemptView):
+    """HTTP fallback of `attempt.event` (focus, flags, views) while the socket is down."""
+
+    @extend_schema(tags=["exams"], request=EventIn, responses={200: dict})
+    def post(self, request, attempt_id: int):
+        attempt = self.attempt(request, attempt_id)
+        data = EventIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        payload = {k: val for k, val in {"question": v.get("question_id"), "duration_ms": v.get("duration_ms")}.items()
+                   if val is not None}
+        with set_actor(request.user):
+            event = services.attempt_event(attempt_id=attempt.pk, student=request.user, kind=v["kind"],
+                                           data=payload, client_time=v.get("client_time"))
+        return Response({"recorded": event is not None})
 
 
 class AttemptAnswer(AttemptView):

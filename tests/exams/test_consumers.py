@@ -153,3 +153,17 @@ async def test_proctor_board_sees_students_live_and_grants_time(world):
     refused, ok, code = await open_socket(world.student_a, f"/ws/v1/exams/{ex.exam.pk}/proctor/")
     assert not ok and code == 4403
     await refused.disconnect()
+
+
+def test_http_fallback_refuses_bad_values_with_400_and_records_events(world):
+    ex = ExamWorld(world)
+    attempt = services.attempt_start(exam=ex.exam, student=world.student_a)
+    c = Client()
+    c.force_login(world.student_a)
+    r = c.post(f"/api/v1/attempts/{attempt.pk}/answers/", data={"question_id": ex.q_num.pk, "value": "NaN",
+                                                               "version": 1}, content_type="application/json")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid"
+    r = c.post(f"/api/v1/attempts/{attempt.pk}/events/", data={"kind": "focus_lost", "duration_ms": 1500},
+               content_type="application/json")
+    assert r.status_code == 200 and r.json() == {"recorded": True}
+    assert IntegrityEvent.objects.filter(attempt=attempt, kind="focus_lost", data__duration_ms=1500).exists()

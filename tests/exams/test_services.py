@@ -344,3 +344,44 @@ def test_transcript_pdf_for_a_graded_attempt(ex, settings, tmp_path):
     data = (tmp_path / path).read_bytes()
     assert data.startswith(b"%PDF") and len(data) > 500
     assert services.transcript_store(attempt_id=attempt.pk) == path  # idempotent, same file
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-inf", "1e999", "abc"])
+def test_non_finite_numbers_are_refused(ex, bad):
+    attempt = services.attempt_start(exam=ex.exam, student=ex.w.student_a)
+    with pytest.raises(ValidationError):
+        services.answer_save(attempt_id=attempt.pk, student=ex.w.student_a, question_id=ex.q_num.pk, value=bad,
+                             version=1)
+
+
+def test_one_broken_attempt_does_not_stop_the_sweeper(ex, monkeypatch):
+    other = factories.user("s3", age=15)
+    factories.enroll(ex.w.course_a, other)
+    first = services.attempt_start(exam=ex.exam, student=ex.w.student_a)
+    second = services.attempt_start(exam=ex.exam, student=other)
+    shift(first, 31)
+    shift(second, 31)
+    real = services.grade_auto
+
+    def flaky(attempt):
+        if attempt.pk == first.pk:
+            raise RuntimeError("corrupt row")
+        return real(attempt)
+
+    monkeypatch.setattr(services, "grade_auto", flaky)
+    services.attempts_finalize_due()
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.state == Attempt.State.IN_PROGRESS  # rolled back, retried by the next sweep
+    assert second.state == Attempt.State.SUBMITTED
+
+
+def test_a_flag_on_an_unanswered_question_is_kept_and_a_save_still_wins(ex):
+    attempt = services.attempt_start(exam=ex.exam, student=ex.w.student_a)
+    services.attempt_event(attempt_id=attempt.pk, student=ex.w.student_a, kind="flagged",
+                           data={"question": ex.q_short.pk})
+    answer = attempt.answers.get(question=ex.q_short)
+    assert answer.flagged and answer.version == 0 and answer.value is None
+    saved, applied = services.answer_save(attempt_id=attempt.pk, student=ex.w.student_a, question_id=ex.q_short.pk,
+                                          value="Paris", version=1)
+    assert applied and saved.flagged

@@ -434,10 +434,13 @@ def attempt_submit(*, attempt_id: int, student: User, client_time: dt.datetime |
     return attempt
 
 
-def attempt_finalize(*, attempt_id: int) -> Attempt | None:
-    """The deadline path (task, sweeper): finalise if due; safe to run any number of times."""
+def attempt_finalize(*, attempt_id: int, skip_locked: bool = False) -> Attempt | None:
+    """The deadline path (task, sweeper): finalise if due; safe to run any number of times.
+
+    With `skip_locked`, an attempt another process is finalising right now is left to it (the sweeper
+    does not queue up behind the deadline tasks)."""
     with transaction.atomic():
-        attempt = Attempt.objects.select_for_update(skip_locked=False).select_related("exam") \
+        attempt = Attempt.objects.select_for_update(skip_locked=skip_locked).select_related("exam") \
             .filter(pk=attempt_id).first()
         if attempt is None:
             return None
@@ -588,19 +591,28 @@ def extra_time_grant(*, attempt_id: int, actor: User, minutes: int) -> Attempt:
     return attempt
 
 
-def attempts_finalize_due(limit: int = 500) -> int:
-    """The sweeper: finalise every attempt past its deadline (or grace) that no task has closed."""
-    now = timezone.now()
-    due = list(Attempt.objects.filter(state=Attempt.State.IN_PROGRESS, deadline__lte=now)
-               .values_list("pk", flat=True)[:limit])
-    due += list(Attempt.objects.filter(state=Attempt.State.OVERDUE, grace_until__lte=now)
-                .values_list("pk", flat=True)[:limit])
-    for attempt_id in due:
-        try:
-            attempt_finalize(attempt_id=attempt_id)
-        except Exception:  # one broken attempt must never hold up everyone else's deadline
-            logger.exception("finalising attempt %s failed; the next sweep retries it", attempt_id)
-    return len(due)
+def attempts_finalize_due(limit: int = 500, budget_seconds: float = 9.0) -> int:
+    """The sweeper: finalise every attempt past its deadline (or grace) that no task has closed, in
+    batches, until none is left or the time budget (under the beat period) is spent."""
+    import time as _time
+
+    started, done, tried = _time.monotonic(), 0, set()
+    while _time.monotonic() - started < budget_seconds:
+        now = timezone.now()
+        due = list(Attempt.objects.filter(state=Attempt.State.IN_PROGRESS, deadline__lte=now)
+                   .exclude(pk__in=tried).values_list("pk", flat=True)[:limit])
+        due += list(Attempt.objects.filter(state=Attempt.State.OVERDUE, grace_until__lte=now)
+                    .exclude(pk__in=tried).values_list("pk", flat=True)[:limit])
+        if not due:
+            break
+        for attempt_id in due:
+            tried.add(attempt_id)
+            try:
+                attempt_finalize(attempt_id=attempt_id, skip_locked=True)
+                done += 1
+            except Exception:  # one broken attempt must never hold up everyone else's deadline
+                logger.exception("finalising attempt %s failed; the next sweep retries it", attempt_id)
+    return done
 
 
 # --- side effects, each once per attempt ----------------------------------------------------------------

@@ -164,10 +164,19 @@ class LiveSessionConsumer(RoomConsumer):
         self.conn_id = uuid.uuid4().hex
         self.limiter = RateLimiter(hub()._redis, settings.AULA_REDIS_KEY_PREFIX)
         if not await self.limiter.admit_connection(self.user.pk, self.conn_id, CONNECTIONS_PER_USER,
-                                                   int(presence.TTL)):
+                                                   self._cap_ttl):
             raise Refused(CloseCode.TOO_MANY_CONNECTIONS, "connection cap")
         self.limits = limits()
         return realtime.session_room(session.institution_id, session.pk)
+
+    @property
+    def _cap_ttl(self) -> int:
+        # A connection holds its cap slot while it re-checks (every AULA_SOCKET_RECHECK_SECONDS); a crashed
+        # process's slots expire after three missed periods.
+        return 3 * settings.AULA_SOCKET_RECHECK_SECONDS + 5
+
+    async def heartbeat(self) -> None:
+        await self.limiter.touch_connections([(self.user.pk, self.conn_id)])
 
     def still_authorized(self) -> CloseCode | None:
         selectors.forget_scope(self.user)
@@ -186,6 +195,7 @@ class LiveSessionConsumer(RoomConsumer):
         self.member.on_control = self._on_control
         if self.is_staff_role:
             await hub().join(self._staff_room, self.member)
+        await hub().join(self._own_room, self.member)  # private notices about this participant
         params = _query(self.scope)
         resumed_from = None
         if params.get("resume"):
@@ -209,7 +219,12 @@ class LiveSessionConsumer(RoomConsumer):
     def _staff_room(self) -> str:
         return realtime.session_staff_room(self.session.institution_id, self.session.pk)
 
+    @property
+    def _own_room(self) -> str:
+        return realtime.session_user_room(self.session.institution_id, self.session.pk, self.user.pk)
+
     async def left(self) -> None:
+        await hub().leave(self._own_room, self.member)
         if self.is_staff_role:
             await hub().leave(self._staff_room, self.member)
         try:
@@ -315,7 +330,10 @@ class LiveSessionConsumer(RoomConsumer):
                 return
             for row in rows:
                 await self.reply(event_frame(row))
+            own = await database_sync_to_async(selectors.participant_state)(self.session, self.user)
             await self.reply(encode_frame("resume.done", {
+                # Private notices are not in the room log: the student's own controls come with the replay.
+                "participant": events.participant(own) if own else None,
                 "last_seq": rows[-1].seq if rows else last_seq,
                 "resume_token": resume_token(self.conn_id, self.user.pk, self.session.pk),
                 "server_time": timezone.now().isoformat()}))

@@ -25,11 +25,12 @@ def chat_message(message: ChatMessage) -> dict:
 
 
 def chat_deleted(message: ChatMessage) -> dict:
-    return {"id": message.pk, "by": message.deleted_by_id, "reason": message.delete_reason}
+    # The reason stays in the audit trail; classmates only learn that the message is gone.
+    return {"id": message.pk, "by": message.deleted_by_id}
 
 
-def chat_cleared(*, by: User, reason: str, up_to_seq: int) -> dict:
-    return {"by": by.pk, "reason": reason, "up_to_seq": up_to_seq}
+def chat_cleared(*, by: User, up_to_seq: int) -> dict:
+    return {"by": by.pk, "up_to_seq": up_to_seq}
 
 
 def poll_started(poll: Poll) -> dict:

@@ -369,8 +369,16 @@ def chat_clear(*, session: LiveSession, actor: User, reason: str) -> int:
         _audit(session, actor, "chat.clear", reason=reason[:200], messages=ids)
         seq = room_next_seq(_room(session))
         room_event_record(_room(session), seq, "chat.cleared",
-                          events.chat_cleared(by=actor, reason=reason[:200], up_to_seq=seq))
+                          events.chat_cleared(by=actor, up_to_seq=seq))
     return len(ids)
+
+
+def _participant_notice(session: LiveSession, user_id: int, type_: str, data: dict) -> None:
+    """Per-student moderation (muted, locked, removed, screen share) is not the class's business: it goes
+    to the teachers and to that student only. The state itself is stored (ParticipantState, audited) and
+    is part of every snapshot and resume, so a reconnecting student still gets it."""
+    room_signal_publish(realtime.session_staff_room(session.institution_id, session.pk), type_, data)
+    room_signal_publish(realtime.session_user_room(session.institution_id, session.pk, user_id), type_, data)
 
 
 def _participant(session: LiveSession, user: User) -> ParticipantState:
@@ -406,7 +414,7 @@ def feature_lock(*, session: LiveSession, actor: User, feature: str, locked: boo
             features.add(feature) if locked else features.discard(feature)
             state.locked_features = sorted(features)
             state.save(update_fields=["locked_features", "updated_at"])
-            room_event_emit(_room(session), "participant.updated", events.participant(state))
+            _participant_notice(session, user.pk, "participant.updated", events.participant(state))
 
 
 def screen_share_set(*, session: LiveSession, actor: User, user: User, allowed: bool) -> ParticipantState:
@@ -418,7 +426,7 @@ def screen_share_set(*, session: LiveSession, actor: User, user: User, allowed: 
         if state.can_screen_share != allowed:
             state.can_screen_share = allowed
             state.save(update_fields=["can_screen_share", "updated_at"])
-            room_event_emit(_room(session), "participant.updated", events.participant(state))
+            _participant_notice(session, user.pk, "participant.updated", events.participant(state))
     return state
 
 
@@ -435,7 +443,7 @@ def participant_remove(*, session: LiveSession, actor: User, user: User, reason:
             state.save(update_fields=["removed_at", "removed_by", "removed_reason", "updated_at"])
             for hand in HandRaise.objects.filter(session=session, user=user, lowered_at__isnull=True):
                 _hand_lower(hand, actor, HandRaise.Lowered.TEACHER)
-            room_event_emit(_room(session), "participant.removed", {"user_id": user.pk})
+            _participant_notice(session, user.pk, "participant.removed", {"user_id": user.pk})
             room_control_publish(_room(session), "remove", user_id=user.pk)
     return state
 
@@ -447,7 +455,7 @@ def participant_readmit(*, session: LiveSession, actor: User, user: User) -> Par
         if state.removed_at is not None:
             state.removed_at, state.removed_by, state.removed_reason = None, None, ""
             state.save(update_fields=["removed_at", "removed_by", "removed_reason", "updated_at"])
-            room_event_emit(_room(session), "participant.updated", events.participant(state))
+            _participant_notice(session, user.pk, "participant.updated", events.participant(state))
     return state
 
 
@@ -670,7 +678,14 @@ def attendance_interval_record(*, session_id: int, user_id: int, conn_id: str, j
     return interval
 
 
-def attendance_compute(*, session: LiveSession):
+def attendance_compute(*, session: LiveSession, actor: User | None = None):
+    """Recompute a session's attendance; a recompute asked for by a person is audited with them."""
     from classrooms.attendance import compute_session_attendance
 
-    return compute_session_attendance(session)
+    if actor is not None and not (selectors.can_moderate(actor, session)
+                                  or selectors.is_school_staff(actor, session.institution_id)):
+        raise PermissionDenied("Only the class's teachers and school staff recompute attendance.")
+    records = compute_session_attendance(session)
+    if actor is not None:
+        _audit(session, actor, "attendance.recompute", records=len(records))
+    return records

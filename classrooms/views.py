@@ -99,7 +99,7 @@ def _minutes(seconds: int) -> float:
 def session_attendance(request, session_id: int):
     session = _attendance_session(request, session_id)
     if request.method == "POST":
-        records = services.attendance_compute(session=session)
+        records = services.attendance_compute(session=session, actor=request.user)
         messages.success(request, f"Attendance recomputed for {len(records)} student(s).")
         return redirect("session-attendance", session_id=session.pk)
     records = _attendance_records(request, session)

@@ -14,6 +14,7 @@ class UnknownRouteConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "__no_layer__"
 
     async def connect(self):
+        await self.accept()  # accepted first so the client receives the code (see RoomConsumer._refuse)
         await self.close(code=CloseCode.NOT_FOUND)
 
 

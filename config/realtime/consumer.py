@@ -19,6 +19,8 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError, InterfaceError, OperationalError
 from pydantic import ValidationError as SchemaError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.observability import user_id_var
 from config.realtime.hub import Member, hub
@@ -27,6 +29,9 @@ from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping, ack_fr
 from config.realtime.transport import encode_frame
 
 logger = logging.getLogger("aula.realtime")
+
+# Redis down or restarting (rate limits, presence): like the database being away, nothing was done.
+RedisUnavailable = (RedisConnectionError, RedisTimeoutError)
 
 
 class Refused(Exception):
@@ -67,6 +72,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def joined(self) -> None:
         """After accept and hub join: send the initial snapshot."""
 
+    async def heartbeat(self) -> None:
+        """Each re-check period: keep per-connection leases (e.g. the connection cap) alive."""
+
     async def left(self) -> None:
         """After the socket is gone (not called if the process dies: presence TTLs cover that)."""
 
@@ -74,7 +82,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.user = self.scope.get("user")
         if self.user is None or not self.user.is_authenticated:
-            await self.close(code=CloseCode.UNAUTHENTICATED)
+            await self._refuse(CloseCode.UNAUTHENTICATED)
             return
         user_id_var.set(str(self.user.pk))
         try:
@@ -82,13 +90,20 @@ class RoomConsumer(AsyncWebsocketConsumer):
         except Refused as refused:
             logger.warning("websocket refused code=%s reason=%s path=%s", int(refused.code), refused,
                            self.scope.get("path"))
-            await self.close(code=refused.code)
+            await self._refuse(refused.code)
             return
         await self.accept()
         self.member = Member(self.base_send)
         await hub().join(self.room_key, self.member)
         self._recheck_task = asyncio.create_task(self._recheck_loop())
         await self.joined()
+
+    async def _refuse(self, code: CloseCode) -> None:
+        # A close before accept is an HTTP 403 on a real server (ASGI spec): the browser sees 1006, cannot
+        # tell it from a network drop, and reconnects forever. Accepting first delivers the close code, so
+        # the client knows not to come back (docs/protocol.md). Nothing is sent in between.
+        await self.accept()
+        await self.close(code=code)
 
     async def disconnect(self, code) -> None:
         if self._recheck_task is not None:
@@ -105,9 +120,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await asyncio.sleep(random.uniform(period / 2, period))
         while True:
             try:
+                await self.heartbeat()
                 code = await database_sync_to_async(self._recheck)()
-            except (OperationalError, InterfaceError):
-                code = None  # the database is away: keep the socket, check again next round
+            except (OperationalError, InterfaceError, *RedisUnavailable):
+                code = None  # a store is away: keep the socket, check again next round
+            except Exception:
+                # Never let the loop die: a socket that is no longer re-checked outlives logout and removal.
+                logger.exception("websocket re-check failed; trying again next round")
+                code = None
             if code is not None:
                 logger.info("websocket evicted by re-check code=%s", int(code))
                 await self.close(code=code)
@@ -154,7 +174,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.reply(error_frame(ErrorCode.FORBIDDEN, str(exc) or "Not allowed.", ref=ref))
         except ValidationError as exc:
             await self.reply(error_frame(ErrorCode.INVALID, "; ".join(exc.messages), ref=ref))
-        except (OperationalError, InterfaceError):
+        except (OperationalError, InterfaceError, *RedisUnavailable):
             await self.reply(error_frame(ErrorCode.UNAVAILABLE, "Temporarily unavailable; try again.",
                                          ref=ref, retry_after=2))
         except DatabaseError:

@@ -108,16 +108,22 @@ class Member:
                 if yielded is None:
                     await asyncio.sleep(0)
                 else:
-                    with contextlib.suppress(BaseException):
-                        await yielded  # the coroutine re-raises the outcome itself when resumed
+                    # Wait for the future the send is blocked on as a Task would, by a done-callback. Awaiting
+                    # it again is refused by the C Future ("await wasn't used with future": the coroutine has
+                    # already yielded it as blocking), which used to mark every socket that had to wait for
+                    # the network as closed: it stayed open and never received another frame.
+                    await asyncio.wait((yielded,))
                 try:
-                    yielded = coro.send(None)
+                    yielded = coro.send(None)  # the coroutine takes the future's outcome itself
                 except StopIteration:
                     break
             self.delivered += 1
-        except Exception:
+        except (Exception, asyncio.CancelledError) as exc:
+            coro.close()
             self.closed = True
             self._writer = None
+            if isinstance(exc, asyncio.CancelledError) and asyncio.current_task().cancelling():
+                raise
             return
         self._writer = None
         if not self._held and (self._backlog or self._lagged):
@@ -207,7 +213,7 @@ class RoomHub:
                     await self._pubsub.subscribe(*[self._channel(k) for k in self.rooms])
                 message = await self._pubsub.get_message(timeout=1.0)
                 if not self.healthy:
-                    self._recovered()
+                    await self._recovered()
                 backoff = 0.1
                 if message is None or message.get("type") != "message":
                     continue
@@ -228,12 +234,17 @@ class RoomHub:
                     await self._pubsub.aclose()
                 self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
 
-    def _recovered(self) -> None:
+    async def _recovered(self) -> None:
         # Frames published while we were cut off are lost to us: every local client resumes by seq.
         self.healthy = True
         logger.warning("room hub reconnected to Redis; asking %d rooms to resync", len(self.rooms))
-        for room_key in list(self.rooms):
-            self.deliver_local(room_key, RESYNC_FRAME)
+        # Idle pooled connections still belong to the Redis that went away; the first command on each would
+        # fail, and the first commands now are the resumes this resync asks for (their rate-limit check).
+        with contextlib.suppress(Exception):
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
+        # Once per socket, even for a socket in several rooms (a teacher is also in the staff room).
+        for member in {m: None for members in list(self.rooms.values()) for m in members}:
+            member.deliver(RESYNC_FRAME)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RoomHub] = weakref.WeakKeyDictionary()

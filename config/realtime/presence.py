@@ -31,8 +31,11 @@ from config.realtime.transport import encode_frame, publish_frame
 logger = logging.getLogger("aula.realtime.presence")
 
 HEARTBEAT = 10.0  # seconds between heartbeats of a process's connections
-TTL = 25.0  # a connection not heard of for this long is a ghost (removed within TTL + sweep period < 30 s)
-SWEEP = 5.0
+TTL = 25.0  # a connection not heard of for this long is a ghost (one lost heartbeat is tolerated)
+# A ghost's leave is published at most TTL + SWEEP + FLUSH after its last heartbeat, which must stay under
+# the 30 s we promise with room to spare: with a 5 s sweep that was 30.25 s when a process died just after
+# heartbeating (measured by tests/e2e/test_faults.py).
+SWEEP = 2.5
 FLUSH = 0.25  # seconds: presence diffs are coalesced per room in this window
 
 NODE = f"{socket.gethostname()}:{os.getpid()}"
@@ -74,6 +77,15 @@ if redis.call('HLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[4], ARGV[2]) en
 table.insert(out, redis.call('HLEN', KEYS[3]))
 return out
 """
+# A heartbeat. An entry that is gone (Redis restarted empty, or swept while this process could not reach
+# Redis) is registered again in full, user count included, and reported so a join can be published.
+_HEARTBEAT = """
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[5])
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
+redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+return redis.call('HLEN', KEYS[3])
+"""
 _UPDATE = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   local old = redis.call('HGET', KEYS[1], ARGV[1])
@@ -103,6 +115,7 @@ class _Tracked:
     conn_id: str
     user_id: int
     meta: dict
+    joined: bool = False  # registered in Redis by track(); only then does the heartbeat look after it
 
 
 # Which rooms receive a room's presence diffs; set by the app that owns the room (e.g. classrooms).
@@ -118,6 +131,7 @@ class PresenceTracker:
         self._leave = self._redis.register_script(_LEAVE)
         self._sweep = self._redis.register_script(_SWEEP)
         self._update = self._redis.register_script(_UPDATE)
+        self._beat = self._redis.register_script(_HEARTBEAT)
         self.local: dict[str, _Tracked] = {}
         self._pending: dict[str, _Pending] = {}
         self._audience: dict[str, AudienceFn] = {}
@@ -133,9 +147,10 @@ class PresenceTracker:
         self._ensure_loops()
         meta = {**meta, "conn": conn_id, "node": NODE, "joined_at": time.time(), "state_since": time.time()}
         self._audience[room_key] = audience
-        self.local[conn_id] = _Tracked(room_key, conn_id, meta["user_id"], meta)
+        self.local[conn_id] = tracked = _Tracked(room_key, conn_id, meta["user_id"], meta)
         keys = _keys(room_key)
         count = await self._join(keys=keys, args=[conn_id, json.dumps(meta), time.time(), meta["user_id"], room_key])
+        tracked.joined = True
         self._queue(room_key, joins=[meta], count=count)
         return int(count)
 
@@ -179,6 +194,10 @@ class PresenceTracker:
     async def list(self, room_key: str) -> list[dict]:
         metas = await self._redis.hgetall(_keys(room_key)[0])
         return [json.loads(v) for v in metas.values()]
+
+    async def connection_count(self, room_key: str) -> int:
+        """Open connections in a room (several tabs of one user count separately)."""
+        return int(await self._redis.hlen(_keys(room_key)[0]))
 
     async def user_count(self, room_key: str) -> int:
         return int(await self._redis.hlen(_keys(room_key)[2]))
@@ -241,16 +260,18 @@ class PresenceTracker:
                 logger.warning("presence maintenance failed: %s", type(exc).__name__)
 
     async def _heartbeat(self, now: float) -> None:
-        if not self.local:
+        tracked = [t for t in self.local.values() if t.joined]  # a heartbeat must not race the join
+        if not tracked:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
-            for t in self.local.values():
-                keys = _keys(t.room_key)
-                # A connection swept during a Redis outage comes back as a fresh join.
-                pipe.hsetnx(keys[0], t.conn_id, json.dumps(t.meta))
-                pipe.zadd(keys[1], {t.conn_id: now})
-                pipe.zadd(keys[3], {t.room_key: now})
-            await pipe.execute()
+            for t in tracked:
+                args = [t.conn_id, json.dumps(t.meta), now, t.user_id, t.room_key]
+                await self._beat(keys=_keys(t.room_key), args=args, client=pipe)
+            counts = await pipe.execute()
+        for t, count in zip(tracked, counts, strict=True):
+            if int(count) >= 0 and self.local.get(t.conn_id) is t:
+                # A connection that Redis had lost comes back as a fresh join (and counts again).
+                self._queue(t.room_key, joins=[t.meta], count=count)
 
     async def sweep(self, room_key: str) -> list[tuple[dict, float]]:
         removed = await sweep_room_async(self._sweep, room_key)

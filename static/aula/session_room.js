@@ -1003,6 +1003,10 @@
       onState: onConnState,
       onSnapshot: applySnapshot,
       onEvent: applyEvent,
+      onResumed: function (d) {
+        // Private notices (muted, locked, removed) are not replayed: the server sends our own state here.
+        if (d.participant) applyEvent({type: "participant.updated", seq: null, data: d.participant});
+      },
       onError: onUnrepliedError,
       onClock: function () { renderTimer(); }
     });

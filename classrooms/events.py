@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from collections import Counter
 
-from classrooms.models import ChatMessage, HandRaise, LiveSession, ParticipantState, Poll, SessionControl, User
+from classrooms.models import (
+    ChatMessage,
+    HandRaise,
+    LiveSession,
+    ParticipantState,
+    Poll,
+    SessionControl,
+    User,
+)
 
 
 def _iso(dt) -> str | None:

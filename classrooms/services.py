@@ -12,37 +12,33 @@ import hmac
 import re
 import uuid as uuid_module
 
+from auditlog.models import LogEntry
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.utils import timezone
 
-from classrooms import selectors
+from classrooms import events, realtime, selectors
 from classrooms.models import (
+    AttendanceInterval,
+    ChatMessage,
     Course,
     District,
     DistrictRole,
     Enrollment,
+    Feature,
     Guardianship,
+    HandRaise,
     Institution,
     LiveSession,
     Membership,
-    Role,
-    User,
-)
-from auditlog.models import LogEntry
-from django.conf import settings
-from django.utils import timezone
-
-from classrooms import events, realtime
-from classrooms.models import (
-    AttendanceInterval,
-    ChatMessage,
-    Feature,
-    HandRaise,
     ParticipantState,
     Poll,
     PollAnswer,
     PollOption,
+    Role,
     SessionControl,
+    User,
 )
 from config.realtime.models import RoomEvent
 from config.realtime.transport import (

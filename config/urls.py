@@ -5,8 +5,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config import health
 from compliance.oauth import ThrottledTokenView
+from config import health
 from config.api import json_error
 
 admin.site.site_header = "Aula administration"

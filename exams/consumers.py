@@ -101,8 +101,8 @@ class AttemptConsumer(RoomConsumer):
         if self.attempt.is_open:
             try:
                 await self._event("disconnected", {})
-            except Exception:  # the attempt closed meanwhile, or the database is away: nothing to record
-                pass
+            except Exception as exc:  # the attempt closed meanwhile, or the database is away
+                logger.info("disconnect not recorded for attempt %s: %s", self.attempt.pk, type(exc).__name__)
         await self._proctor_connection(False)
 
     async def _proctor_connection(self, connected: bool) -> None:

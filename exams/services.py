@@ -313,9 +313,9 @@ def _finalize_if_due(attempt: Attempt, now: dt.datetime) -> bool:
     """Finalisation on touch: called with the row locked; True if the attempt is (now) closed."""
     if not attempt.is_open:
         return True
-    if attempt.state == Attempt.State.IN_PROGRESS and now >= attempt.deadline:
-        _finalize_locked(attempt, now)
-    elif attempt.state == Attempt.State.OVERDUE and attempt.grace_until and now >= attempt.grace_until:
+    deadline_passed = attempt.state == Attempt.State.IN_PROGRESS and now >= attempt.deadline
+    grace_over = attempt.state == Attempt.State.OVERDUE and attempt.grace_until and now >= attempt.grace_until
+    if deadline_passed or grace_over:
         _finalize_locked(attempt, now)
     return not attempt.is_open
 
@@ -633,8 +633,8 @@ def _grade_sync_enqueue(attempt: Attempt) -> None:
                "finished_at": attempt.finished_at.isoformat() if attempt.finished_at else None,
                "activity_progress": "Completed", "grading_progress": "FullyGraded"}
     # The key names this attempt and this result: a retry repeats it, a regrade gets a new one.
-    key = "aula-attempt-%d-%s" % (attempt.pk, hashlib.sha256(
-        json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16])
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    key = f"aula-attempt-{attempt.pk}-{digest}"
     sync, created = GradeSync.objects.get_or_create(
         attempt=attempt, defaults={"institution_id": attempt.institution_id, "payload": payload,
                                    "idempotency_key": key})
@@ -660,7 +660,8 @@ def notification_deliver(*, notification_id: int) -> bool:
             return False
         student, exam = n.attempt.student, n.attempt.exam
         subject = {"submitted": f"Submitted: {exam.title}", "graded": f"Your result for {exam.title}"}[n.kind]
-        body = {"submitted": f"Your attempt at {exam.title} was received at {n.attempt.finished_at:%Y-%m-%d %H:%M} UTC.",
+        finished = f"{n.attempt.finished_at:%Y-%m-%d %H:%M} UTC"
+        body = {"submitted": f"Your attempt at {exam.title} was received at {finished}.",
                 "graded": f"The result of {exam.title} is now available in Aula."}[n.kind]
         send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [student.email], fail_silently=False)
         n.sent_at = timezone.now()

@@ -4,9 +4,9 @@ from django.db.models import Count, Prefetch, Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 
+from classrooms.models import Course, Enrollment, Institution
 from compliance.api import serializers
 from compliance.api.permissions import DistrictReader, caller_scoped
-from classrooms.models import Course, Enrollment, Institution
 from config.api import DistrictClientThrottle
 
 

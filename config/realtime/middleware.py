@@ -67,10 +67,11 @@ class OriginAllowlistMiddleware:
 
 @database_sync_to_async
 def _user_from_session(session_key: str | None):
+    from importlib import import_module
+
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
     from django.contrib.sessions.backends.base import SessionBase
     from django.utils.crypto import constant_time_compare
-    from importlib import import_module
 
     if not session_key:
         return AnonymousUser(), None
@@ -120,8 +121,9 @@ def _parse_cookies(raw: str) -> dict[str, str]:
 
 def session_still_valid(session_key: str | None, user_id: int) -> bool:
     """Sync: is this socket's login still live (not logged out, not expired, same user, still active)?"""
-    from django.contrib.auth import SESSION_KEY
     from importlib import import_module
+
+    from django.contrib.auth import SESSION_KEY
 
     from classrooms.models import User
 

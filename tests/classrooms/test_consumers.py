@@ -11,8 +11,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
-from classrooms import services
-from classrooms.models import AttendanceInterval, ChatMessage, PollAnswer, Role
+from classrooms.models import AttendanceInterval, ChatMessage, PollAnswer
 from config.asgi import application
 from tests import factories
 from tests.conftest import login_cookie

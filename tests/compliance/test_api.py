@@ -5,8 +5,8 @@ the one error shape, header-only tokens, throttling, the OpenAPI schema and the 
 from __future__ import annotations
 
 import base64
-import hashlib
 import datetime as dt
+import hashlib
 import re
 
 import pytest

@@ -193,7 +193,7 @@ def test_postgres_restarted_during_an_autosave_storm_loses_no_acknowledged_answe
                     assert frame["data"]["code"] == "temporarily_unavailable", frame
                     refused["count"] += 1  # explicitly refused: the client keeps it and sends again
                 await asyncio.sleep(0.05)
-            except (websockets.exceptions.ConnectionClosed, OSError, asyncio.TimeoutError):
+            except (TimeoutError, websockets.exceptions.ConnectionClosed, OSError):
                 ws = None
                 await asyncio.sleep(0.3)
 

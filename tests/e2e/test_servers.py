@@ -92,12 +92,12 @@ def test_events_reach_members_on_every_server_process(world, server_factory):
         while True:  # drain presence traffic
             try:
                 await asyncio.wait_for(ws1.recv(), 0.3)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         while True:
             try:
                 await asyncio.wait_for(ws2.recv(), 0.3)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         from channels.db import database_sync_to_async
 

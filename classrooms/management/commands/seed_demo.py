@@ -98,7 +98,9 @@ class Command(BaseCommand):
         group = staff_group()
 
         def person(email, first, last, *, born_years_ago=None, staff=False):
-            dob = None if born_years_ago is None else today.replace(year=today.year - born_years_ago) - dt.timedelta(days=40)
+            dob = None
+            if born_years_ago is not None:
+                dob = today.replace(year=today.year - born_years_ago) - dt.timedelta(days=40)
             return services.user_upsert(email=email, username=email, password=DEMO_PASSWORD,
                                         first_name=first, last_name=last, date_of_birth=dob, is_staff=staff)
 

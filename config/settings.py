@@ -161,6 +161,7 @@ REDIS_URL = _url("REDIS_URL", None, ("redis", "rediss", "unix"))
 # Parallel test workers share one Redis server: each gets its own logical databases and key prefix.
 _xdist = env.str("PYTEST_XDIST_WORKER", default="")
 _worker_no = int(_xdist[2:]) if _xdist.startswith("gw") and _xdist[2:].isdigit() else 0
+AULA_REALTIME_REDIS_POOL = _int("AULA_REALTIME_REDIS_POOL", 64, minimum=4)  # per server process
 AULA_REDIS_KEY_PREFIX = env.str("AULA_REDIS_KEY_PREFIX", default="aula") + (f"-t{_worker_no}" if TESTING else "")
 
 

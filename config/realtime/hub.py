@@ -18,10 +18,9 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import redis.asyncio as aioredis
 from django.conf import settings
 
-from config.realtime.transport import encode_frame, redis_channel
+from config.realtime.transport import async_redis, encode_frame, redis_channel
 
 logger = logging.getLogger("aula.realtime.hub")
 
@@ -149,7 +148,7 @@ class RoomHub:
     def __init__(self, url: str):
         self._url = url
         self.rooms: dict[str, dict[Member, None]] = {}
-        self._redis = aioredis.from_url(url, socket_connect_timeout=2, health_check_interval=15)
+        self._redis = async_redis(url)
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         self._reader: asyncio.Task | None = None
         self._lock = asyncio.Lock()

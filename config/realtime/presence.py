@@ -22,11 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
-import redis.asyncio as aioredis
 from django.conf import settings
 from django.dispatch import Signal
 
-from config.realtime.transport import encode_frame, publish_frame
+from config.realtime.transport import async_redis, encode_frame, publish_frame
 
 logger = logging.getLogger("aula.realtime.presence")
 
@@ -126,7 +125,7 @@ class PresenceTracker:
     """Per-process presence: local connections, heartbeats, sweeps and coalesced diffs."""
 
     def __init__(self, url: str):
-        self._redis = aioredis.from_url(url, socket_connect_timeout=2, health_check_interval=15)
+        self._redis = async_redis(url)
         self._join = self._redis.register_script(_JOIN)
         self._leave = self._redis.register_script(_LEAVE)
         self._sweep = self._redis.register_script(_SWEEP)

@@ -33,6 +33,18 @@ _client_lock = threading.Lock()
 _client: redis.Redis | None = None
 
 
+def async_redis(url: str):
+    """An asyncio Redis client for the real-time tier with a bounded, *blocking* pool: under a connect or
+    disconnect storm (thousands of presence updates at once) callers wait for a connection instead of
+    failing with "Too many connections" (redis-py's default pool refuses above 100)."""
+    import redis.asyncio as aioredis
+
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=settings.AULA_REALTIME_REDIS_POOL, timeout=10, socket_connect_timeout=2,
+        health_check_interval=15)
+    return aioredis.Redis(connection_pool=pool)
+
+
 def redis_channel(room_key: str) -> str:
     return f"{settings.AULA_REDIS_KEY_PREFIX}:rt:{room_key}"
 

@@ -13,7 +13,6 @@ from typing import Literal
 
 from asgiref.sync import sync_to_async
 from auditlog.context import set_actor
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core import signing
 from django.db import connection, transaction
@@ -28,7 +27,7 @@ from config.realtime.consumer import FrameError, Refused, RoomConsumer
 from config.realtime.hub import hub
 from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping
 from config.realtime.ratelimit import RateLimiter, limits
-from config.realtime.transport import encode_frame, event_frame, room_events_since
+from config.realtime.transport import db_call, encode_frame, event_frame, room_events_since
 
 MAX_REPLAY = 500
 CONNECTIONS_PER_USER = 5
@@ -141,7 +140,7 @@ class LiveSessionConsumer(RoomConsumer):
     }
 
     # --- connect -----------------------------------------------------------------------------------
-    @database_sync_to_async
+    @db_call
     def _load(self, session_id: int):
         session = selectors.live_sessions_for(self.user).filter(pk=session_id).first()
         if session is None:
@@ -236,7 +235,7 @@ class LiveSessionConsumer(RoomConsumer):
 
     async def _record_interval(self, meta: dict, left_at: float, reason: str) -> None:
         seconds = state_seconds(meta, left_at)
-        await database_sync_to_async(services.attendance_interval_record)(
+        await db_call(services.attendance_interval_record)(
             session_id=self.session.pk, user_id=meta["user_id"], conn_id=meta["conn"], joined_at=meta["joined_at"],
             left_at=left_at, active=seconds["active"], idle=seconds["idle"], away=seconds["away"],
             resumed=bool(meta.get("resumed")), reason=reason)
@@ -252,7 +251,7 @@ class LiveSessionConsumer(RoomConsumer):
     async def _send_snapshot(self) -> None:
         self.member.hold()  # broadcasts wait behind the snapshot; the client drops those it already has
         try:
-            snapshot = await database_sync_to_async(self._build_snapshot)()
+            snapshot = await db_call(self._build_snapshot)()
             presence_data = await self._presence_snapshot()
             snapshot["presence"] = presence_data
             await self.reply(encode_frame("snapshot", snapshot))
@@ -323,14 +322,14 @@ class LiveSessionConsumer(RoomConsumer):
     async def _replay(self, last_seq: int, first: bool = False) -> None:
         self.member.hold()
         try:
-            rows = await database_sync_to_async(room_events_since)(self.room_key, last_seq, MAX_REPLAY + 1)
+            rows = await db_call(room_events_since)(self.room_key, last_seq, MAX_REPLAY + 1)
             if len(rows) > MAX_REPLAY or (rows and rows[0].seq != last_seq + 1) or \
                     (not rows and await self._seq_behind(last_seq)):
                 await self._send_snapshot_held()
                 return
             for row in rows:
                 await self.reply(event_frame(row))
-            own = await database_sync_to_async(selectors.participant_state)(self.session, self.user)
+            own = await db_call(selectors.participant_state)(self.session, self.user)
             await self.reply(encode_frame("resume.done", {
                 # Private notices are not in the room log: the student's own controls come with the replay.
                 "participant": events.participant(own) if own else None,
@@ -343,11 +342,11 @@ class LiveSessionConsumer(RoomConsumer):
     async def _seq_behind(self, last_seq: int) -> bool:
         from config.realtime.transport import room_last_seq
 
-        current = await database_sync_to_async(room_last_seq)(self.room_key)
+        current = await db_call(room_last_seq)(self.room_key)
         return last_seq > current  # a client ahead of the server (e.g. restored DB) needs a snapshot
 
     async def _send_snapshot_held(self) -> None:
-        snapshot = await database_sync_to_async(self._build_snapshot)()
+        snapshot = await db_call(self._build_snapshot)()
         snapshot["presence"] = await self._presence_snapshot()
         await self.reply(encode_frame("snapshot", snapshot))
 
@@ -365,7 +364,7 @@ class LiveSessionConsumer(RoomConsumer):
                 return fn(session=session, **kwargs)
 
         try:
-            return await database_sync_to_async(run)()
+            return await db_call(run)()
         except services.Conflict as exc:
             raise FrameError(ErrorCode.CONFLICT, str(exc)) from None
 
@@ -377,7 +376,7 @@ class LiveSessionConsumer(RoomConsumer):
 
     async def _moderator_only(self) -> None:
         # Re-checked against the database on every privileged action, not only at connect.
-        allowed = await database_sync_to_async(selectors.can_moderate)(self.user, self.session)
+        allowed = await db_call(selectors.can_moderate)(self.user, self.session)
         if not allowed:
             import logging
 
@@ -471,7 +470,7 @@ class LiveSessionConsumer(RoomConsumer):
         target = None
         if msg.user_id is not None and msg.user_id != self.user.pk:
             await self._moderator_only()
-            target = await database_sync_to_async(self._user)(msg.user_id)
+            target = await db_call(self._user)(msg.user_id)
         await self._call(services.hand_lower, actor=self.user, user=target)
         await self.ack(msg.ref)
 
@@ -487,25 +486,25 @@ class LiveSessionConsumer(RoomConsumer):
 
     async def on_control_lock(self, msg: FeatureLock) -> None:
         await self._moderator_only()
-        target = await database_sync_to_async(self._user)(msg.user_id) if msg.user_id else None
+        target = await db_call(self._user)(msg.user_id) if msg.user_id else None
         await self._call(services.feature_lock, actor=self.user, feature=msg.feature, locked=msg.locked, user=target)
         await self.ack(msg.ref)
 
     async def on_control_remove(self, msg: Remove) -> None:
         await self._moderator_only()
-        target = await database_sync_to_async(self._user)(msg.user_id)
+        target = await db_call(self._user)(msg.user_id)
         await self._call(services.participant_remove, actor=self.user, user=target, reason=msg.reason)
         await self.ack(msg.ref)
 
     async def on_control_readmit(self, msg: UserRef) -> None:
         await self._moderator_only()
-        target = await database_sync_to_async(self._user)(msg.user_id)
+        target = await db_call(self._user)(msg.user_id)
         await self._call(services.participant_readmit, actor=self.user, user=target)
         await self.ack(msg.ref)
 
     async def on_control_screen_share(self, msg: ScreenShare) -> None:
         await self._moderator_only()
-        target = await database_sync_to_async(self._user)(msg.user_id)
+        target = await db_call(self._user)(msg.user_id)
         await self._call(services.screen_share_set, actor=self.user, user=target, allowed=msg.allowed)
         await self.ack(msg.ref)
 

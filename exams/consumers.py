@@ -9,7 +9,6 @@ import time
 from typing import Any, Literal
 
 from auditlog.context import set_actor
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 from pydantic import Field
@@ -19,7 +18,7 @@ from config.realtime.consumer import FrameError, Refused, RoomConsumer
 from config.realtime.hub import hub
 from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping
 from config.realtime.ratelimit import Limit, RateLimiter
-from config.realtime.transport import encode_frame, publish_frame, room_last_seq
+from config.realtime.transport import db_call, encode_frame, publish_frame, room_last_seq
 from exams import events, realtime, selectors, services
 from exams.models import Answer, Attempt, Exam, Question
 
@@ -59,7 +58,7 @@ class AttemptConsumer(RoomConsumer):
     inbound = {"ping": Ping, "answer.save": AnswerSave, "attempt.event": AttemptEventMsg,
                "attempt.submit": Submit, "time.sync": TimeSync}
 
-    @database_sync_to_async
+    @db_call
     def _load(self, attempt_id: int):
         attempt = selectors.own_attempt(self.user, attempt_id)
         if attempt is not None and attempt.is_open:
@@ -88,7 +87,7 @@ class AttemptConsumer(RoomConsumer):
         count = await tracker.connection_count(self.room_key)  # tabs, not people: it is one student
         self.member.hold()
         try:
-            await self.reply(encode_frame("snapshot", await database_sync_to_async(self._snapshot)()))
+            await self.reply(encode_frame("snapshot", await db_call(self._snapshot)()))
         finally:
             await self.member.release()
         if count > 1:
@@ -109,7 +108,7 @@ class AttemptConsumer(RoomConsumer):
         tabs = await presence.tracker().connection_count(self.room_key)
         frame = encode_frame("attempt.connection", {"attempt_id": self.attempt.pk, "connected": tabs > 0,
                                                     "tabs": tabs, "at": timezone.now().isoformat()})
-        await database_sync_to_async(publish_frame)(
+        await db_call(publish_frame)(
             realtime.proctor_room(self.attempt.institution_id, self.attempt.exam_id), frame)
 
     def _snapshot(self) -> dict:
@@ -134,7 +133,7 @@ class AttemptConsumer(RoomConsumer):
                 return fn(**kwargs)
 
         try:
-            return await database_sync_to_async(run)()
+            return await db_call(run)()
         except services.AttemptClosed as exc:
             raise FrameError("attempt_closed", str(exc)) from None
 
@@ -162,9 +161,9 @@ class AttemptConsumer(RoomConsumer):
 
         async def later():
             await asyncio.sleep(2)
-            answered = await database_sync_to_async(
+            answered = await db_call(
                 lambda: Answer.objects.filter(attempt_id=self.attempt.pk).exclude(value=None).count())()
-            await database_sync_to_async(publish_frame)(
+            await db_call(publish_frame)(
                 realtime.proctor_room(self.attempt.institution_id, self.attempt.exam_id),
                 encode_frame("attempt.progress", {"attempt_id": self.attempt.pk, "answered": answered}))
 
@@ -183,7 +182,7 @@ class AttemptConsumer(RoomConsumer):
                        if attempt.finished_at else None)
 
     async def on_time_sync(self, msg: TimeSync) -> None:
-        attempt = await database_sync_to_async(lambda: services.attempt_finalize(attempt_id=self.attempt.pk))()
+        attempt = await db_call(lambda: services.attempt_finalize(attempt_id=self.attempt.pk))()
         await self.reply(encode_frame("time", {"ref": msg.ref, "server_time": timezone.now().isoformat(),
                                                "deadline": events._iso(attempt.deadline),
                                                "grace_until": events._iso(attempt.grace_until),
@@ -200,7 +199,7 @@ class ProctorConsumer(RoomConsumer):
 
     inbound = {"ping": Ping, "extra_time": ExtraTime}
 
-    @database_sync_to_async
+    @db_call
     def _load(self, exam_id: int):
         exam = selectors.exams_for(self.user).filter(pk=exam_id).first()
         return exam, exam is not None and selectors.can_proctor(self.user, exam)
@@ -219,7 +218,7 @@ class ProctorConsumer(RoomConsumer):
         return None if exam and selectors.can_proctor(self.user, exam) else CloseCode.FORBIDDEN
 
     async def joined(self) -> None:
-        rows = await database_sync_to_async(selectors.proctor_rows)(self.exam)
+        rows = await db_call(selectors.proctor_rows)(self.exam)
         online: dict[str, int] = {}
         tracker = presence.tracker()
         for row in rows:
@@ -227,7 +226,7 @@ class ProctorConsumer(RoomConsumer):
                 realtime.attempt_room(self.exam.institution_id, row["attempt_id"]))
         await self.reply(encode_frame("snapshot", {"server_time": timezone.now().isoformat(), "attempts": rows,
                                                    "online": online,
-                                                   "warnings": await database_sync_to_async(
+                                                   "warnings": await db_call(
                                                        services.close_cut_warnings)(self.exam)}))
 
     async def on_extra_time(self, msg: ExtraTime) -> None:
@@ -239,7 +238,7 @@ class ProctorConsumer(RoomConsumer):
                 return services.extra_time_grant(attempt_id=attempt.pk, actor=self.user, minutes=msg.minutes)
 
         try:
-            attempt = await database_sync_to_async(run)()
+            attempt = await db_call(run)()
         except services.AttemptClosed as exc:
             raise FrameError("attempt_closed", str(exc)) from None
         await self.ack(msg.ref, deadline=attempt.deadline.isoformat())

@@ -13,7 +13,6 @@ import json
 import logging
 import random
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -26,7 +25,7 @@ from config.observability import user_id_var
 from config.realtime.hub import Member, hub
 from config.realtime.middleware import session_still_valid
 from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping, ack_frame, error_frame
-from config.realtime.transport import encode_frame
+from config.realtime.transport import db_call, encode_frame
 
 logger = logging.getLogger("aula.realtime")
 
@@ -121,7 +120,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         while True:
             try:
                 await self.heartbeat()
-                code = await database_sync_to_async(self._recheck)()
+                code = await db_call(self._recheck)()
             except (OperationalError, InterfaceError, *RedisUnavailable):
                 code = None  # a store is away: keep the socket, check again next round
             except Exception:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+
+from config.realtime.transport import db_call
 
 logger = logging.getLogger("aula.realtime.security")
 
@@ -65,7 +66,7 @@ class OriginAllowlistMiddleware:
         return await self.app(scope, receive, send)
 
 
-@database_sync_to_async
+@db_call
 def _user_from_session(session_key: str | None):
     from importlib import import_module
 

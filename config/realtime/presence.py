@@ -25,7 +25,7 @@ import redis
 from django.conf import settings
 from django.dispatch import Signal
 
-from config.realtime.transport import async_redis, encode_frame, publish_frame
+from config.realtime.transport import async_redis, db_call, encode_frame, publish_frame
 
 logger = logging.getLogger("aula.realtime.presence")
 
@@ -277,10 +277,9 @@ class PresenceTracker:
         if removed:
             count = removed[-1][2] if removed else None
             self._queue(room_key, leaves=[m for m, _, _ in removed], count=count)
-            from channels.db import database_sync_to_async
 
             for meta, last_seen, _ in removed:
-                await database_sync_to_async(presence_left.send)(
+                await db_call(presence_left.send)(
                     sender=PresenceTracker, room_key=room_key, meta=meta, left_at=last_seen, reason="expired")
         return [(m, s) for m, s, _ in removed]
 

@@ -1,0 +1,1 @@
+"""Load benchmarks for Aula's real-time classroom (see docs/benchmarks.md)."""

@@ -190,7 +190,8 @@ def run(args) -> dict:
                         str(args.close_in), "--out", str(seed_file)], cwd=ROOT, env=env, check=True)
         seed = json.loads(seed_file.read_text())
         summary["seed_seconds"] = seed["seed_seconds"]
-        logs = {name: open(Path(tmp) / f"{name}.log", "w") for name in ("web", "worker")}
+        logs = {name: open(Path(tmp) / f"{name}.log", "w")  # noqa: SIM115 - closed in the finally below
+                for name in ("web", "worker")}
         procs = [
             subprocess.Popen([py, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port",
                               str(port), "--workers", str(args.workers), *uvicorn_tuning_args()], cwd=ROOT, env=env,

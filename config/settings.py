@@ -140,7 +140,10 @@ TEMPLATES = [
 ]
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
-DATABASE_URL = _url("DATABASE_URL", None, ("postgres", "postgresql", "pgsql"))
+# Development and test default to a local PostgreSQL (what `make run`/`make test` start, or a system one), so
+# offline commands such as `makemigrations --check` work without one; production must name its server.
+DATABASE_URL = _url("DATABASE_URL", None if PRODUCTION else "postgres://postgres@127.0.0.1:5432/aula",
+                    ("postgres", "postgresql", "pgsql"))
 _db = env.db_url_config(DATABASE_URL)
 _db["ENGINE"] = "django.db.backends.postgresql"
 _db["CONN_HEALTH_CHECKS"] = True
@@ -157,7 +160,7 @@ DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache, channel layer, Celery broker ---------------------------------------------------
-REDIS_URL = _url("REDIS_URL", None, ("redis", "rediss", "unix"))
+REDIS_URL = _url("REDIS_URL", None if PRODUCTION else "redis://127.0.0.1:6379/0", ("redis", "rediss", "unix"))
 # Parallel test workers share one Redis server: each gets its own logical databases and key prefix.
 _xdist = env.str("PYTEST_XDIST_WORKER", default="")
 _worker_no = int(_xdist[2:]) if _xdist.startswith("gw") and _xdist[2:].isdigit() else 0

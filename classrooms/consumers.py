@@ -11,7 +11,6 @@ import time
 import uuid
 from typing import Literal
 
-from asgiref.sync import sync_to_async
 from auditlog.context import set_actor
 from django.conf import settings
 from django.core import signing
@@ -142,10 +141,7 @@ class LiveSessionConsumer(RoomConsumer):
     # --- connect -----------------------------------------------------------------------------------
     @db_call
     def _load(self, session_id: int):
-        session = selectors.live_sessions_for(self.user).filter(pk=session_id).first()
-        if session is None:
-            return None, None, False
-        return session, selectors.enrollment_role(self.user, session.course), selectors.is_removed(session, self.user)
+        return selectors.session_join_info(self.user, session_id)
 
     async def authorize(self) -> str:
         session_id = self.scope["url_route"]["kwargs"]["session_id"]
@@ -177,24 +173,37 @@ class LiveSessionConsumer(RoomConsumer):
     async def heartbeat(self) -> None:
         await self.limiter.touch_connections([(self.user.pk, self.conn_id)])
 
+    @classmethod
+    async def heartbeat_many(cls, consumers: list[LiveSessionConsumer]) -> None:
+        # The connection-cap leases of a room's sockets in one Redis round trip.
+        await consumers[0].limiter.touch_connections([(c.user.pk, c.conn_id) for c in consumers])
+
     def still_authorized(self) -> CloseCode | None:
-        selectors.forget_scope(self.user)
-        self.user.refresh_from_db(fields=["is_active"])
-        session = LiveSession.objects.filter(pk=self.session.pk).select_related("course").first()
-        if session is None or not selectors.can_join_session(self.user, session):
-            return CloseCode.FORBIDDEN
-        if session.status == LiveSession.Status.ENDED:
-            return CloseCode.ENDED
-        if selectors.is_removed(session, self.user):
-            return CloseCode.REMOVED
-        return None
+        return self.still_authorized_many([self]).get(self)
+
+    @classmethod
+    def still_authorized_many(cls, consumers: list[LiveSessionConsumer]) -> dict[LiveSessionConsumer, CloseCode]:
+        """One room's sockets (one session) at once: three queries whatever the room size."""
+        if not consumers:
+            return {}
+        status, enrolled, removed = selectors.session_access_many(
+            consumers[0].session.pk, list({c.user.pk for c in consumers}))
+        verdicts = {}
+        for consumer in consumers:
+            selectors.forget_scope(consumer.user)  # later scope checks on this socket read afresh
+            if status is None or consumer.user.pk not in enrolled:
+                verdicts[consumer] = CloseCode.FORBIDDEN
+            elif status == LiveSession.Status.ENDED:
+                verdicts[consumer] = CloseCode.ENDED
+            elif consumer.user.pk in removed:
+                verdicts[consumer] = CloseCode.REMOVED
+        return verdicts
 
     async def joined(self) -> None:
         self.member.user_id = self.user.pk
         self.member.on_control = self._on_control
         if self.is_staff_role:
             await hub().join(self._staff_room, self.member)
-        await hub().join(self._own_room, self.member)  # private notices about this participant
         params = _query(self.scope)
         resumed_from = None
         if params.get("resume"):
@@ -218,12 +227,7 @@ class LiveSessionConsumer(RoomConsumer):
     def _staff_room(self) -> str:
         return realtime.session_staff_room(self.session.institution_id, self.session.pk)
 
-    @property
-    def _own_room(self) -> str:
-        return realtime.session_user_room(self.session.institution_id, self.session.pk, self.user.pk)
-
     async def left(self) -> None:
-        await hub().leave(self._own_room, self.member)
         if self.is_staff_role:
             await hub().leave(self._staff_room, self.member)
         try:
@@ -283,16 +287,22 @@ class LiveSessionConsumer(RoomConsumer):
             state = selectors.participant_state(session, self.user)
             polls = list(Poll.objects.filter(session=session).exclude(status=Poll.Status.DRAFT)
                          .prefetch_related("options").order_by("-id")[:10])
+            mine: dict[int, dict] = {}
+            if not self.is_staff_role and polls:
+                keys = {services._respondent_key(poll, self.user): poll.pk for poll in polls}
+                for answer in PollAnswer.objects.filter(poll_id__in=[p.pk for p in polls], respondent__in=keys) \
+                        .values("poll_id", "respondent", "option_positions", "text"):
+                    if keys.get(answer["respondent"]) == answer["poll_id"]:
+                        mine[answer["poll_id"]] = {"option_positions": answer["option_positions"],
+                                                   "text": answer["text"]}
             poll_data = []
             for poll in reversed(polls):
                 item = {"poll": events.poll_public(poll)}
                 if poll.results_visibility == Poll.Results.LIVE or poll.status == Poll.Status.CLOSED \
                         or self.is_staff_role:
-                    item["results"] = events.poll_results(poll, selectors.poll_answers_for_results(poll))
+                    item["results"] = events.poll_results(poll, selectors.poll_tally(poll))
                 if not self.is_staff_role:
-                    mine = PollAnswer.objects.filter(poll=poll, respondent=services._respondent_key(poll, self.user)) \
-                        .values("option_positions", "text").first()
-                    item["mine"] = mine
+                    item["mine"] = mine.get(poll.pk)
                 poll_data.append(item)
             roster = None
             if self.is_staff_role:
@@ -314,7 +324,7 @@ class LiveSessionConsumer(RoomConsumer):
                 "controls": events.controls(control) if control else {"locked_features": [], "timer": None},
                 "participants": states,
                 "roster": roster,
-                "chat": [events.chat_message(m) | {"seq": m.seq} for m in selectors.recent_chat(session)],
+                "chat": selectors.recent_chat_payloads(session),
                 "polls": poll_data,
                 "hands": events.hand_queue(selectors.hand_queue(session))["queue"],
             }
@@ -357,11 +367,21 @@ class LiveSessionConsumer(RoomConsumer):
             raise FrameError(ErrorCode.RATE_LIMITED, "Slow down.", retry_after=round(verdict.retry_after, 2))
 
     async def _call(self, fn, **kwargs):
-        """Run one service in a worker thread with the auditlog actor set to this socket's user."""
+        """Run one service in a worker thread with the auditlog actor set to this socket's user.
+
+        The session row is read afresh (its status may have changed since connect)."""
         def run():
             with set_actor(self.user):
                 session = LiveSession.objects.select_related("course").get(pk=self.session.pk)
                 return fn(session=session, **kwargs)
+
+        return await self._run(run)
+
+    async def _run(self, fn):
+        """`_call` for work that loads what it needs itself."""
+        def run():
+            with set_actor(self.user):
+                return fn()
 
         try:
             return await db_call(run)()
@@ -428,13 +448,17 @@ class LiveSessionConsumer(RoomConsumer):
     async def on_poll_answer(self, msg: PollAnswerMsg) -> None:
         await self._limit("poll_answer")
 
-        def run(session):
-            poll = self._poll(session, msg.poll_id)
+        def run():
+            # The poll and its session (status read now) in one query; the service checks the rest.
+            poll = (Poll.objects.filter(session_id=self.session.pk, pk=msg.poll_id)
+                    .select_related("session__course").first())
+            if poll is None:
+                raise FrameError(ErrorCode.NOT_FOUND, "No such poll.")
             answer, created = services.poll_answer(poll=poll, user=self.user, attempt_id=msg.attempt_id,
                                                    positions=msg.positions, text=msg.text)
             return poll, created
 
-        poll, created = await self._call(run)
+        poll, created = await self._run(run)
         await self.ack(msg.ref, poll_id=poll.pk, duplicate=not created)
         if created:
             await _coalesced_results(poll.pk)
@@ -558,6 +582,6 @@ async def _coalesced_results(poll_id: int) -> None:
             if poll is not None:
                 services.poll_results_publish(poll=poll)
 
-        await sync_to_async(publish)()
+        await db_call(publish)()
 
     asyncio.ensure_future(later())

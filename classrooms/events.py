@@ -6,8 +6,6 @@ see. Anonymous poll answers never carry who answered.
 
 from __future__ import annotations
 
-from collections import Counter
-
 from classrooms.models import (
     ChatMessage,
     HandRaise,
@@ -55,15 +53,10 @@ def poll_public(poll: Poll) -> dict:
     }
 
 
-def poll_results(poll: Poll, answers: list[tuple[list[int], str]]) -> dict:
+def poll_results(poll: Poll, tally: tuple[int, dict[int, int], list[str]]) -> dict:
     """Aggregated results (counts per option; open answers as a list of texts, never with names)."""
-    counts: Counter[int] = Counter()
-    texts: list[str] = []
-    for positions, text in answers:
-        counts.update(positions)
-        if text:
-            texts.append(text)
-    data = {"poll_id": poll.pk, "status": poll.status, "respondents": len(answers),
+    respondents, counts, texts = tally
+    data = {"poll_id": poll.pk, "status": poll.status, "respondents": respondents,
             "counts": {str(o.position): counts.get(o.position, 0) for o in poll.options.all()}}
     if poll.kind == Poll.Kind.OPEN:
         data["texts"] = texts[-200:]

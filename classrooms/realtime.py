@@ -13,10 +13,5 @@ def session_staff_room(institution_id: int, session_id: int) -> str:
     return f"i{int(institution_id)}.ls{int(session_id)}.staff"
 
 
-def session_user_room(institution_id: int, session_id: int, user_id: int) -> str:
-    """One participant's own sockets in a session (private notices: muted, removed, screen share)."""
-    return f"i{int(institution_id)}.ls{int(session_id)}.u{int(user_id)}"
-
-
 # Up to this many people present, students see the full roster; above it, counts only.
 ROSTER_FOR_STUDENTS_MAX = 150

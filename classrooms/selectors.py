@@ -158,6 +158,47 @@ def can_moderate(user: User, session: LiveSession) -> bool:
     return enrollment_role(user, session.course) in {Role.TEACHER, Role.TA}
 
 
+def session_join_info(user: User, session_id: int) -> tuple[LiveSession | None, str | None, bool]:
+    """A socket's join in one query: (session, the user's active role in its course, removed?).
+
+    An active enrollment in the session's course, at the session's institution, is what makes the session
+    visible to a student or teacher, so the common case needs no separate scope lookup. Without one the
+    answer falls back to `live_sessions_for` to tell "no such session for you" from "not in this class"."""
+    from django.db.models import Exists, OuterRef, Subquery
+
+    from classrooms.models import ParticipantState
+
+    if not user.is_authenticated or not user.is_active:
+        return None, None, False
+    role = (Enrollment.objects.filter(course_id=OuterRef("course_id"), institution_id=OuterRef("institution_id"),
+                                      user_id=user.pk, is_active=True).values("role")[:1])
+    removed = ParticipantState.objects.filter(session_id=OuterRef("pk"), user_id=user.pk, removed_at__isnull=False)
+    session = (LiveSession.objects.select_related("course", "institution").filter(pk=session_id)
+               .annotate(join_role=Subquery(role), join_removed=Exists(removed)).first())
+    if session is not None and session.join_role is not None:
+        return session, session.join_role, session.join_removed
+    session = live_sessions_for(user).filter(pk=session_id).first()
+    if session is None:
+        return None, None, False
+    return session, enrollment_role(user, session.course), is_removed(session, user)
+
+
+def session_access_many(session_id: int, user_ids: list[int]) -> tuple[str | None, set[int], set[int]]:
+    """For a room's periodic re-check: (session status or None if gone, the users still actively enrolled
+    with an active account, the users removed from the session) — three queries whatever the room size."""
+    from classrooms.models import ParticipantState
+
+    row = LiveSession.objects.filter(pk=session_id).values("status", "course_id", "institution_id").first()
+    if row is None:
+        return None, set(), set()
+    enrolled = set(Enrollment.objects.filter(course_id=row["course_id"], institution_id=row["institution_id"],
+                                             is_active=True, user__is_active=True, user_id__in=user_ids)
+                   .values_list("user_id", flat=True))
+    removed = set(ParticipantState.objects.filter(session_id=session_id, user_id__in=user_ids,
+                                                  removed_at__isnull=False).values_list("user_id", flat=True))
+    return row["status"], enrolled, removed
+
+
 def participant_state(session: LiveSession, user: User):
     from classrooms.models import ParticipantState
 
@@ -172,22 +213,42 @@ def session_control(session: LiveSession):
 
 def feature_block_reason(session: LiveSession, user: User, feature: str) -> str | None:
     """Why `user` may not use `feature` now, or None. Teachers and TAs are never blocked."""
-    if session.status == LiveSession.Status.ENDED:
-        return "The session has ended."
-    role = enrollment_role(user, session.course)
+    return feature_access(session, user, feature)[1]
+
+
+def feature_access(session: LiveSession, user: User, feature: str) -> tuple[str | None, str | None]:
+    """(the user's role in the class, why they may not use `feature` now or None).
+
+    One query on the hot path (every chat message, poll answer and hand raise): the session's current
+    status, the user's role, removal and personal locks, and the class-wide locks."""
+    from django.db.models import OuterRef, Subquery
+
+    from classrooms.models import ParticipantState, SessionControl
+
+    if not user.is_authenticated:
+        return None, "You are not in this class."
+    state = ParticipantState.objects.filter(session_id=session.pk, user_id=user.pk)
+    row = (LiveSession.objects.filter(pk=session.pk).values("status").annotate(
+        role=Subquery(Enrollment.objects.filter(course_id=OuterRef("course_id"), user_id=user.pk, is_active=True)
+                      .values("role")[:1]),
+        removed_at=Subquery(state.values("removed_at")[:1]),
+        own_locks=Subquery(state.values("locked_features")[:1]),
+        class_locks=Subquery(SessionControl.objects.filter(session_id=OuterRef("pk")).values("locked_features")[:1]),
+    ).first())
+    role = row["role"] if row else None
+    if row is None or row["status"] == LiveSession.Status.ENDED:
+        return role, "The session has ended."
     if role is None:
-        return "You are not in this class."
+        return None, "You are not in this class."
     if role in {Role.TEACHER, Role.TA}:
-        return None
-    state = participant_state(session, user)
-    if state is not None and state.removed_at is not None:
-        return "You were removed from this session."
-    control = session_control(session)
-    if control is not None and feature in control.locked_features:
-        return f"The teacher has turned off {feature} for the class."
-    if state is not None and feature in state.locked_features:
-        return f"The teacher has turned off {feature} for you."
-    return None
+        return role, None
+    if row["removed_at"] is not None:
+        return role, "You were removed from this session."
+    if feature in (row["class_locks"] or ()):
+        return role, f"The teacher has turned off {feature} for the class."
+    if feature in (row["own_locks"] or ()):
+        return role, f"The teacher has turned off {feature} for you."
+    return role, None
 
 
 def is_removed(session: LiveSession, user: User) -> bool:
@@ -202,16 +263,43 @@ def hand_queue(session: LiveSession):
                 .select_related("user").order_by("raised_at", "id"))
 
 
-def recent_chat(session: LiveSession, limit: int = 100):
-    from classrooms.models import ChatMessage
+def recent_chat_payloads(session: LiveSession, limit: int = 100) -> list[dict]:
+    """The last chat messages as they were broadcast (the room log's payloads, deleted ones excluded):
+    for snapshots, without building a model instance per message and author."""
+    from classrooms import realtime
+    from config.realtime.models import RoomEvent
 
-    rows = (ChatMessage.objects.filter(session=session, deleted_at__isnull=True)
-            .select_related("author").order_by("-seq")[:limit])
-    return list(reversed(rows))
+    rows = (RoomEvent.objects.filter(room_key=realtime.session_room(session.institution_id, session.pk),
+                                     type="chat.message")
+            .exclude(payload__deleted=True).order_by("-seq").values_list("seq", "payload")[:limit])
+    return [payload | {"seq": seq} for seq, payload in reversed(rows)]
 
 
-def poll_answers_for_results(poll) -> list[tuple[list[int], str]]:
-    from classrooms.models import PollAnswer
+_TALLY_SQL = """
+SELECT (SELECT count(*) FROM classrooms_pollanswer WHERE poll_id = %(poll)s),
+       (SELECT coalesce(jsonb_object_agg(pos, n), '{}'::jsonb) FROM (
+            SELECT pos, count(*) AS n
+            FROM classrooms_pollanswer a, jsonb_array_elements_text(a.option_positions) AS pos
+            WHERE a.poll_id = %(poll)s GROUP BY pos) counted)
+"""
 
-    return [(a["option_positions"], a["text"]) for a in
-            PollAnswer.objects.filter(poll=poll).values("option_positions", "text")]
+
+def poll_tally(poll) -> tuple[int, dict[int, int], list[str]]:
+    """(respondents, answers per option position, the latest open-text answers): counted in SQL, so a
+    results frame costs the same with 20 or 2,000 answers."""
+    from django.db import connection
+
+    from classrooms.models import Poll, PollAnswer
+
+    with connection.cursor() as cur:
+        cur.execute(_TALLY_SQL, {"poll": poll.pk})
+        respondents, counts = cur.fetchone()
+    if isinstance(counts, str):
+        import json
+
+        counts = json.loads(counts)
+    texts: list[str] = []
+    if poll.kind == Poll.Kind.OPEN:
+        texts = list(reversed(PollAnswer.objects.filter(poll=poll).exclude(text="").order_by("-id")
+                              .values_list("text", flat=True)[:200]))
+    return respondents, {int(k): v for k, v in counts.items()}, texts

@@ -12,6 +12,8 @@ import asyncio
 import json
 import logging
 import random
+import weakref
+from collections.abc import Iterable
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -23,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.observability import user_id_var
 from config.realtime.hub import Member, hub
-from config.realtime.middleware import session_still_valid
+from config.realtime.middleware import sessions_still_valid
 from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping, ack_frame, error_frame
 from config.realtime.transport import db_call, encode_frame
 
@@ -49,6 +51,73 @@ class FrameError(Exception):
         self.code, self.message, self.details = code, message, details
 
 
+class _Rechecks:
+    """One re-check task per process, consumer class and room, not one per socket.
+
+    Every AULA_SOCKET_RECHECK_SECONDS the room's local sockets are checked together: their heartbeats in
+    one call and their authorization in one database round (a handful of queries whatever the room size;
+    per socket it was ≈ 9 queries, half a core for 2,000 idle sockets: docs/benchmarks.md, finding 1).
+    """
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[type, str], dict[RoomConsumer, None]] = {}
+        self.tasks: dict[tuple[type, str], asyncio.Task] = {}
+
+    def add(self, consumer: RoomConsumer) -> None:
+        key = (type(consumer), consumer.room_key)
+        self.groups.setdefault(key, {})[consumer] = None
+        task = self.tasks.get(key)
+        if task is None or task.done():
+            self.tasks[key] = asyncio.create_task(self._loop(key), name=f"aula-recheck:{consumer.room_key}")
+
+    def discard(self, consumer: RoomConsumer) -> None:
+        key = (type(consumer), consumer.room_key)
+        group = self.groups.get(key)
+        if group is not None:
+            group.pop(consumer, None)
+            if not group:
+                del self.groups[key]
+                task = self.tasks.pop(key, None)
+                if task is not None:
+                    task.cancel()
+
+    async def _loop(self, key: tuple[type, str]) -> None:
+        cls, room_key = key
+        period = settings.AULA_SOCKET_RECHECK_SECONDS
+        # Jittered so that the rooms of a process (and processes) do not check in step.
+        await asyncio.sleep(random.uniform(period / 2, period))
+        while key in self.groups:
+            consumers = [c for c in self.groups[key] if not c.closing]
+            verdicts: dict[RoomConsumer, CloseCode] = {}
+            try:
+                if consumers:
+                    await cls.heartbeat_many(consumers)
+                    verdicts = await db_call(cls.recheck_many)(consumers)
+            except asyncio.CancelledError:
+                raise
+            except (OperationalError, InterfaceError, *RedisUnavailable):
+                pass  # a store is away: keep the sockets, check again next round
+            except Exception:
+                # Never let the loop die: a socket that is no longer re-checked outlives logout and removal.
+                logger.exception("websocket re-check failed; trying again next round")
+            for consumer, code in verdicts.items():
+                logger.info("websocket evicted by re-check code=%s", int(code))
+                consumer.closing = True
+                asyncio.ensure_future(consumer.close(code=code))
+            await asyncio.sleep(period)
+
+
+_rechecks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Rechecks] = weakref.WeakKeyDictionary()
+
+
+def rechecks() -> _Rechecks:
+    loop = asyncio.get_running_loop()
+    r = _rechecks.get(loop)
+    if r is None:
+        r = _rechecks[loop] = _Rechecks()
+    return r
+
+
 class RoomConsumer(AsyncWebsocketConsumer):
     """One socket in one room. Subclasses implement `authorize`, `still_authorized` and handlers."""
 
@@ -57,7 +126,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     room_key: str
     member: Member | None = None
-    _recheck_task: asyncio.Task | None = None
+    closing = False
 
     # --- to override -------------------------------------------------------------------------------
     async def authorize(self) -> str:
@@ -67,6 +136,22 @@ class RoomConsumer(AsyncWebsocketConsumer):
     def still_authorized(self) -> CloseCode | None:
         """Sync re-check run periodically in a thread; return a close code to evict the socket."""
         return None
+
+    @classmethod
+    def still_authorized_many(cls, consumers: list[RoomConsumer]) -> dict[RoomConsumer, CloseCode]:
+        """Sync re-check of one room's local sockets at once; override to batch the queries."""
+        verdicts = {}
+        for consumer in consumers:
+            code = consumer.still_authorized()
+            if code is not None:
+                verdicts[consumer] = code
+        return verdicts
+
+    @classmethod
+    async def heartbeat_many(cls, consumers: list[RoomConsumer]) -> None:
+        """Each re-check period, for one room's local sockets; override to batch."""
+        for consumer in consumers:
+            await consumer.heartbeat()
 
     async def joined(self) -> None:
         """After accept and hub join: send the initial snapshot."""
@@ -92,9 +177,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self._refuse(refused.code)
             return
         await self.accept()
-        self.member = Member(self.base_send)
+        self.member = Member(self.base_send, user_id=self.user.pk)
         await hub().join(self.room_key, self.member)
-        self._recheck_task = asyncio.create_task(self._recheck_loop())
+        rechecks().add(self)
         await self.joined()
 
     async def _refuse(self, code: CloseCode) -> None:
@@ -105,38 +190,37 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self.close(code=code)
 
     async def disconnect(self, code) -> None:
-        if self._recheck_task is not None:
-            self._recheck_task.cancel()
         if self.member is not None:
+            rechecks().discard(self)
             self.member.closed = True
             await hub().leave(self.room_key, self.member)
             await self.left()
 
-    async def _recheck_loop(self) -> None:
-        # Authorization is not only a connect-time decision: logout, a disabled account or removal from
-        # the class closes the socket within AULA_SOCKET_RECHECK_SECONDS (jittered to spread the load).
-        period = settings.AULA_SOCKET_RECHECK_SECONDS
-        await asyncio.sleep(random.uniform(period / 2, period))
-        while True:
-            try:
-                await self.heartbeat()
-                code = await db_call(self._recheck)()
-            except (OperationalError, InterfaceError, *RedisUnavailable):
-                code = None  # a store is away: keep the socket, check again next round
-            except Exception:
-                # Never let the loop die: a socket that is no longer re-checked outlives logout and removal.
-                logger.exception("websocket re-check failed; trying again next round")
-                code = None
-            if code is not None:
-                logger.info("websocket evicted by re-check code=%s", int(code))
-                await self.close(code=code)
-                return
-            await asyncio.sleep(period)
+    # Channels runs `close_old_connections` on its one shared sync thread before every message and after
+    # disconnect: a thread hop per frame that serialises a join storm. Our database work runs through
+    # `db_call`, which closes stale connections on its own threads, so these hops are skipped.
+    async def dispatch(self, message) -> None:
+        from channels.consumer import get_handler_name
 
-    def _recheck(self) -> CloseCode | None:
-        if not session_still_valid(self.scope.get("session_key"), self.user.pk):
-            return CloseCode.UNAUTHENTICATED
-        return self.still_authorized()
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_disconnect(self, message) -> None:
+        from channels.exceptions import StopConsumer
+
+        await self.disconnect(message["code"])
+        raise StopConsumer()
+
+    @classmethod
+    def recheck_many(cls, consumers: Iterable[RoomConsumer]) -> dict[RoomConsumer, CloseCode]:
+        """Sync: which of these sockets must go, and with which code (login first, then the room's rules)."""
+        consumers = list(consumers)
+        valid = sessions_still_valid([(c.scope.get("session_key"), c.user.pk) for c in consumers])
+        verdicts = {c: CloseCode.UNAUTHENTICATED for c, ok in zip(consumers, valid, strict=True) if not ok}
+        verdicts.update(cls.still_authorized_many([c for c in consumers if c not in verdicts]))
+        return verdicts
 
     # --- inbound ------------------------------------------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None) -> None:

@@ -27,7 +27,12 @@ logger = logging.getLogger("aula.realtime.hub")
 Send = Callable[[dict], Awaitable[None]]
 
 BACKLOG_LIMIT = 256
+# A frame that arrives ahead of its room's next seq waits this long for the missing one (two writers can
+# commit k, k+1 and publish k+1 first); after that it is delivered and clients resume from the database.
+REORDER_WAIT = 0.15
+REORDER_MAX = 64  # held frames per room; past it the room's held frames go out at once
 CONTROL_PREFIX = '{"ctl":'
+DIRECT_PREFIX = "@"  # "@<user_id> <frame>": for that user's sockets in the room only (transport.room_direct_publish)
 LAGGED_FRAME = encode_frame("sys.lagged", {"reason": "backlog_dropped"})
 RESYNC_FRAME = encode_frame("sys.resync", {"reason": "transport_recovered"})
 
@@ -142,12 +147,37 @@ class Member:
         await self._send({"type": "websocket.send", "text": frame})
 
 
+def frame_seq(frame: str) -> int | None:
+    """The seq of an encoded frame without parsing it: `{"v":1,"type":"…","seq":N,…` (encode_frame's order)."""
+    at = frame.find(',"seq":', 0, 160)
+    if at < 0:
+        return None
+    start = at + 7
+    end = start
+    while end < len(frame) and frame[end].isdigit():
+        end += 1
+    return int(frame[start:end]) if end > start else None
+
+
+class _Order:
+    """Per-room delivery order: the last seq delivered and frames waiting for a missing predecessor."""
+
+    __slots__ = ("last", "held", "timer")
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+        self.held: dict[int, str] = {}
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class RoomHub:
     """All rooms of this process. Created lazily per event loop by `hub()`."""
 
     def __init__(self, url: str):
         self._url = url
         self.rooms: dict[str, dict[Member, None]] = {}
+        self._order: dict[str, _Order] = {}
+        self.reordered = 0  # frames that were held for a predecessor (observability, tests)
         self._redis = async_redis(url)
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         self._reader: asyncio.Task | None = None
@@ -178,6 +208,9 @@ class RoomHub:
             members.pop(member, None)
             if not members:
                 del self.rooms[room_key]
+                order = self._order.pop(room_key, None)
+                if order is not None and order.timer is not None:
+                    order.timer.cancel()
                 with contextlib.suppress(Exception):
                     await self._pubsub.unsubscribe(self._channel(room_key))
 
@@ -188,9 +221,59 @@ class RoomHub:
         if frame.startswith(CONTROL_PREFIX):
             self._control(members, frame)
             return len(members)
+        if frame.startswith(DIRECT_PREFIX):
+            head, _, body = frame.partition(" ")
+            target = int(head[1:])
+            for member in tuple(members):
+                if member.user_id == target:
+                    member.deliver(body)
+            return len(members)
+        seq = frame_seq(frame)
+        if seq is None:
+            self._fan_out(members, frame)
+            return len(members)
+        order = self._order.get(room_key)
+        if order is None:
+            order = self._order[room_key] = _Order()
+        if order.last is not None and seq > order.last + 1:
+            # Ahead of its predecessor: wait briefly for it rather than make every client resume.
+            order.held[seq] = frame
+            self.reordered += 1
+            if len(order.held) > REORDER_MAX:
+                self._release_held(room_key)
+            elif order.timer is None:
+                order.timer = asyncio.get_running_loop().call_later(REORDER_WAIT, self._release_held, room_key)
+            return len(members)
+        self._fan_out(members, frame)
+        if order.last is None or seq > order.last:
+            order.last = seq
+        while order.held and order.last + 1 in order.held:
+            order.last += 1
+            self._fan_out(members, order.held.pop(order.last))
+        if not order.held and order.timer is not None:
+            order.timer.cancel()
+            order.timer = None
+        return len(members)
+
+    def _release_held(self, room_key: str) -> None:
+        """The predecessor did not come in time (or too much is held): deliver what waits, in seq order;
+        clients see the gap and resume from the database."""
+        order = self._order.get(room_key)
+        if order is None:
+            return
+        if order.timer is not None:
+            order.timer.cancel()
+            order.timer = None
+        members = self.rooms.get(room_key) or {}
+        for seq in sorted(order.held):
+            self._fan_out(members, order.held[seq])
+            order.last = max(order.last or seq, seq)
+        order.held.clear()
+
+    @staticmethod
+    def _fan_out(members: dict[Member, None], frame: str) -> None:
         for member in tuple(members):
             member.deliver(frame)
-        return len(members)
 
     def _control(self, members: dict[Member, None], frame: str) -> None:
         # Control messages (kick a user, end the session) go to the consumers, not to the sockets.
@@ -241,6 +324,10 @@ class RoomHub:
         # fail, and the first commands now are the resumes this resync asks for (their rate-limit check).
         with contextlib.suppress(Exception):
             await self._redis.connection_pool.disconnect(inuse_connections=False)
+        # Frames may have been lost: seq order starts afresh from the next frame of each room.
+        for room_key in list(self._order):
+            self._release_held(room_key)
+        self._order.clear()
         # Once per socket, even for a socket in several rooms (a teacher is also in the staff room).
         for member in {m: None for members in list(self.rooms.values()) for m in members}:
             member.deliver(RESYNC_FRAME)

@@ -122,17 +122,40 @@ def _parse_cookies(raw: str) -> dict[str, str]:
 
 def session_still_valid(session_key: str | None, user_id: int) -> bool:
     """Sync: is this socket's login still live (not logged out, not expired, same user, still active)?"""
+    return sessions_still_valid([(session_key, user_id)])[0]
+
+
+def sessions_still_valid(pairs: list[tuple[str | None, int]]) -> list[bool]:
+    """Sync, batched for a room's sockets: one cache round trip for the sessions (cached_db; the database
+    only for misses) and one query for the users. A session is valid while it still names the user, the
+    user is active and the password has not changed since login (Django's session auth hash)."""
     from importlib import import_module
 
-    from django.contrib.auth import SESSION_KEY
+    from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
+    from django.utils.crypto import constant_time_compare
 
     from classrooms.models import User
 
-    if not session_key:
-        return False
     engine = import_module(settings.SESSION_ENGINE)
-    session = engine.SessionStore(session_key)
-    # Loading applies expiry: a logged-out, flushed or expired session has no user id any more.
-    if str(session.get(SESSION_KEY)) != str(user_id):
-        return False
-    return User.objects.filter(pk=user_id, is_active=True).exists()
+    stores = {key: engine.SessionStore(key) for key, _ in pairs if key}
+    data: dict[str, dict] = {}
+    if stores and hasattr(engine.SessionStore, "cache_key"):  # cache and cached_db engines
+        first = next(iter(stores.values()))
+        by_cache_key = {store.cache_key: key for key, store in stores.items()}
+        try:
+            data = {by_cache_key[k]: v for k, v in first._cache.get_many(list(by_cache_key)).items()
+                    if isinstance(v, dict)}
+        except Exception:  # cache away: fall back to loading each (the database for cached_db)
+            data = {}
+    for key, store in stores.items():
+        if key not in data:
+            data[key] = store.load()  # applies expiry: a flushed or expired session has no user id
+    wanted = {uid for key, uid in pairs if key and str(data[key].get(SESSION_KEY)) == str(uid)}
+    users = {u.pk: u for u in User.objects.filter(pk__in=wanted, is_active=True).only("pk", "password")}
+    out = []
+    for key, uid in pairs:
+        user = users.get(uid) if key else None
+        session = data.get(key) or {}
+        out.append(user is not None and str(session.get(SESSION_KEY)) == str(uid)
+                   and constant_time_compare(session.get(HASH_SESSION_KEY) or "", user.get_session_auth_hash()))
+    return out

@@ -25,7 +25,7 @@ import redis
 from django.conf import settings
 from django.dispatch import Signal
 
-from config.realtime.transport import async_redis, db_call, encode_frame, publish_frame
+from config.realtime.transport import async_redis, db_call, encode_frame, publish_frame, publish_frame_async
 
 logger = logging.getLogger("aula.realtime.presence")
 
@@ -134,6 +134,9 @@ class PresenceTracker:
         self.local: dict[str, _Tracked] = {}
         self._pending: dict[str, _Pending] = {}
         self._audience: dict[str, AudienceFn] = {}
+        # The last user count seen per room: a state change (no count of its own) must go to the same
+        # audience as joins do, not to "a small class" by default.
+        self._counts: dict[str, int] = {}
         self._flush_task: asyncio.Task | None = None
         self._loop_task: asyncio.Task | None = None
 
@@ -218,7 +221,7 @@ class PresenceTracker:
         for meta in joins:
             pending.joins.setdefault(str(meta["user_id"]), []).append(_public(meta))
         if count is not None:
-            pending.count = int(count)
+            pending.count = self._counts[room_key] = int(count)
         if self._flush_task is None or self._flush_task.done():
             self._flush_task = asyncio.create_task(self._flush_soon())
 
@@ -236,11 +239,13 @@ class PresenceTracker:
                 "leaves": {u: {"metas": m} for u, m in diff.leaves.items()},
                 "count": diff.count,
             })
-            targets = audience(room_key, diff.count or 0)
+            count = diff.count if diff.count is not None else self._counts.get(room_key, 0)
+            targets = audience(room_key, count)
+            # On the loop with the asyncio client: never queued behind database work in a thread pool.
             for target in targets:
-                await asyncio.to_thread(publish_frame, target, frame)
+                await publish_frame_async(self._redis, target, frame)
             if room_key not in targets and diff.count is not None:
-                await asyncio.to_thread(publish_frame, room_key, encode_frame("presence.count", {"count": diff.count}))
+                await publish_frame_async(self._redis, room_key, encode_frame("presence.count", {"count": diff.count}))
 
     async def _maintenance(self) -> None:
         last_heartbeat = 0.0

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import redis
 from django.conf import settings
@@ -33,8 +34,26 @@ _client_lock = threading.Lock()
 _client: redis.Redis | None = None
 
 
+_db_executor: ThreadPoolExecutor | None = None
+
+
+def db_executor() -> ThreadPoolExecutor:
+    """The process's pool for socket database work (AULA_DB_THREADS threads, one connection each).
+
+    Its own pool, not the event loop's default executor: anything else that uses the default one
+    (`asyncio.to_thread`, DNS lookups) must not queue behind a join storm's queries (measured: presence
+    diffs 16 s late when both shared the default pool)."""
+    global _db_executor
+    if _db_executor is None:
+        with _client_lock:
+            if _db_executor is None:
+                _db_executor = ThreadPoolExecutor(max_workers=settings.AULA_DB_THREADS,
+                                                  thread_name_prefix="aula-db")
+    return _db_executor
+
+
 def db_call(fn):
-    """Run blocking database work from a socket handler in the worker thread pool.
+    """Run blocking database work from a socket handler in the database thread pool.
 
     Channels' `database_sync_to_async` is thread-sensitive by default: every socket of a process would
     share ONE thread, so each autosave waits behind every other one (measured: 2,000 students saving every
@@ -42,7 +61,7 @@ def db_call(fn):
     each with its own database connection, closed as Channels does when stale."""
     from channels.db import DatabaseSyncToAsync
 
-    return DatabaseSyncToAsync(fn, thread_sensitive=False)
+    return DatabaseSyncToAsync(fn, thread_sensitive=False, executor=db_executor())
 
 
 def async_redis(url: str):
@@ -108,6 +127,26 @@ def room_event_record(room_key: str, seq: int, type_: str, data: dict) -> RoomEv
 def room_signal_publish(room_key: str, type_: str, data: dict) -> None:
     """An ephemeral event (not stored, no seq), published after commit if a transaction is open."""
     frame = encode_frame(type_, data)
+    transaction.on_commit(lambda: publish_frame(room_key, frame))
+
+
+async def publish_frame_async(client, room_key: str, frame: str) -> bool:
+    """`publish_frame` from the event loop with an asyncio client (presence diffs, coalesced results):
+    no thread hop, so fan-out never waits behind database work."""
+    try:
+        await client.publish(redis_channel(room_key), frame)
+        return True
+    except (redis.RedisError, OSError) as exc:
+        logger.warning("realtime publish failed for room %s: %s", room_key, type(exc).__name__)
+        return False
+
+
+def room_direct_publish(room_key: str, user_id: int, type_: str, data: dict) -> None:
+    """An ephemeral event for one member of a room only (a private notice), published after commit.
+
+    It travels on the room's channel with a `@<user_id> ` prefix that the hub routes to that user's local
+    sockets: no channel per user, so Redis subscriptions grow with processes and rooms, not with people."""
+    frame = f"@{int(user_id)} {encode_frame(type_, data)}"
     transaction.on_commit(lambda: publish_frame(room_key, frame))
 
 

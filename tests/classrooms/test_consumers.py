@@ -334,3 +334,144 @@ async def test_connection_cap_per_user(world):
     assert await refused(world.student_a, world.session_a) == 4429
     for c in clients:
         await c.close()
+
+
+async def wait_closed(client: Client, timeout: float = 8) -> int:
+    """Read until the server closes the socket; returns the close code."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        output = await client.comm.receive_output(timeout=max(deadline - loop.time(), 0.01))
+        if output["type"] == "websocket.close":
+            return output.get("code")
+
+
+async def test_recheck_closes_exactly_the_sockets_that_lost_access(world, settings):
+    """One batched re-check per room: a logged-out user (4401), a changed password (4401), a dropped
+    enrollment (4403) and a removed student (4408) go; everyone else in the room stays."""
+    from django.contrib.sessions.backends.cached_db import SessionStore
+    from django.utils import timezone
+
+    from classrooms.models import Enrollment, ParticipantState
+    from tests import factories
+
+    settings.AULA_SOCKET_RECHECK_SECONDS = 1
+
+    def more_students():
+        people = [factories.user(f"rc{i}", age=15) for i in range(4)]
+        for person in people:
+            factories.enroll(world.course_a, person)
+        return people
+
+    logged_out, repassworded, dropped, removed = await database_sync_to_async(more_students)()
+    teacher, _ = await connect(world.teacher_a, world.session_a)
+    stays, _ = await connect(world.student_a, world.session_a)
+    clients = {u.pk: (await connect(u, world.session_a))[0] for u in (logged_out, repassworded, dropped, removed)}
+
+    def revoke():
+        from django.contrib.sessions.models import Session
+
+        for s in Session.objects.all():
+            if s.get_decoded().get("_auth_user_id") == str(logged_out.pk):
+                SessionStore(s.session_key).delete()
+        repassworded.set_password("a-new-password-2026")
+        repassworded.save()
+        Enrollment.objects.filter(user=dropped).update(is_active=False)
+        ParticipantState.objects.update_or_create(
+            session=world.session_a, user=removed,
+            defaults={"institution_id": world.session_a.institution_id, "removed_at": timezone.now()})
+
+    await database_sync_to_async(revoke)()
+    codes = await asyncio.gather(*(wait_closed(clients[u.pk]) for u in (logged_out, repassworded, dropped, removed)))
+    assert codes == [4401, 4401, 4403, 4408]
+    # The others are untouched: still served after a full re-check period.
+    await asyncio.sleep(1.5)
+    pong = await stays.request("chat.send", body="still here")
+    assert pong["type"] == "ack"
+    assert (await teacher.next("chat.message"))["data"]["body"] == "still here"
+    await stays.close()
+    await teacher.close()
+
+
+async def test_state_changes_in_a_big_lecture_go_to_teachers_only(world, monkeypatch):
+    """Above the roster threshold students get counts, not other students' presence; a state change
+    (which carries no count of its own) must follow the same rule."""
+    from classrooms import realtime
+
+    monkeypatch.setattr(realtime, "ROSTER_FOR_STUDENTS_MAX", 1)
+    teacher, _ = await connect(world.teacher_a, world.session_a)
+
+    def classmate():
+        from tests import factories
+
+        person = factories.user("classmate", age=15)
+        factories.enroll(world.course_a, person)
+        return person
+
+    other = await database_sync_to_async(classmate)()
+    watcher, _ = await connect(other, world.session_a)
+    student, _ = await connect(world.student_a, world.session_a)
+    await asyncio.sleep(0.6)  # the joins' diff (with its count) is flushed; the change comes on its own
+    await student.request("presence.state", state="away")
+    for _ in range(5):  # the teacher sees the change ...
+        diff = await teacher.next("presence.diff")
+        metas = diff["data"]["joins"].get(str(world.student_a.pk), {}).get("metas", [])
+        if metas and metas[0]["state"] == "away":
+            break
+    else:
+        raise AssertionError("teacher never saw the state change")
+    await asyncio.sleep(0.6)  # ... and the classmate never gets another student's presence
+    while not await watcher.comm.receive_nothing(timeout=0.3):  # (a timed-out receive would kill the app)
+        frame = json.loads(await watcher.comm.receive_from())
+        assert frame["type"] != "presence.diff", frame
+    for c in (student, watcher, teacher):
+        await c.close()
+
+
+def test_answers_racing_a_close_are_exactly_the_final_results(world):
+    """Answers take a share lock on the poll and no longer wait for each other; the close's exclusive lock
+    still orders them: every acknowledged answer is in the final results, and none after."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.core.exceptions import ValidationError
+    from django.db import connection
+
+    from classrooms import services
+    from config.realtime.models import RoomEvent
+    from tests import factories
+
+    students = [factories.user(f"racer{i}", age=15) for i in range(16)]
+    for s in students:
+        factories.enroll(world.course_a, s)
+    poll = services.poll_create(session=world.session_a, actor=world.teacher_a, question="Ready?", kind="single",
+                                options=["yes", "no"])
+    start = threading.Barrier(len(students) + 1, timeout=20)
+
+    def answer(student) -> bool:
+        try:
+            start.wait()
+            fresh = type(poll).objects.select_related("session__course").get(pk=poll.pk)
+            services.poll_answer(poll=fresh, user=student, attempt_id=uuid.uuid4(), positions=[0])
+            return True
+        except ValidationError:
+            return False  # "This poll is closed."
+        finally:
+            connection.close()
+
+    def close() -> None:
+        try:
+            start.wait()
+            services.poll_close(poll=type(poll).objects.select_related("session").get(pk=poll.pk),
+                                actor=world.teacher_a)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(len(students) + 1) as pool:
+        answers = [pool.submit(answer, s) for s in students]
+        pool.submit(close).result(timeout=30)
+        answered = [a.result(timeout=30) for a in answers]
+    final = RoomEvent.objects.filter(type="poll.results").order_by("-seq").first().payload
+    stored = PollAnswer.objects.filter(poll=poll).count()
+    assert final["respondents"] == stored == sum(answered)
+    assert final["counts"] == {"0": stored, "1": 0}

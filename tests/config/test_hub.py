@@ -96,3 +96,46 @@ def test_one_hub_per_event_loop():
     finally:
         loop.close()
     assert h1 is h2
+
+
+def _hub_with(room_key: str, *sockets) -> RoomHub:
+    # No Redis needed: frames are handed to deliver_local as the reader would.
+    room_hub = RoomHub("redis://127.0.0.1:1/0")
+    room_hub.rooms[room_key] = {Member(s.send): None for s in sockets}
+    return room_hub
+
+
+def _seqs(sock: FastSocket) -> list:
+    return [json.loads(f)["seq"] for f in sock.frames]
+
+
+async def test_frames_ahead_of_their_seq_wait_for_the_missing_one():
+    # Two writers committed 2 and 3 but published 3 first: sockets still see 1, 2, 3 (no resume storm).
+    sock = FastSocket()
+    room_hub = _hub_with("r", sock)
+    room_hub.deliver_local("r", encode_frame("chat.message", {}, seq=1))
+    room_hub.deliver_local("r", encode_frame("chat.message", {}, seq=3))
+    room_hub.deliver_local("r", encode_frame("presence.diff", {}))  # no seq: never held
+    assert _seqs(sock) == [1, None]
+    room_hub.deliver_local("r", encode_frame("chat.message", {}, seq=2))
+    assert _seqs(sock) == [1, None, 2, 3]
+    assert room_hub.reordered == 1
+
+
+async def test_a_missing_frame_is_waited_for_briefly_then_the_client_resumes():
+    sock = FastSocket()
+    room_hub = _hub_with("r", sock)
+    room_hub.deliver_local("r", encode_frame("chat.message", {}, seq=5))
+    room_hub.deliver_local("r", encode_frame("chat.message", {}, seq=7))
+    room_hub.deliver_local("r", encode_frame("chat.message", {}, seq=8))
+    assert _seqs(sock) == [5]
+    await asyncio.sleep(hub_module.REORDER_WAIT + 0.1)
+    assert _seqs(sock) == [5, 7, 8]  # the gap is the client's to fill from the database
+    room_hub.deliver_local("r", encode_frame("chat.message", {}, seq=6))  # late: still delivered, never held
+    room_hub.deliver_local("r", encode_frame("chat.message", {}, seq=9))
+    assert _seqs(sock) == [5, 7, 8, 6, 9]
+
+
+async def test_seq_is_read_without_parsing_the_frame():
+    assert hub_module.frame_seq(encode_frame("chat.message", {"seq": 99}, seq=12)) == 12
+    assert hub_module.frame_seq(encode_frame("presence.diff", {"seq": 99})) is None

@@ -1,16 +1,17 @@
 """Exam week on this machine: a start stampede, an autosave storm and a deadline wave, measured end to end.
 
-    .venv/bin/python -m benchmarks.exams --students 2000 --close-in 180 --autosave 60 --workers 2
+    .venv/bin/python -m benchmarks.exams --students 2000 --close-in 170 --autosave 60 --stampede 10 --wave-timeout 90
 
-Starts throwaway PostgreSQL and Redis (embedded), the production web server (uvicorn, `--workers`), a
-Celery worker (deadlines, default, bulk) and beat, seeds one exam whose close falls `--close-in` seconds
+Starts throwaway PostgreSQL and Redis (embedded), then the same processes as `make run` (config/devservers.py:
+uvicorn with `--workers`, a Celery worker for `deadlines`, one for `default,bulk`, and beat), seeds one exam whose close falls `--close-in` seconds
 after seeding (every attempt's deadline is that close: N deadlines in the same second), then:
 
 1. start stampede: every student POSTs Start within `--stampede` seconds (real HTTP, session + CSRF);
 2. autosave storm: every student holds an attempt socket and saves an answer every `--every` seconds
    for `--autosave` seconds; latency is from the send to the server's ack (the ack comes after commit);
 3. deadline wave: after the close, the database is read until every attempt is finalised; the lag of
-   each finalisation behind its deadline is reported.
+   each finalisation behind its deadline is reported, then (the bulk queue) until every submitted attempt
+   is graded and notified.
 
 Load generators run in separate processes on loopback; every loop is bounded in time.
 """
@@ -174,10 +175,11 @@ def sql(env: dict, query: str) -> list[tuple]:
 
 
 def run(args) -> dict:
-    from config.devservers import backing_services, free_port, uvicorn_tuning_args, wait_for_port
+    from config.devservers import backing_services, celery_processes, free_port, wait_for_port, web_argv
 
     raise_nofile()
-    summary: dict = {"students": args.students, "web_workers": args.workers, "machine": os.cpu_count()}
+    summary: dict = {"students": args.students, "web_workers": args.workers, "machine": os.cpu_count(),
+                     "deadline_concurrency": int(os.environ.get("AULA_DEADLINE_CONCURRENCY") or 4)}
     with backing_services(persistent=False) as extra, tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         env = {**os.environ, **extra, "AULA_ENV": "test", "AULA_WS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
@@ -190,17 +192,15 @@ def run(args) -> dict:
                         str(args.close_in), "--out", str(seed_file)], cwd=ROOT, env=env, check=True)
         seed = json.loads(seed_file.read_text())
         summary["seed_seconds"] = seed["seed_seconds"]
-        logs = {name: open(Path(tmp) / f"{name}.log", "w")  # noqa: SIM115 - closed in the finally below
-                for name in ("web", "worker")}
-        procs = [
-            subprocess.Popen([py, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port",
-                              str(port), "--workers", str(args.workers), *uvicorn_tuning_args()], cwd=ROOT, env=env,
-                             stdout=logs["web"], stderr=subprocess.STDOUT, start_new_session=True),
-            subprocess.Popen([py, "-m", "celery", "-A", "config", "worker", "-B", "-Q", "deadlines,default,bulk",
-                              "--concurrency", str(args.celery), "-l", "WARNING", "--schedule",
-                              str(Path(tmp) / "beat")], cwd=ROOT, env=env, stdout=logs["worker"],
-                             stderr=subprocess.STDOUT, start_new_session=True),
-        ]
+        # Exactly the processes of `make run` / production (config/devservers.py), with quieter logs.
+        specs = [("web", web_argv("127.0.0.1", port, args.workers)),
+                 *celery_processes(Path(tmp) / "beat", loglevel="WARNING")]
+        logdir = Path(args.logs or tmp)
+        logdir.mkdir(parents=True, exist_ok=True)
+        logs = {name: open(logdir / f"{name}.log", "w")  # noqa: SIM115 - closed in the finally below
+                for name, _ in specs}
+        procs = [subprocess.Popen(argv, cwd=ROOT, env=env, stdout=logs[name], stderr=subprocess.STDOUT,
+                                  start_new_session=True) for name, argv in specs]
         try:
             wait_for_port(port, 60)
             time.sleep(2)
@@ -247,6 +247,12 @@ def run(args) -> dict:
             rows = sql(env, "SELECT extract(epoch FROM finalized_at - deadline), state FROM exams_attempt "
                             "WHERE started_at IS NOT NULL")
             lags = [float(r[0]) for r in rows if r[0] is not None]
+            # Grading and the "submitted" notice follow the close on the bulk queue: wait for them too.
+            while time.time() < wait_until and sql(env, "SELECT count(*) FROM exams_attempt WHERE state = "
+                                                        "'submitted' AND max_score IS NULL")[0][0]:
+                time.sleep(0.5)
+            after_close = sql(env, "SELECT extract(epoch FROM max(n.created_at) - min(a.deadline)) FROM "
+                                   "exams_notification n JOIN exams_attempt a ON a.id = n.attempt_id")[0][0]
             counts = sql(env, "SELECT (SELECT count(*) FROM exams_integrityevent WHERE kind = 'auto_submitted'), "
                               "(SELECT count(*) FROM exams_notification), "
                               "(SELECT count(DISTINCT attempt_id) FROM exams_notification)")[0]
@@ -256,6 +262,7 @@ def run(args) -> dict:
                 "lag_s": {"p50": round(statistics.median(lags), 2) if lags else None,
                           "p95": round(pct(lags, 95), 2) if lags else None,
                           "max": round(max(lags), 2) if lags else None},
+                "graded_and_notified_after_s": round(float(after_close), 2) if after_close is not None else None,
                 "auto_submitted_entries": counts[0], "notifications": counts[1],
                 "attempts_notified": counts[2],
             }
@@ -279,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--autosave", type=float, default=60, help="seconds of autosave storm")
     parser.add_argument("--every", type=float, default=5, help="seconds between one student's saves")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
-    parser.add_argument("--celery", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")
     parser.add_argument("--wave-timeout", type=float, default=90)
+    parser.add_argument("--logs", help="keep the server and worker logs in this directory")
     args = parser.parse_args(argv)
     summary = run(args)
     print(json.dumps(summary, indent=2))

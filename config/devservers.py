@@ -233,14 +233,8 @@ def cmd_run() -> int:
         _manage("collectstatic", "--noinput", "-v", "0", env=env)
         _manage("seed_demo", env=env)
         procs: list[tuple[str, subprocess.Popen]] = []
-        specs = [
-            ("web", [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", host,
-                     "--port", str(port), "--workers", workers, *uvicorn_tuning_args()]),
-            ("worker", [sys.executable, "-m", "celery", "-A", "config", "worker", "-l", "INFO",
-                        "-Q", "deadlines,default,bulk", "--concurrency", "2"]),
-            ("beat", [sys.executable, "-m", "celery", "-A", "config", "beat", "-l", "INFO",
-                      "--schedule", str(ROOT / ".aula" / "celerybeat-schedule")]),
-        ]
+        specs = [("web", web_argv(host, port, workers)),
+                 *celery_processes(ROOT / ".aula" / "celerybeat-schedule", loglevel="INFO")]
         try:
             for name, argv in specs:
                 procs.append((name, subprocess.Popen(argv, env=env, cwd=ROOT)))
@@ -264,6 +258,29 @@ def cmd_run() -> int:
                     p.wait(15)
                 if p.poll() is None:
                     p.kill()
+
+
+def web_argv(host: str, port: int, workers: str | int) -> list[str]:
+    """The production web server: uvicorn, one worker process per core (`make run`, benchmarks)."""
+    return [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
+            "--workers", str(workers), *uvicorn_tuning_args()]
+
+
+def celery_processes(schedule: Path, *, loglevel: str = "INFO") -> list[tuple[str, list[str]]]:
+    """The Celery processes of `make run` (and of the benchmarks, which must measure the same thing).
+
+    Exam deadlines get a worker of their own, so a wave of closes never waits behind email, grade sync or
+    transcripts; its concurrency (AULA_DEADLINE_CONCURRENCY, default 4) is also how many tasks share one
+    deadline wave (exams.tasks.attempts_close_due). Beat runs exactly once."""
+    celery = [sys.executable, "-m", "celery", "-A", "config"]
+    deadlines = os.environ.get("AULA_DEADLINE_CONCURRENCY") or "4"
+    return [
+        ("worker-deadlines", [*celery, "worker", "-l", loglevel, "-Q", "deadlines", "-n", "deadlines@%h",
+                              "--concurrency", deadlines]),
+        ("worker", [*celery, "worker", "-l", loglevel, "-Q", "default,bulk", "-n", "worker@%h",
+                    "--concurrency", "2"]),
+        ("beat", [*celery, "beat", "-l", loglevel, "--schedule", str(schedule)]),
+    ]
 
 
 def uvicorn_tuning_args() -> list[str]:

@@ -10,6 +10,8 @@ import re
 import uuid
 from contextvars import ContextVar
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
 request_id_var: ContextVar[str] = ContextVar("aula_request_id", default="-")
 user_id_var: ContextVar[str] = ContextVar("aula_user_id", default="-")
 
@@ -30,34 +32,88 @@ class ContextFilter(logging.Filter):
         return True
 
 
-class RequestContextMiddleware:
-    """Sets the request id for the request's logs and echoes it in the X-Request-ID header."""
+class _DualMiddleware:
+    """Sync and async capable: under ASGI the chain stays async, so views wrapped in
+    config.http.in_thread_pool are not serialised behind Django's one sync thread per process."""
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response):
         self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
 
     def __call__(self, request):
+        if self.async_mode:
+            return self.__acall__(request)
+        return self.call(request)
+
+    def call(self, request):
+        raise NotImplementedError
+
+    async def __acall__(self, request):
+        raise NotImplementedError
+
+
+class RequestContextMiddleware(_DualMiddleware):
+    """Sets the request id for the request's logs and echoes it in the X-Request-ID header."""
+
+    def _enter(self, request):
         rid = new_request_id(request.headers.get("X-Request-ID"))
         request.request_id = rid
-        token = request_id_var.set(rid)
-        user_token = user_id_var.set("-")
+        return rid, request_id_var.set(rid), user_id_var.set("-")
+
+    @staticmethod
+    def _leave(tokens) -> None:
+        request_id_var.reset(tokens[1])
+        user_id_var.reset(tokens[2])
+
+    def call(self, request):
+        tokens = self._enter(request)
         try:
             response = self.get_response(request)
         finally:
-            request_id_var.reset(token)
-            user_id_var.reset(user_token)
-        response["X-Request-ID"] = rid
+            self._leave(tokens)
+        response["X-Request-ID"] = tokens[0]
+        return response
+
+    async def __acall__(self, request):
+        tokens = self._enter(request)
+        try:
+            response = await self.get_response(request)
+        finally:
+            self._leave(tokens)
+        response["X-Request-ID"] = tokens[0]
         return response
 
 
-class UserContextMiddleware:
-    """After authentication: the user id (never the name) joins the log context."""
+def _resolve_user(request):
+    from django.contrib.auth import get_user
 
-    def __init__(self, get_response):
-        self.get_response = get_response
+    return get_user(request)
 
-    def __call__(self, request):
+
+class UserContextMiddleware(_DualMiddleware):
+    """After authentication: the user id (never the name) joins the log context.
+
+    Under ASGI the user is loaded here, once, in the worker thread pool (session + user row), and set on the
+    request as a plain object: later middleware (the audit actor) and views read it without database work
+    on Django's shared sync thread."""
+
+    def call(self, request):
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
             user_id_var.set(str(user.pk))
         return self.get_response(request)
+
+    async def __acall__(self, request):
+        from config.realtime.transport import db_call
+
+        if hasattr(request, "session"):
+            user = await db_call(_resolve_user)(request)
+            request.user = request._cached_user = request._acached_user = user
+            if user.is_authenticated:
+                user_id_var.set(str(user.pk))
+        return await self.get_response(request)

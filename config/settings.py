@@ -106,13 +106,13 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "config.observability.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.http.StaticFilesMiddleware",  # WhiteNoise, async-capable
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "config.observability.UserContextMiddleware",
-    "auditlog.middleware.AuditlogMiddleware",
+    "config.http.AuditMiddleware",  # django-auditlog's, async-capable
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -222,6 +222,9 @@ CELERY_TASK_QUEUES = (
     Queue("bulk", Exchange("bulk"), routing_key="bulk"),  # email, exports, reports, flushes
 )
 CELERY_TASK_ALWAYS_EAGER = False
+# Worker slots on the `deadlines` queue (config/devservers.py starts that worker with this concurrency): a
+# deadline wave is closed by this many tasks in parallel.
+AULA_DEADLINE_CONCURRENCY = _int("AULA_DEADLINE_CONCURRENCY", 4, minimum=1)
 # Routing by task name, in one place (the task `queue=` attribute is deprecated in Celery 5).
 CELERY_TASK_ROUTES = {
     "classrooms.tasks.sessions_purge": {"queue": "bulk"},
@@ -229,6 +232,9 @@ CELERY_TASK_ROUTES = {
     "classrooms.tasks.attendance_compute": {"queue": "bulk"},
     "exams.tasks.attempt_finalize_due": {"queue": "deadlines"},
     "exams.tasks.attempts_sweep": {"queue": "deadlines"},
+    "exams.tasks.attempts_close_due": {"queue": "deadlines"},
+    "exams.tasks.attempts_after_close": {"queue": "bulk"},
+    "exams.tasks.attempts_after_close_sweep": {"queue": "bulk"},
     "exams.tasks.notification_send": {"queue": "bulk"},
     "exams.tasks.grade_sync_deliver": {"queue": "bulk"},
     "exams.tasks.transcript_generate": {"queue": "bulk"},
@@ -240,6 +246,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "exams.tasks.attempts_sweep",
         "schedule": 10.0,  # with ETA tasks at each deadline; this catches any a dead worker lost
         "options": {"queue": "deadlines", "expires": 10},
+    },
+    "exam-after-close-sweep": {
+        "task": "exams.tasks.attempts_after_close_sweep",
+        "schedule": 60.0,  # grades attempts whose after-close task a dead worker lost
+        "options": {"queue": "bulk", "expires": 60},
     },
     "presence-sweep": {
         "task": "classrooms.tasks.presence_sweep",

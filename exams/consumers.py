@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import time
@@ -20,7 +19,7 @@ from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping
 from config.realtime.ratelimit import Limit, RateLimiter
 from config.realtime.transport import db_call, encode_frame, publish_frame, room_last_seq
 from exams import events, realtime, selectors, services
-from exams.models import Answer, Attempt, Exam, Question
+from exams.models import Attempt, Exam, Question
 
 logger = logging.getLogger("aula.exams")
 SAVE_LIMIT = Limit(60, 10)
@@ -61,10 +60,7 @@ class AttemptConsumer(RoomConsumer):
     @db_call
     def _load(self, attempt_id: int):
         attempt = selectors.own_attempt(self.user, attempt_id)
-        if attempt is not None and attempt.is_open:
-            services.attempt_finalize(attempt_id=attempt.pk)  # finalisation on touch
-            attempt.refresh_from_db()
-        return attempt
+        return services.attempt_touch(attempt) if attempt is not None else None
 
     async def authorize(self) -> str:
         attempt = await self._load(self.scope["url_route"]["kwargs"]["attempt_id"])
@@ -148,26 +144,9 @@ class AttemptConsumer(RoomConsumer):
         answer, applied = await self._run(services.answer_save, attempt_id=self.attempt.pk, student=self.user,
                                           question_id=msg.question_id, value=msg.value, version=msg.version,
                                           client_time=msg.client_time)
+        # The proctor board's answered count is sent by the service, only when a save changes it.
         await self.ack(msg.ref, question_id=msg.question_id, version=answer.version, applied=applied,
                        saved_at=answer.saved_at.isoformat())
-        if applied:
-            await self._progress_soon()
-
-    async def _progress_soon(self) -> None:
-        """The proctor board's answered count, at most once per attempt per 2 s (a Redis lease)."""
-        key = f"{settings.AULA_REDIS_KEY_PREFIX}:examprogress:{self.attempt.pk}"
-        if not await hub()._redis.set(key, "1", nx=True, px=2000):
-            return
-
-        async def later():
-            await asyncio.sleep(2)
-            answered = await db_call(
-                lambda: Answer.objects.filter(attempt_id=self.attempt.pk).exclude(value=None).count())()
-            await db_call(publish_frame)(
-                realtime.proctor_room(self.attempt.institution_id, self.attempt.exam_id),
-                encode_frame("attempt.progress", {"attempt_id": self.attempt.pk, "answered": answered}))
-
-        asyncio.ensure_future(later())
 
     async def on_attempt_event(self, msg: AttemptEventMsg) -> None:
         data = {k: v for k, v in {"question": msg.question_id, "duration_ms": msg.duration_ms}.items() if v is not None}

@@ -25,3 +25,7 @@ def question_for_student(question: Question, item: dict) -> dict:
         data["options"] = [{"index": i, "label": question.options[i]} for i in item["options"]] \
             if item.get("options") else [{"index": i, "label": o} for i, o in enumerate(question.options)]
     return data
+
+
+def attempt_progress(attempt: Attempt, answered: int) -> dict:
+    return {"attempt_id": attempt.pk, "answered": answered}

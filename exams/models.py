@@ -184,7 +184,13 @@ class Attempt(models.Model):
     class Meta:
         ordering = ["exam", "student", "number"]
         constraints = [models.UniqueConstraint(fields=["exam", "student", "number"], name="attempt_number_unique")]
-        indexes = [models.Index(fields=["state", "deadline"]), models.Index(fields=["state", "grace_until"])]
+        indexes = [
+            models.Index(fields=["state", "deadline"]),
+            models.Index(fields=["state", "grace_until"]),
+            # Submitted but not graded yet: the after-close sweeper's work list (tiny, unlike all attempts).
+            models.Index(fields=["finalized_at"], condition=Q(state="submitted", max_score__isnull=True),
+                         name="attempt_after_close_pending"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.exam} – {self.student} #{self.number}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 
 from classrooms import selectors as classroom_selectors
 from classrooms.models import Role, User
@@ -31,6 +31,17 @@ def can_proctor(user: User, exam: Exam) -> bool:
 def student_exams(user: User) -> QuerySet[Exam]:
     return exams_for(user).filter(status=Exam.Status.PUBLISHED, course__enrollments__user=user,
                                   course__enrollments__role=Role.STUDENT, course__enrollments__is_active=True)
+
+
+def startable_exam(user: User, exam_id: int) -> Exam | None:
+    """The exam behind a Start button: published, in a course the user is an active student of, in one
+    query (start stampede). The active enrollment is the tenant check: it ties the user to the course's
+    institution, which is the exam's."""
+    return (Exam.objects.select_related("course")
+            .filter(pk=exam_id, status=Exam.Status.PUBLISHED, course__enrollments__user=user,
+                    course__enrollments__role=Role.STUDENT, course__enrollments__is_active=True,
+                    institution_id=F("course__institution_id"))
+            .first() if user.is_authenticated and user.is_active else None)
 
 
 def attempt_answers(attempt: Attempt) -> dict[int, dict]:

@@ -13,18 +13,22 @@ import decimal
 import hashlib
 import json
 import logging
+import math
 import random
 import secrets
+import time
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Count, Func, IntegerField, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from classrooms import selectors as classroom_selectors
 from classrooms.models import Course, Role, User
 from classrooms.services import upsert
-from config.realtime.transport import room_event_emit, room_signal_publish
+from config.realtime.transport import room_event_record, room_next_seq, room_signal_publish
 from exams import events, realtime
 from exams.models import (
     Accommodation,
@@ -152,9 +156,10 @@ def close_cut_warnings(exam: Exam) -> list[dict]:
     return out
 
 
-def _deadline_for(exam: Exam, student: User, started_at: dt.datetime, extra: int = 0) -> dt.datetime:
+def _deadline_for(exam: Exam, student: User, started_at: dt.datetime, extra: int = 0,
+                  close: dt.datetime | None = None) -> dt.datetime:
     deadline = started_at + dt.timedelta(minutes=float(allowed_minutes(exam, student)) + extra)
-    close = effective_close(exam, student)
+    close = close or effective_close(exam, student)
     return min(deadline, close) if close else deadline
 
 
@@ -199,18 +204,26 @@ def _hash(prev: str, index: int, kind: str, server_time: dt.datetime, client_tim
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+def _integrity_entry(attempt: Attempt, kind: str, data: dict | None = None,
+                     client_time: dt.datetime | None = None) -> IntegrityEvent:
+    """The next entry of the attempt's hash chain, not yet saved; moves `attempt.log_head`/`log_count` on
+    in memory. The caller holds the attempt row lock (it orders the chain) and saves both, so a write that
+    updates the attempt anyway carries the chain head in the same statement."""
+    now = timezone.now()
+    data = data or {}
+    prev, index = attempt.log_head or GENESIS, attempt.log_count
+    digest = _hash(prev, index, kind, now, client_time, data)
+    attempt.log_head, attempt.log_count = digest, index + 1
+    return IntegrityEvent(attempt_id=attempt.pk, index=index, kind=kind, server_time=now, client_time=client_time,
+                          data=data, prev_hash=prev, hash=digest)
+
+
 def integrity_record(attempt: Attempt, kind: str, data: dict | None = None,
                      client_time: dt.datetime | None = None) -> IntegrityEvent:
     """Append to the attempt's hash chain. The caller holds the attempt row lock (it orders the chain)."""
-    now = timezone.now()
-    data = data or {}
-    index = attempt.log_count
-    digest = _hash(attempt.log_head or GENESIS, index, kind, now, client_time, data)
-    event = IntegrityEvent.objects.create(attempt=attempt, index=index, kind=kind, server_time=now,
-                                          client_time=client_time, data=data, prev_hash=attempt.log_head or GENESIS,
-                                          hash=digest)
-    attempt.log_head, attempt.log_count = digest, index + 1
-    Attempt.objects.filter(pk=attempt.pk).update(log_head=digest, log_count=index + 1)
+    event = _integrity_entry(attempt, kind, data, client_time)
+    event.save(force_insert=True)
+    Attempt.objects.filter(pk=attempt.pk).update(log_head=attempt.log_head, log_count=attempt.log_count)
     return event
 
 
@@ -258,7 +271,10 @@ def classroom_selectors_students(course: Course) -> list[int]:
 
 
 def attempt_start(*, exam: Exam, student: User, client_time: dt.datetime | None = None) -> Attempt:
-    """Start (or return the running) attempt. Idempotent: pressing Start twice starts once."""
+    """Start (or return the running) attempt. Idempotent: pressing Start twice starts once.
+
+    With the attempt pre-created this is one locked read and one update of the attempt row (state, deadline
+    and the integrity chain head together) plus the "started" entry: cheap enough for a start stampede."""
     now = timezone.now()
     if classroom_selectors.enrollment_role(student, exam.course) != Role.STUDENT:
         raise PermissionDenied("Only the course's students take this exam.")
@@ -283,50 +299,104 @@ def attempt_start(*, exam: Exam, student: User, client_time: dt.datetime | None 
             waiting = Attempt.objects.create(
                 institution_id=exam.institution_id, exam=exam, student=student, number=len(attempts) + 1, seed=seed,
                 layout=layout_build(exam, seed, _previous_question_ids(exam, student)))
+        waiting.exam = exam
         waiting.state, waiting.started_at = Attempt.State.IN_PROGRESS, now
-        waiting.deadline = _deadline_for(exam, student, now)
+        waiting.deadline = _deadline_for(exam, student, now, close=close)
         if exam.expiry_policy == Exam.Expiry.GRACE and exam.grace_minutes:
             waiting.grace_until = waiting.deadline + dt.timedelta(minutes=exam.grace_minutes)
-        waiting.save(update_fields=["state", "started_at", "deadline", "grace_until"])
-        integrity_record(waiting, "started", {"deadline": waiting.deadline.isoformat()}, client_time)
+        event = _integrity_entry(waiting, "started", {"deadline": waiting.deadline.isoformat()}, client_time)
+        waiting.save(update_fields=["state", "started_at", "deadline", "grace_until", "log_head", "log_count"])
+        event.save(force_insert=True)
         _schedule_finalize(waiting)
         _proctor_update(waiting)
     return waiting
 
 
-def _schedule_finalize(attempt: Attempt) -> None:
-    """A task at the deadline (and at the end of grace) on the time-critical queue, after commit. The
-    sweeper (every 10 s) catches any that a dead worker lost."""
-    from exams.tasks import attempt_finalize_due
+def _close_second(when: dt.datetime) -> int:
+    """The whole second at (or just after) a deadline: every attempt of an exam due within that second is
+    closed by one task."""
+    return math.ceil(when.timestamp())
 
-    attempt_id = attempt.pk
+
+def _schedule_finalize(attempt: Attempt) -> None:
+    """At the attempt's deadline (and at the end of grace): one close task per exam and second on the
+    time-critical queue, queued after commit by the first attempt that needs it (a Redis add), so 2,000
+    attempts ending in the same second queue one task, not 2,000. The task closes every due attempt of the
+    exam in batches. The sweeper (every 10 s) catches any task a dead worker lost."""
+    from exams.tasks import attempts_close_due
+
+    exam_id = attempt.exam_id
     for when in filter(None, (attempt.deadline, attempt.grace_until)):
-        transaction.on_commit(lambda when=when: attempt_finalize_due.apply_async(
-            args=[attempt_id], eta=when, queue="deadlines"))
+        second = _close_second(when)
+
+        def queue(second=second):
+            key = f"{settings.AULA_REDIS_KEY_PREFIX}:exams:close:{exam_id}:{second}"
+            ttl = max(second - time.time(), 0) + 3600
+            try:
+                first = cache.add(key, 1, timeout=ttl)
+            except Exception:  # the cache is away: queue anyway (closing is idempotent)
+                first = True
+            if not first:
+                return
+            eta = dt.datetime.fromtimestamp(second, dt.UTC)
+            try:
+                attempts_close_due.apply_async(args=[exam_id], kwargs={"helpers": True}, eta=eta,
+                                               queue="deadlines")
+            except Exception:
+                cache.delete(key)  # let the next start of this second try again; the sweeper is the backstop
+                raise
+
+        transaction.on_commit(queue)
 
 
 def _lock(attempt_id: int) -> Attempt:
-    return Attempt.objects.select_for_update().select_related("exam").get(pk=attempt_id)
+    """The attempt row, locked, with its exam (read, not locked: every attempt of an exam shares that row)."""
+    return Attempt.objects.select_for_update(of=("self",)).select_related("exam").get(pk=attempt_id)
+
+
+def _is_due(attempt: Attempt, now: dt.datetime) -> bool:
+    """Past its deadline (in progress) or past its grace (overdue): the attempt must be closed now."""
+    if attempt.state == Attempt.State.IN_PROGRESS:
+        return attempt.deadline is not None and now >= attempt.deadline
+    return attempt.state == Attempt.State.OVERDUE and attempt.grace_until is not None and now >= attempt.grace_until
 
 
 def _finalize_if_due(attempt: Attempt, now: dt.datetime) -> bool:
     """Finalisation on touch: called with the row locked; True if the attempt is (now) closed."""
     if not attempt.is_open:
         return True
-    deadline_passed = attempt.state == Attempt.State.IN_PROGRESS and now >= attempt.deadline
-    grace_over = attempt.state == Attempt.State.OVERDUE and attempt.grace_until and now >= attempt.grace_until
-    if deadline_passed or grace_over:
+    if _is_due(attempt, now):
         _finalize_locked(attempt, now)
     return not attempt.is_open
+
+
+class _Jsonb(Func):
+    function = "jsonb_array_length"
+    output_field = IntegerField()
 
 
 def answer_save(*, attempt_id: int, student: User, question_id: int, value, version: int,
                 client_time: dt.datetime | None = None) -> tuple[Answer, bool]:
     """Save one answer if `version` is newer than the stored one. Returns (answer, applied): a stale or
-    replayed save is acknowledged with the stored version and changes nothing."""
+    replayed save is acknowledged with the stored version and changes nothing.
+
+    The hot path of an exam (every student, every few seconds): one locked read brings the attempt, its
+    exam, the question's kind and the stored answer's version; then one upsert, the integrity entry and the
+    chain head. The attempt row lock orders saves, flags and the chain of one attempt, never two attempts."""
     now = timezone.now()
+    stored = Answer.objects.filter(attempt=OuterRef("pk"), question_id=question_id)
+    question = Question.objects.filter(pk=question_id)
     with transaction.atomic():
-        attempt = _lock(attempt_id)
+        attempt = (Attempt.objects.select_for_update(of=("self",)).select_related("exam")
+                   .annotate(q_kind=Subquery(question.values("kind")[:1]),
+                             q_options=Subquery(question.annotate(n=_Jsonb("options")).values("n")[:1]),
+                             a_version=Subquery(stored.values("version")[:1]),
+                             a_flagged=Subquery(stored.values("flagged")[:1]),
+                             a_answered=Subquery(stored.filter(value__isnull=False).values("pk")[:1]),
+                             answered=Subquery(Answer.objects.filter(attempt=OuterRef("pk"), value__isnull=False)
+                                               .order_by().values("attempt").annotate(n=Count("pk"))
+                                               .values("n")[:1]))
+                   .get(pk=attempt_id))
         if attempt.student_id != student.pk:
             raise PermissionDenied("Not your attempt.")
         closed = _finalize_if_due(attempt, now) or attempt.state == Attempt.State.OVERDUE
@@ -338,21 +408,25 @@ def answer_save(*, attempt_id: int, student: User, question_id: int, value, vers
 
 def _answer_save_locked(attempt: Attempt, question_id: int, value, version: int, client_time) -> tuple[Answer, bool]:
     item = next((i for i, it in enumerate(attempt.layout) if it["question"] == question_id), None)
-    if item is None:
+    if item is None or attempt.q_kind is None:
         raise ValidationError("That question is not part of this attempt.")
-    question = Question.objects.get(pk=question_id)
-    stored_value = _validate_value(question, attempt.layout[item], value)
-    answer = Answer.objects.filter(attempt=attempt, question_id=question_id).first()
-    if answer is not None and answer.version >= version:
-        return answer, False
+    stored_value = _validate_value(attempt.q_kind, attempt.q_options or 0, value)
+    if attempt.a_version is not None and attempt.a_version >= version:
+        return Answer.objects.get(attempt=attempt, question_id=question_id), False
     if attempt.exam.sequential and item < furthest_position(attempt):
         raise ValidationError("This exam does not allow going back to earlier questions.")
-    kind = "answered" if answer is None else "changed"
-    if answer is None:
-        answer = Answer(attempt=attempt, question_id=question_id)
-    answer.version, answer.value, answer.client_saved_at = version, stored_value, client_time
-    answer.save()
-    integrity_record(attempt, kind, {"question": question_id, "version": version}, client_time)
+    kind = "answered" if attempt.a_version is None else "changed"
+    # One statement whether the answer exists or not; a flag set on it earlier is kept (not in the update).
+    answer = Answer(attempt=attempt, question_id=question_id, version=version, value=stored_value,
+                    client_saved_at=client_time, flagged=bool(attempt.a_flagged))
+    Answer.objects.bulk_create([answer], update_conflicts=True, unique_fields=["attempt", "question"],
+                               update_fields=["version", "value", "saved_at", "client_saved_at"])
+    event = _integrity_entry(attempt, kind, {"question": question_id, "version": version}, client_time)
+    event.save(force_insert=True)
+    Attempt.objects.filter(pk=attempt.pk).update(log_head=attempt.log_head, log_count=attempt.log_count)
+    answered = (attempt.answered or 0) + (stored_value is not None) - (attempt.a_answered is not None)
+    if answered != (attempt.answered or 0):
+        _progress_update(attempt, answered)
     return answer, True
 
 
@@ -364,20 +438,20 @@ def furthest_position(attempt: Attempt) -> int:
     return max(indexes, default=0)
 
 
-def _validate_value(question: Question, item: dict, value):
+def _validate_value(kind: str, option_count: int, value):
     """Answers are stored in the question's authoring terms (option indexes), whatever the display order."""
     k = Question.Kind
-    if question.kind in (k.SINGLE, k.MULTIPLE):
-        if not isinstance(value, list) or not all(isinstance(v, int) and 0 <= v < len(question.options) for v in value):
+    if kind in (k.SINGLE, k.MULTIPLE):
+        if not isinstance(value, list) or not all(isinstance(v, int) and 0 <= v < option_count for v in value):
             raise ValidationError("Choose from the question's options.")
-        if question.kind == k.SINGLE and len(value) > 1:
+        if kind == k.SINGLE and len(value) > 1:
             raise ValidationError("Choose one option.")
         return sorted(set(value))
-    if question.kind == k.TRUE_FALSE:
+    if kind == k.TRUE_FALSE:
         if value not in (True, False, None):
             raise ValidationError("Answer true or false.")
         return value
-    if question.kind == k.NUMERIC:
+    if kind == k.NUMERIC:
         if value in (None, ""):
             return None
         try:
@@ -387,7 +461,7 @@ def _validate_value(question: Question, item: dict, value):
         if not number.is_finite() or abs(number) > decimal.Decimal("1e15"):
             raise ValidationError("Enter a finite number.")  # NaN/Infinity would break grading
         return str(number)
-    if not isinstance(value, str) or len(value) > (200 if question.kind == k.SHORT else 20000):
+    if not isinstance(value, str) or len(value) > (200 if kind == k.SHORT else 20000):
         raise ValidationError("The answer is too long." if isinstance(value, str) else "Enter text.")
     return value
 
@@ -440,7 +514,7 @@ def attempt_finalize(*, attempt_id: int, skip_locked: bool = False) -> Attempt |
     With `skip_locked`, an attempt another process is finalising right now is left to it (the sweeper
     does not queue up behind the deadline tasks)."""
     with transaction.atomic():
-        attempt = Attempt.objects.select_for_update(skip_locked=skip_locked).select_related("exam") \
+        attempt = Attempt.objects.select_for_update(skip_locked=skip_locked, of=("self",)).select_related("exam") \
             .filter(pk=attempt_id).first()
         if attempt is None:
             return None
@@ -448,8 +522,14 @@ def attempt_finalize(*, attempt_id: int, skip_locked: bool = False) -> Attempt |
     return attempt
 
 
-def _finalize_locked(attempt: Attempt, now: dt.datetime, *, student_submitted: bool = False,
-                     client_time: dt.datetime | None = None) -> None:
+_CLOSE_FIELDS = ["state", "finish_reason", "finished_at", "finalized_at", "log_head", "log_count"]
+
+
+def _close(attempt: Attempt, now: dt.datetime, *, student_submitted: bool = False) -> tuple[str, dict]:
+    """Move a locked, open attempt to its next state (in memory); return its integrity entry (kind, data).
+
+    Submitted by the student; overdue (the grace period starts: submit only); abandoned (discard policy);
+    or submitted by the server, whose recorded finish is the deadline (or the end of grace), not "now"."""
     exam = attempt.exam
     if student_submitted:
         attempt.state, attempt.finish_reason, attempt.finished_at = (
@@ -458,31 +538,159 @@ def _finalize_locked(attempt: Attempt, now: dt.datetime, *, student_submitted: b
     elif attempt.state == Attempt.State.IN_PROGRESS and exam.expiry_policy == Exam.Expiry.GRACE \
             and attempt.grace_until and now < attempt.grace_until:
         attempt.state = Attempt.State.OVERDUE
-        attempt.save(update_fields=["state"])
-        integrity_record(attempt, "overdue", {"grace_until": attempt.grace_until.isoformat()})
-        _proctor_update(attempt)
-        _student_update(attempt)
-        return
+        return "overdue", {"grace_until": attempt.grace_until.isoformat()}
     elif exam.expiry_policy == Exam.Expiry.DISCARD:
         attempt.state, attempt.finish_reason, attempt.finished_at = (
             Attempt.State.ABANDONED, Attempt.FinishReason.DISCARDED, attempt.deadline)
         kind = "abandoned"
     else:
-        # Closed by the server: the recorded finish is the deadline (or the end of grace), not "now".
         grace_end = exam.expiry_policy == Exam.Expiry.GRACE and attempt.grace_until is not None
         attempt.state = Attempt.State.SUBMITTED
         attempt.finish_reason = Attempt.FinishReason.GRACE_END if grace_end else Attempt.FinishReason.DEADLINE
         attempt.finished_at = attempt.grace_until if grace_end else attempt.deadline
         kind = "auto_submitted"
     attempt.finalized_at = now
-    attempt.save(update_fields=["state", "finish_reason", "finished_at", "finalized_at"])
-    integrity_record(attempt, kind, {"finished_at": attempt.finished_at.isoformat(),
-                                     "reason": attempt.finish_reason}, client_time)
+    return kind, {"finished_at": attempt.finished_at.isoformat(), "reason": attempt.finish_reason}
+
+
+def attempt_touch(attempt: Attempt) -> Attempt:
+    """Finalisation on touch (a page, a socket connect, a clock read) for an attempt just read: the row is
+    locked and closed only when it is due, so the common case costs no write at all."""
+    if attempt.is_open and _is_due(attempt, timezone.now()):
+        return attempt_finalize(attempt_id=attempt.pk) or attempt
+    return attempt
+
+
+def _finalize_locked(attempt: Attempt, now: dt.datetime, *, student_submitted: bool = False,
+                     client_time: dt.datetime | None = None) -> None:
+    """Close one attempt (a submit, a touch after the deadline, a single deadline task) and do its
+    after-close work (grade, notice) in the same transaction: the caller gets a graded attempt."""
+    kind, data = _close(attempt, now, student_submitted=student_submitted)
+    event = _integrity_entry(attempt, kind, data, client_time)
+    attempt.save(update_fields=_CLOSE_FIELDS)
+    event.save(force_insert=True)
     if attempt.state == Attempt.State.SUBMITTED:
-        grade_auto(attempt)
-        _notify_once(attempt, "submitted")
+        _after_close_locked(attempt)
     _proctor_update(attempt)
     _student_update(attempt)
+
+
+def _after_close_locked(attempt: Attempt) -> None:
+    """What follows a submission: the automatic grade (and the grade-sync row) and the "submitted" notice.
+    Keyed by the attempt, so running it again changes nothing."""
+    grade_auto(attempt)
+    _notify_once(attempt, "submitted")
+
+
+def attempts_close_due(*, exam_id: int | None = None, chunk: int = 100, budget_seconds: float = 9.0,
+                       helpers: int = 0) -> int:
+    """The deadline wave: close every attempt past its deadline (or grace), `chunk` at a time, until none is
+    due or the time budget is spent; returns how many were closed.
+
+    Closing is only the state, the finish time and the integrity entry (one UPDATE and one INSERT per
+    chunk) plus the student's status event; grading, notices and grade sync follow on the bulk queue
+    (`attempts_after_close`). Chunks are taken with SKIP LOCKED, so several workers share one wave and
+    never wait for each other or for a student's submit; with `helpers`, the first full chunk queues that
+    many more copies of this task for the same exam."""
+    started, done, broken = time.monotonic(), 0, set()
+    while time.monotonic() - started < budget_seconds:
+        closed = _close_chunk(exam_id, chunk, broken)
+        if closed is None:
+            break
+        done += closed
+        if helpers and closed >= chunk:
+            from exams.tasks import attempts_close_due as task
+
+            for _ in range(helpers):
+                task.apply_async(args=[exam_id], queue="deadlines")
+            helpers = 0
+    return done
+
+
+def _due_attempts(exam_id: int | None, now: dt.datetime):
+    due = Attempt.objects.filter(Q(state=Attempt.State.IN_PROGRESS, deadline__lte=now)
+                                 | Q(state=Attempt.State.OVERDUE, grace_until__lte=now))
+    return due.filter(exam_id=exam_id) if exam_id is not None else due
+
+
+def _close_chunk(exam_id: int | None, chunk: int, broken: set[int]) -> int | None:
+    """Close up to `chunk` due attempts in one transaction; None when nothing is due (or all are locked).
+    If the chunk fails, its attempts are closed one by one: one broken attempt never holds up the others'
+    deadlines (it stays open, logged, and the next sweep tries it again)."""
+    now = timezone.now()
+    ids: list[int] = []
+    try:
+        with transaction.atomic():
+            attempts = list(_due_attempts(exam_id, now).exclude(pk__in=broken).select_related("exam")
+                            .select_for_update(skip_locked=True, of=("self",)).order_by("deadline", "pk")[:chunk])
+            if not attempts:
+                return None
+            ids = [a.pk for a in attempts]
+            _close_many(attempts, now)
+        return len(ids)
+    except Exception:
+        if not ids:
+            raise
+        logger.exception("closing %s attempts together failed; closing them one by one", len(ids))
+    closed = 0
+    for attempt_id in ids:
+        try:
+            with transaction.atomic():
+                attempt = _due_attempts(None, timezone.now()).select_related("exam") \
+                    .select_for_update(skip_locked=True, of=("self",)).filter(pk=attempt_id).first()
+                if attempt is not None:
+                    _close_many([attempt], now)
+                    closed += 1
+        except Exception:
+            broken.add(attempt_id)
+            logger.exception("closing attempt %s failed; the next sweep retries it", attempt_id)
+    return closed
+
+
+def _close_many(attempts: list[Attempt], now: dt.datetime) -> None:
+    """Close locked, due attempts together: one UPDATE, one INSERT of integrity entries, each student's
+    status event; after commit, the proctor board's updates and one after-close task for the submitted."""
+    entries = []
+    for attempt in attempts:
+        kind, data = _close(attempt, now)
+        entries.append(_integrity_entry(attempt, kind, data))
+    Attempt.objects.bulk_update(attempts, _CLOSE_FIELDS)
+    IntegrityEvent.objects.bulk_create(entries)
+    for attempt in attempts:
+        _student_update(attempt)
+        _proctor_update(attempt)
+    submitted = [a.pk for a in attempts if a.state == Attempt.State.SUBMITTED]
+    if submitted:
+        from exams.tasks import attempts_after_close
+
+        transaction.on_commit(lambda: attempts_after_close.apply_async(args=[submitted], queue="bulk"))
+
+
+def attempts_after_close(*, attempt_ids: list[int]) -> int:
+    """Grade and notify submitted attempts that a batch closed (idempotent: an attempt already graded is
+    skipped; one failing attempt is logged and left for `attempts_after_close_due`)."""
+    done = 0
+    for attempt_id in attempt_ids:
+        try:
+            with transaction.atomic():
+                attempt = Attempt.objects.select_for_update(of=("self",)).select_related("exam") \
+                    .filter(pk=attempt_id, state=Attempt.State.SUBMITTED, max_score__isnull=True).first()
+                if attempt is None:
+                    continue
+                _after_close_locked(attempt)
+                done += 1
+        except Exception:
+            logger.exception("after-close work for attempt %s failed; the next sweep retries it", attempt_id)
+    return done
+
+
+def attempts_after_close_due(*, older_than_seconds: float = 60, limit: int = 500) -> int:
+    """The after-close sweeper: submitted attempts still without a grade (their after-close task was lost
+    with a worker, or failed) get it now."""
+    cutoff = timezone.now() - dt.timedelta(seconds=older_than_seconds)
+    ids = list(Attempt.objects.filter(state=Attempt.State.SUBMITTED, max_score__isnull=True,
+                                      finalized_at__lte=cutoff).values_list("pk", flat=True)[:limit])
+    return attempts_after_close(attempt_ids=ids)
 
 
 # --- grading -------------------------------------------------------------------------------------------
@@ -510,6 +718,7 @@ def grade_auto(attempt: Attempt) -> None:
     questions = {q.pk: q for q in Question.objects.filter(pk__in=[i["question"] for i in attempt.layout])}
     answers = {a.question_id: a for a in Answer.objects.filter(attempt=attempt)}
     total, maximum, manual = decimal.Decimal(0), decimal.Decimal(0), False
+    changed: list[Answer] = []
     for item in attempt.layout:
         q = questions[item["question"]]
         maximum += q.points
@@ -524,7 +733,9 @@ def grade_auto(attempt: Attempt) -> None:
         total += points
         if answer is not None and answer.points != points:
             answer.points = points
-            answer.save(update_fields=["points"])
+            changed.append(answer)
+    if changed:
+        Answer.objects.bulk_update(changed, ["points"])  # one statement, not one per question
     attempt.score, attempt.max_score, attempt.needs_manual_grading = total, maximum, manual
     attempt.graded_at = None if manual else timezone.now()
     attempt.save(update_fields=["score", "max_score", "needs_manual_grading", "graded_at"])
@@ -591,28 +802,10 @@ def extra_time_grant(*, attempt_id: int, actor: User, minutes: int) -> Attempt:
     return attempt
 
 
-def attempts_finalize_due(limit: int = 500, budget_seconds: float = 9.0) -> int:
-    """The sweeper: finalise every attempt past its deadline (or grace) that no task has closed, in
-    batches, until none is left or the time budget (under the beat period) is spent."""
-    import time as _time
-
-    started, done, tried = _time.monotonic(), 0, set()
-    while _time.monotonic() - started < budget_seconds:
-        now = timezone.now()
-        due = list(Attempt.objects.filter(state=Attempt.State.IN_PROGRESS, deadline__lte=now)
-                   .exclude(pk__in=tried).values_list("pk", flat=True)[:limit])
-        due += list(Attempt.objects.filter(state=Attempt.State.OVERDUE, grace_until__lte=now)
-                    .exclude(pk__in=tried).values_list("pk", flat=True)[:limit])
-        if not due:
-            break
-        for attempt_id in due:
-            tried.add(attempt_id)
-            try:
-                attempt_finalize(attempt_id=attempt_id, skip_locked=True)
-                done += 1
-            except Exception:  # one broken attempt must never hold up everyone else's deadline
-                logger.exception("finalising attempt %s failed; the next sweep retries it", attempt_id)
-    return done
+def attempts_finalize_due(budget_seconds: float = 9.0) -> int:
+    """The sweeper: close every attempt past its deadline (or grace) that no task has closed, in batches
+    (see `attempts_close_due`), until none is left or the time budget (under the beat period) is spent."""
+    return attempts_close_due(budget_seconds=budget_seconds)
 
 
 # --- side effects, each once per attempt ----------------------------------------------------------------
@@ -654,7 +847,7 @@ def notification_deliver(*, notification_id: int) -> bool:
     from django.core.mail import send_mail
 
     with transaction.atomic():
-        n = Notification.objects.select_for_update().select_related("attempt__student", "attempt__exam") \
+        n = Notification.objects.select_for_update(of=("self",)).select_related("attempt__student", "attempt__exam") \
             .filter(pk=notification_id).first()
         if n is None or n.sent_at is not None:
             return False
@@ -703,8 +896,15 @@ def _proctor_update(attempt: Attempt) -> None:
 
 
 def _student_update(attempt: Attempt) -> None:
-    room_event_emit(realtime.attempt_room(attempt.institution_id, attempt.pk), "attempt.status",
-                    events.attempt_status(attempt))
+    """The student's own room, stored and sequenced (resume). Called inside the writer's transaction."""
+    room = realtime.attempt_room(attempt.institution_id, attempt.pk)
+    room_event_record(room, room_next_seq(room), "attempt.status", events.attempt_status(attempt))
+
+
+def _progress_update(attempt: Attempt, answered: int) -> None:
+    """The proctor board's answered count, sent only when it changes (not on every save)."""
+    room_signal_publish(realtime.proctor_room(attempt.institution_id, attempt.exam_id), "attempt.progress",
+                        events.attempt_progress(attempt, answered))
 
 
 # --- transcripts -------------------------------------------------------------------------------------

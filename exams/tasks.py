@@ -7,10 +7,39 @@ from celery import shared_task
 
 @shared_task(acks_late=True, ignore_result=True)
 def attempt_finalize_due(attempt_id: int) -> None:
-    """At an attempt's deadline (queued with an ETA on the `deadlines` queue). Idempotent."""
+    """One attempt's deadline (ETA tasks queued before deadlines were batched per exam). Idempotent."""
     from exams import services
 
     services.attempt_finalize(attempt_id=attempt_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def attempts_close_due(exam_id: int, helpers: bool = False) -> int:
+    """At an exam's deadline second (ETA, `deadlines` queue): close every due attempt of the exam in batches.
+    With `helpers`, a wave bigger than one batch is shared with more copies of this task (one per worker
+    slot on the deadlines queue). Idempotent: a second run finds nothing due."""
+    from django.conf import settings
+
+    from exams import services
+
+    return services.attempts_close_due(exam_id=exam_id, budget_seconds=60,
+                                       helpers=settings.AULA_DEADLINE_CONCURRENCY - 1 if helpers else 0)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def attempts_after_close(attempt_ids: list[int]) -> int:
+    """After a batch closed attempts (bulk queue): grade them, notify, queue the grade sync. Idempotent."""
+    from exams import services
+
+    return services.attempts_after_close(attempt_ids=attempt_ids)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def attempts_after_close_sweep() -> int:
+    """Every minute: submitted attempts whose after-close task was lost or failed are graded now."""
+    from exams import services
+
+    return services.attempts_after_close_due()
 
 
 @shared_task(acks_late=True, ignore_result=True)

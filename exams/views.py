@@ -25,6 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from classrooms.models import Enrollment, Role
+from config.http import in_thread_pool
 from exams import events, selectors, services
 from exams.models import Answer, Attempt, Exam, IntegrityEvent, Question
 
@@ -75,10 +76,11 @@ def exam_list(request):
     return render(request, "exams/list.html", {"rows": rows, "teaching": list(_teaching_exams(request.user))})
 
 
+@in_thread_pool  # a start stampede: hundreds in the same second, served in parallel threads
 @login_required
 @require_POST
 def exam_start(request, exam_id: int):
-    exam = selectors.student_exams(request.user).filter(pk=exam_id).first()
+    exam = selectors.startable_exam(request.user, exam_id)
     if exam is None:
         raise Http404("No such exam")
     try:
@@ -108,14 +110,12 @@ def _attempt_content(attempt: Attempt) -> dict:
     }
 
 
+@in_thread_pool  # right after a start stampede, every student loads this page
 @login_required
 @require_GET
 @never_cache  # exam content and answers: not kept in a shared browser's cache
 def attempt_page(request, attempt_id: int):
-    attempt = _own_attempt(request, attempt_id)
-    if attempt.is_open:
-        services.attempt_finalize(attempt_id=attempt.pk)  # finalisation on touch, as the socket does
-        attempt.refresh_from_db()
+    attempt = services.attempt_touch(_own_attempt(request, attempt_id))  # finalisation on touch, as the socket
     config = {
         "attempt_id": attempt.pk,
         "state": attempt.state,

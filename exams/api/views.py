@@ -47,9 +47,7 @@ class AttemptView(APIView):
 class AttemptClock(AttemptView):
     @extend_schema(tags=["exams"], responses={200: dict})
     def get(self, request, attempt_id: int):
-        attempt = self.attempt(request, attempt_id)
-        if attempt.is_open:
-            attempt = services.attempt_finalize(attempt_id=attempt.pk)  # finalisation on touch
+        attempt = services.attempt_touch(self.attempt(request, attempt_id))  # finalisation on touch
         return Response({"server_time": timezone.now().isoformat(), **events.attempt_status(attempt)})
 
 

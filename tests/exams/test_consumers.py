@@ -167,3 +167,26 @@ def test_http_fallback_refuses_bad_values_with_400_and_records_events(world):
                content_type="application/json")
     assert r.status_code == 200 and r.json() == {"recorded": True}
     assert IntegrityEvent.objects.filter(attempt=attempt, kind="focus_lost", data__duration_ms=1500).exists()
+
+
+async def test_proctor_sees_the_answered_count_when_it_changes_not_on_every_save(world):
+    ex = await database_sync_to_async(ExamWorld)(world)
+    attempt = await database_sync_to_async(services.attempt_start)(exam=ex.exam, student=world.student_a)
+    board, ok, _ = await open_socket(world.teacher_a, f"/ws/v1/exams/{ex.exam.pk}/proctor/")
+    assert ok
+    await frames_until(board, "snapshot")
+    student, ok, _ = await open_socket(world.student_a, f"/ws/v1/attempts/{attempt.pk}/")
+    assert ok
+    await frames_until(student, "snapshot")
+    for ref, question, version in [("a", ex.q_short, 1), ("b", ex.q_short, 2), ("c", ex.q_tf, 1)]:
+        value = True if question == ex.q_tf else f"v{version}"
+        await student.send_to(text_data=json.dumps({"type": "answer.save", "ref": ref, "question_id": question.pk,
+                                                    "value": value, "version": version}))
+        ack, _ = await frames_until(student, "ack")
+        assert ack["data"]["applied"] is True
+    first, _ = await frames_until(board, "attempt.progress")
+    second, between = await frames_until(board, "attempt.progress")
+    assert (first["data"]["answered"], second["data"]["answered"]) == (1, 2)
+    assert not [f for f in between if f["type"] == "attempt.progress"]
+    await student.disconnect()
+    await board.disconnect()

@@ -191,6 +191,9 @@ def test_finalisation_races_between_deadline_task_sweeper_and_touch_close_once(w
     for t in threads:
         t.join()
     assert not errors
+    # The sweeper closes and leaves grading and the notice to the bulk queue: run that part (twice) too.
+    services.attempts_after_close_due(older_than_seconds=0)
+    services.attempts_after_close_due(older_than_seconds=0)
     assert IntegrityEvent.objects.filter(attempt=attempt, kind="auto_submitted").count() == 1
     assert Notification.objects.filter(attempt=attempt).count() == 1
     attempt.refresh_from_db()
@@ -354,13 +357,40 @@ def test_non_finite_numbers_are_refused(ex, bad):
                              version=1)
 
 
-def test_one_broken_attempt_does_not_stop_the_sweeper(ex, monkeypatch):
+def _two_overdue(ex) -> tuple[Attempt, Attempt]:
     other = factories.user("s3", age=15)
     factories.enroll(ex.w.course_a, other)
     first = services.attempt_start(exam=ex.exam, student=ex.w.student_a)
     second = services.attempt_start(exam=ex.exam, student=other)
     shift(first, 31)
     shift(second, 31)
+    return first, second
+
+
+def test_one_broken_attempt_does_not_stop_the_sweeper(ex, monkeypatch):
+    first, second = _two_overdue(ex)
+    real = services._close
+
+    def flaky(attempt, now, **kw):
+        if attempt.pk == first.pk:
+            raise RuntimeError("corrupt row")
+        return real(attempt, now, **kw)
+
+    monkeypatch.setattr(services, "_close", flaky)
+    services.attempts_finalize_due()
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.state == Attempt.State.IN_PROGRESS  # rolled back, retried by the next sweep
+    assert second.state == Attempt.State.SUBMITTED and second.finalized_at is not None
+    monkeypatch.setattr(services, "_close", real)
+    services.attempts_finalize_due()
+    first.refresh_from_db()
+    assert first.state == Attempt.State.SUBMITTED
+    assert IntegrityEvent.objects.filter(kind="auto_submitted", attempt__in=[first, second]).count() == 2
+
+
+def test_a_grading_failure_never_delays_the_close_and_is_retried(ex, monkeypatch):
+    first, second = _two_overdue(ex)
     real = services.grade_auto
 
     def flaky(attempt):
@@ -372,8 +402,17 @@ def test_one_broken_attempt_does_not_stop_the_sweeper(ex, monkeypatch):
     services.attempts_finalize_due()
     first.refresh_from_db()
     second.refresh_from_db()
-    assert first.state == Attempt.State.IN_PROGRESS  # rolled back, retried by the next sweep
-    assert second.state == Attempt.State.SUBMITTED
+    assert first.state == second.state == Attempt.State.SUBMITTED  # both closed on time
+    assert services.attempts_after_close_due(older_than_seconds=0) == 1
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.max_score is None and second.max_score == Decimal(10)
+    assert not Notification.objects.filter(attempt=first).exists()
+    monkeypatch.setattr(services, "grade_auto", real)
+    assert services.attempts_after_close_due(older_than_seconds=0) == 1
+    first.refresh_from_db()
+    assert first.max_score == Decimal(10)
+    assert Notification.objects.filter(attempt__in=[first, second], kind="submitted").count() == 2
 
 
 def test_a_flag_on_an_unanswered_question_is_kept_and_a_save_still_wins(ex):

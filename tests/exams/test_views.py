@@ -16,7 +16,7 @@ from exams.models import Answer, Attempt, Exam, IntegrityEvent, Notification
 from tests import factories
 from tests.exams.conftest import ExamWorld
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)  # start and attempt pages run on pool threads (config.http)
 
 
 def as_user(client, user):

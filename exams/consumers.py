@@ -73,7 +73,17 @@ class AttemptConsumer(RoomConsumer):
         return realtime.attempt_room(attempt.institution_id, attempt.pk)
 
     def still_authorized(self) -> CloseCode | None:
-        return None if selectors.own_attempt(self.user, self.attempt.pk) else CloseCode.FORBIDDEN
+        return self.still_authorized_many([self]).get(self)
+
+    @property
+    def recheck_group(self) -> str:
+        # One socket per attempt room: re-check an exam's attempt sockets of this process together.
+        return f"exam:{self.attempt.exam_id}"
+
+    @classmethod
+    def still_authorized_many(cls, consumers: list[AttemptConsumer]) -> dict[AttemptConsumer, CloseCode]:
+        owned = selectors.attempts_still_owned([(c.attempt.pk, c.user.pk) for c in consumers])
+        return {c: CloseCode.FORBIDDEN for c in consumers if c.attempt.pk not in owned}
 
     async def joined(self) -> None:
         tracker = presence.tracker()

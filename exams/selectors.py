@@ -19,6 +19,24 @@ def own_attempt(user: User, attempt_id: int) -> Attempt | None:
             .filter(pk=attempt_id, student=user).first())
 
 
+def attempts_still_owned(pairs: list[tuple[int, int]]) -> set[int]:
+    """For the periodic re-check of attempt sockets, in one query: which of these (attempt, student) pairs
+    still hold — the student's account is active and still belongs to the attempt's school (an active
+    membership or enrollment there: what `institution_ids_for` grants a student)."""
+    from django.db.models import Exists, OuterRef
+
+    from classrooms.models import Enrollment, Membership
+
+    if not pairs:
+        return set()
+    at_school = {"user_id": OuterRef("student_id"), "institution_id": OuterRef("institution_id"), "is_active": True}
+    rows = (Attempt.objects.filter(pk__in=[a for a, _ in pairs], student__is_active=True)
+            .filter(Exists(Membership.objects.filter(**at_school)) | Exists(Enrollment.objects.filter(**at_school)))
+            .values_list("pk", "student_id"))
+    wanted = set(pairs)
+    return {pk for pk, student_id in rows if (pk, student_id) in wanted}
+
+
 def can_proctor(user: User, exam: Exam) -> bool:
     if not user.is_authenticated or not user.is_active:
         return False

@@ -64,14 +64,14 @@ class _Rechecks:
         self.tasks: dict[tuple[type, str], asyncio.Task] = {}
 
     def add(self, consumer: RoomConsumer) -> None:
-        key = (type(consumer), consumer.room_key)
+        key = (type(consumer), consumer.recheck_group)
         self.groups.setdefault(key, {})[consumer] = None
         task = self.tasks.get(key)
         if task is None or task.done():
-            self.tasks[key] = asyncio.create_task(self._loop(key), name=f"aula-recheck:{consumer.room_key}")
+            self.tasks[key] = asyncio.create_task(self._loop(key), name=f"aula-recheck:{consumer.recheck_group}")
 
     def discard(self, consumer: RoomConsumer) -> None:
-        key = (type(consumer), consumer.room_key)
+        key = (type(consumer), consumer.recheck_group)
         group = self.groups.get(key)
         if group is not None:
             group.pop(consumer, None)
@@ -82,7 +82,7 @@ class _Rechecks:
                     task.cancel()
 
     async def _loop(self, key: tuple[type, str]) -> None:
-        cls, room_key = key
+        cls = key[0]
         period = settings.AULA_SOCKET_RECHECK_SECONDS
         # Jittered so that the rooms of a process (and processes) do not check in step.
         await asyncio.sleep(random.uniform(period / 2, period))
@@ -136,6 +136,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
     def still_authorized(self) -> CloseCode | None:
         """Sync re-check run periodically in a thread; return a close code to evict the socket."""
         return None
+
+    @property
+    def recheck_group(self) -> str:
+        """Sockets re-checked together (one task, one batch of queries): by default the room's. A consumer
+        whose rooms hold one socket each (an exam attempt) groups by something larger (the exam)."""
+        return self.room_key
 
     @classmethod
     def still_authorized_many(cls, consumers: list[RoomConsumer]) -> dict[RoomConsumer, CloseCode]:

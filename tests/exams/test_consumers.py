@@ -190,3 +190,41 @@ async def test_proctor_sees_the_answered_count_when_it_changes_not_on_every_save
     assert not [f for f in between if f["type"] == "attempt.progress"]
     await student.disconnect()
     await board.disconnect()
+
+
+async def test_attempt_sockets_of_an_exam_are_rechecked_together(world, settings):
+    """The periodic re-check batches an exam's attempt sockets: a student who left the school loses the
+    socket (4403); a classmate in the same exam keeps theirs."""
+    from classrooms.models import Enrollment, Membership
+    from tests import factories
+
+    settings.AULA_SOCKET_RECHECK_SECONDS = 1
+
+    def setup():
+        ex = ExamWorld(world)
+        classmate = factories.user("exam-classmate", age=15)
+        factories.enroll(world.course_a, classmate)
+        return (services.attempt_start(exam=ex.exam, student=world.student_a),
+                services.attempt_start(exam=ex.exam, student=classmate), classmate)
+
+    leaving, staying, classmate = await database_sync_to_async(setup)()
+    gone, ok_a, _ = await open_socket(world.student_a, f"/ws/v1/attempts/{leaving.pk}/")
+    kept, ok_b, _ = await open_socket(classmate, f"/ws/v1/attempts/{staying.pk}/")
+    assert ok_a and ok_b
+
+    def leave_school():
+        Enrollment.objects.filter(user=world.student_a).update(is_active=False)
+        Membership.objects.filter(user=world.student_a).update(is_active=False)
+
+    await database_sync_to_async(leave_school)()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 8
+    while True:
+        output = await gone.receive_output(timeout=max(deadline - loop.time(), 0.01))
+        if output["type"] == "websocket.close":
+            assert output["code"] == 4403
+            break
+    await asyncio.sleep(1.5)  # a full period later the classmate is still served
+    await kept.send_to(text_data=json.dumps({"type": "time.sync", "ref": "t1", "client_time": 0}))
+    assert not await kept.receive_nothing(timeout=1)
+    await kept.disconnect()

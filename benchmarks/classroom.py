@@ -451,7 +451,11 @@ def run_target(name: str, server: Server, seed: dict, args, backing: dict) -> di
 
         # --- poll (Aula only) ---
         if name == "aula" and args.poll:
-            result["poll"] = run_poll(gens, procs, owner, present, args, rng)
+            profilers = Profilers(args, f"{name}-poll", server, gens)
+            try:
+                result["poll"] = run_poll(gens, procs, owner, present, args, rng)
+            finally:
+                profilers.stop()
 
         # --- rejoin: everyone joins again, now with chat history and an answered poll in the snapshot ---
         if name == "aula" and args.rejoin:

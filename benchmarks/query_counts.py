@@ -84,7 +84,7 @@ def main() -> int:
     def answer(user: User) -> None:
         s = LiveSession.objects.select_related("course").get(pk=session.pk)
         p = Poll.objects.filter(session=s, pk=poll.pk).select_related("session").first()
-        services.poll_answer(poll=p, user=user, attempt_id=uuid.uuid4(), positions=[0])
+        services.poll_answer(poll_id=p.pk, user=user, attempt_id=uuid.uuid4(), positions=[0])
 
     count("poll.answer (_call + _poll + poll_answer)", lambda: answer(student))
     for u in others:

@@ -447,21 +447,15 @@ class LiveSessionConsumer(RoomConsumer):
 
     async def on_poll_answer(self, msg: PollAnswerMsg) -> None:
         await self._limit("poll_answer")
-
-        def run():
-            # The poll and its session (status read now) in one query; the service checks the rest.
-            poll = (Poll.objects.filter(session_id=self.session.pk, pk=msg.poll_id)
-                    .select_related("session__course").first())
-            if poll is None:
-                raise FrameError(ErrorCode.NOT_FOUND, "No such poll.")
-            answer, created = services.poll_answer(poll=poll, user=self.user, attempt_id=msg.attempt_id,
-                                                   positions=msg.positions, text=msg.text)
-            return poll, created
-
-        poll, created = await self._run(run)
-        await self.ack(msg.ref, poll_id=poll.pk, duplicate=not created)
+        try:
+            _, created = await self._run(lambda: services.poll_answer(
+                poll_id=msg.poll_id, session_id=self.session.pk, user=self.user, attempt_id=msg.attempt_id,
+                positions=msg.positions, text=msg.text))
+        except Poll.DoesNotExist:
+            raise FrameError(ErrorCode.NOT_FOUND, "No such poll.") from None
+        await self.ack(msg.ref, poll_id=msg.poll_id, duplicate=not created)
         if created:
-            await _coalesced_results(poll.pk)
+            await _coalesced_results(msg.poll_id)
 
     async def on_poll_close(self, msg: PollRef) -> None:
         await self._moderator_only()

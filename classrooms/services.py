@@ -520,10 +520,14 @@ def poll_create(*, session: LiveSession, actor: User, question: str, kind: str, 
 
 
 def _respondent_key(poll: Poll, user: User) -> str:
+    return _respondent_key_for(poll.pk, poll.anonymous, user)
+
+
+def _respondent_key_for(poll_id: int, anonymous: bool, user: User) -> str:
     """Anonymous polls store no user id: a keyed hash still lets one person answer once."""
-    if not poll.anonymous:
+    if not anonymous:
         return f"u{user.pk}"
-    digest = hmac.new(settings.SECRET_KEY.encode(), f"poll{poll.pk}:user{user.pk}".encode(), hashlib.sha256)
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"poll{poll_id}:user{user.pk}".encode(), hashlib.sha256)
     return "h" + digest.hexdigest()[:40]
 
 
@@ -539,48 +543,50 @@ RETURNING id, created_at
 """
 
 
-def poll_answer(*, poll: Poll, user: User, attempt_id: uuid_module.UUID, positions: list[int] | None = None,
-                text: str = "") -> tuple[PollAnswer, bool]:
+def poll_answer(*, poll_id: int, user: User, attempt_id: uuid_module.UUID, positions: list[int] | None = None,
+                text: str = "", session_id: int | None = None) -> tuple[PollAnswer, bool]:
     """Answer once. A replay with the same attempt id and answer is accepted again and counted once;
-    anything else after a first answer is a Conflict. Returns (answer, created).
+    anything else after a first answer is a Conflict. Returns (answer, created). `Poll.DoesNotExist` when
+    there is no such poll (in `session_id`, when given).
 
-    One INSERT … ON CONFLICT DO NOTHING guarded by the poll being open. It takes a share lock on the poll
-    row, so answers never wait for each other (a row lock per answer serialised 2,000 of them: 14–29 s,
-    docs/benchmarks.md) but `poll_close`'s exclusive lock still orders them: an answer either commits
-    before the close counts the final results, or sees the poll closed."""
-    role, reason = selectors.feature_access(poll.session, user, Feature.POLLS)
-    if reason:
-        raise PermissionDenied(reason)
-    if role in {Role.TEACHER, Role.TA}:
+    Two statements: one read of everything the answer depends on (`selectors.poll_answer_context`), and one
+    INSERT … ON CONFLICT DO NOTHING guarded by the poll being open. The insert takes a share lock on the
+    poll row, so answers never wait for each other (a row lock per answer serialised 2,000 of them:
+    14–29 s, docs/benchmarks.md) while `poll_close`'s exclusive lock still orders them: an answer either
+    commits before the close counts the final results, or sees the poll closed."""
+    ctx = selectors.poll_answer_context(poll_id, user, session_id)
+    if ctx is None:
+        raise Poll.DoesNotExist("No such poll.")
+    if ctx.block_reason:
+        raise PermissionDenied(ctx.block_reason)
+    if ctx.role in {Role.TEACHER, Role.TA}:
         raise PermissionDenied("Teachers do not answer their own polls.")
-    options = list(poll.options.values_list("position", "is_correct"))
     positions = sorted(set(positions or []))
     text = _CONTROL_CHARS.sub("", text or "").strip()
-    if poll.kind == Poll.Kind.OPEN:
+    if ctx.kind == Poll.Kind.OPEN:
         if not text or positions:
             raise ValidationError("Answer an open poll with text.")
         if len(text) > 1000:
             raise ValidationError("An answer is at most 1000 characters.")
     else:
-        if text or not positions or any(not 0 <= p < len(options) for p in positions):
+        if text or not positions or any(not 0 <= p < ctx.option_count for p in positions):
             raise ValidationError("Choose one of the poll's options.")
-        if poll.kind == Poll.Kind.SINGLE and len(positions) != 1:
+        if ctx.kind == Poll.Kind.SINGLE and len(positions) != 1:
             raise ValidationError("Choose exactly one option.")
-    respondent = _respondent_key(poll, user)
-    is_correct = positions == sorted(p for p, correct in options if correct) if poll.is_quiz else None
-    answer = PollAnswer(institution_id=poll.institution_id, poll=poll, user=None if poll.anonymous else user,
+    respondent = _respondent_key_for(poll_id, ctx.anonymous, user)
+    answer = PollAnswer(institution_id=ctx.institution_id, poll_id=poll_id, user=None if ctx.anonymous else user,
                         respondent=respondent, attempt_id=attempt_id, option_positions=positions, text=text,
-                        is_correct=is_correct)
-    with transaction.atomic(), connection.cursor() as cur:
+                        is_correct=positions == sorted(ctx.correct) if ctx.is_quiz else None)
+    with connection.cursor() as cur:  # one statement: atomic on its own
         cur.execute(_POLL_ANSWER_SQL, {
             "user": answer.user_id, "respondent": respondent, "attempt": attempt_id,
-            "positions": json.dumps(positions), "text": text, "correct": is_correct, "poll": poll.pk})
+            "positions": json.dumps(positions), "text": text, "correct": answer.is_correct, "poll": poll_id})
         row = cur.fetchone()
     if row is not None:
         answer.pk, answer.created_at = row
         answer._state.adding = False
         return answer, True
-    existing = PollAnswer.objects.filter(poll=poll, respondent=respondent).first()
+    existing = PollAnswer.objects.filter(poll_id=poll_id, respondent=respondent).first()
     if existing is None:
         raise ValidationError("This poll is closed.")
     if existing.attempt_id == attempt_id and existing.option_positions == positions and existing.text == text:

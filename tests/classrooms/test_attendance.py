@@ -77,7 +77,7 @@ def test_engagement_counts_chat_polls_and_hands(world):
     services.chat_message_post(session=session, author=world.student_a, body="question")
     poll = services.poll_create(session=session, actor=world.teacher_a, question="?", kind="single",
                                 options=["a", "b"])
-    services.poll_answer(poll=poll, user=world.student_a, attempt_id=uuid.uuid4(), positions=[0])
+    services.poll_answer(poll_id=poll.pk, user=world.student_a, attempt_id=uuid.uuid4(), positions=[0])
     services.hand_raise(session=session, user=world.student_a)
     session.refresh_from_db()
     start = session.started_at.timestamp()

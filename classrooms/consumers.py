@@ -275,16 +275,22 @@ class LiveSessionConsumer(RoomConsumer):
         return {"count": count, "users": None}
 
     def _build_snapshot(self) -> dict:
-        from config.realtime.transport import room_last_seq
+        from django.db.models import Subquery
+
+        from config.realtime.models import RoomSequence
 
         with transaction.atomic():
             # One consistent view: the seq and the state it describes come from the same snapshot.
             with connection.cursor() as cur:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            session = LiveSession.objects.select_related("course").get(pk=self.session.pk)
-            last_seq = room_last_seq(self.room_key)
-            control = selectors.session_control(session)
-            state = selectors.participant_state(session, self.user)
+            # The session, its course, its class-wide controls and the room's last seq in one query.
+            session = (LiveSession.objects.select_related("course", "control")
+                       .annotate(room_last_seq=Subquery(RoomSequence.objects.filter(room_key=self.room_key)
+                                                        .values("last_seq")[:1]))
+                       .get(pk=self.session.pk))
+            last_seq = session.room_last_seq or 0
+            control = getattr(session, "control", None)
+            state = None if self.is_staff_role else selectors.participant_state(session, self.user)
             polls = list(Poll.objects.filter(session=session).exclude(status=Poll.Status.DRAFT)
                          .prefetch_related("options").order_by("-id")[:10])
             mine: dict[int, dict] = {}

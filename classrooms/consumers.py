@@ -19,7 +19,7 @@ from django.utils import timezone
 from pydantic import Field
 
 from classrooms import events, realtime, selectors, services
-from classrooms.models import ChatMessage, LiveSession, Poll, PollAnswer, Role, User
+from classrooms.models import ChatMessage, Enrollment, LiveSession, Poll, PollAnswer, Role, User
 from classrooms.receivers import session_presence_audience, state_seconds
 from config.realtime import presence
 from config.realtime.consumer import FrameError, Refused, RoomConsumer
@@ -275,22 +275,13 @@ class LiveSessionConsumer(RoomConsumer):
         return {"count": count, "users": None}
 
     def _build_snapshot(self) -> dict:
-        from django.db.models import Subquery
-
-        from config.realtime.models import RoomSequence
-
         with transaction.atomic():
             # One consistent view: the seq and the state it describes come from the same snapshot.
             with connection.cursor() as cur:
                 cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            # The session, its course, its class-wide controls and the room's last seq in one query.
-            session = (LiveSession.objects.select_related("course", "control")
-                       .annotate(room_last_seq=Subquery(RoomSequence.objects.filter(room_key=self.room_key)
-                                                        .values("last_seq")[:1]))
-                       .get(pk=self.session.pk))
-            last_seq = session.room_last_seq or 0
-            control = getattr(session, "control", None)
-            state = None if self.is_staff_role else selectors.participant_state(session, self.user)
+            head = selectors.snapshot_head(self.session.pk, self.user, self.room_key)
+            session, last_seq, control = head.session, head.last_seq, head.control
+            state = head.state
             polls = list(Poll.objects.filter(session=session).exclude(status=Poll.Status.DRAFT)
                          .prefetch_related("options").order_by("-id")[:10])
             mine: dict[int, dict] = {}
@@ -314,7 +305,8 @@ class LiveSessionConsumer(RoomConsumer):
             if self.is_staff_role:
                 roster = [
                     {"id": e.user_id, "name": e.user.public_name, "role": e.role}
-                    for e in session.course.enrollments.filter(is_active=True).select_related("user")
+                    for e in Enrollment.objects.filter(course_id=session.course_id, is_active=True)
+                    .select_related("user")
                 ]
                 states = {s.user_id: events.participant(s) for s in session.participant_states.all()}
             else:
@@ -323,7 +315,7 @@ class LiveSessionConsumer(RoomConsumer):
                 "last_seq": last_seq,
                 "server_time": timezone.now().isoformat(),
                 "resume_token": resume_token(self.conn_id, self.user.pk, self.session.pk),
-                "session": {"id": session.pk, "title": session.title, "course": session.course.code,
+                "session": {"id": session.pk, "title": session.title, "course": head.course_code,
                             **events.session_status(session)},
                 "you": {"id": self.user.pk, "name": self.user.public_name, "role": self.role,
                         "can_moderate": self.is_staff_role},

@@ -160,29 +160,81 @@ def can_moderate(user: User, session: LiveSession) -> bool:
     return enrollment_role(user, session.course) in {Role.TEACHER, Role.TA}
 
 
+_JOIN_SQL = """
+SELECT s.*,
+       (SELECT e.role FROM classrooms_enrollment e
+         WHERE e.course_id = s.course_id AND e.institution_id = s.institution_id AND e.user_id = %s AND e.is_active
+         LIMIT 1) AS join_role,
+       EXISTS (SELECT 1 FROM classrooms_participantstate ps
+                WHERE ps.session_id = s.id AND ps.user_id = %s AND ps.removed_at IS NOT NULL) AS join_removed
+FROM classrooms_livesession s WHERE s.id = %s
+"""
+
+
 def session_join_info(user: User, session_id: int) -> tuple[LiveSession | None, str | None, bool]:
-    """A socket's join in one query: (session, the user's active role in its course, removed?).
+    """A socket's join in one statement: (session, the user's active role in its course, removed?).
 
     An active enrollment in the session's course, at the session's institution, is what makes the session
     visible to a student or teacher, so the common case needs no separate scope lookup. Without one the
-    answer falls back to `live_sessions_for` to tell "no such session for you" from "not in this class"."""
-    from django.db.models import Exists, OuterRef, Subquery
-
-    from classrooms.models import ParticipantState
-
+    answer falls back to `live_sessions_for` to tell "no such session for you" from "not in this class".
+    Plain SQL: building the same query with the ORM cost more CPU than running it (a 2,000-student join
+    storm, docs/benchmarks.md)."""
     if not user.is_authenticated or not user.is_active:
         return None, None, False
-    role = (Enrollment.objects.filter(course_id=OuterRef("course_id"), institution_id=OuterRef("institution_id"),
-                                      user_id=user.pk, is_active=True).values("role")[:1])
-    removed = ParticipantState.objects.filter(session_id=OuterRef("pk"), user_id=user.pk, removed_at__isnull=False)
-    session = (LiveSession.objects.select_related("course", "institution").filter(pk=session_id)
-               .annotate(join_role=Subquery(role), join_removed=Exists(removed)).first())
+    session = next(iter(LiveSession.objects.raw(_JOIN_SQL, [user.pk, user.pk, session_id])), None)
     if session is not None and session.join_role is not None:
         return session, session.join_role, session.join_removed
     session = live_sessions_for(user).filter(pk=session_id).first()
     if session is None:
         return None, None, False
     return session, enrollment_role(user, session.course), is_removed(session, user)
+
+
+_SNAPSHOT_HEAD_SQL = """
+SELECT s.id, s.institution_id, s.course_id, s.title, s.status, s.started_at, s.ended_at, c.code,
+       sc.session_id, sc.locked_features, sc.timer_label, sc.timer_started_at, sc.timer_ends_at,
+       (SELECT q.last_seq FROM realtime_roomsequence q WHERE q.room_key = %(room)s),
+       ps.id, ps.locked_features, ps.can_screen_share, ps.removed_at
+FROM classrooms_livesession s
+JOIN classrooms_course c ON c.id = s.course_id
+LEFT JOIN classrooms_sessioncontrol sc ON sc.session_id = s.id
+LEFT JOIN classrooms_participantstate ps ON ps.session_id = s.id AND ps.user_id = %(user)s
+WHERE s.id = %(session)s
+"""
+
+
+@dataclass(frozen=True)
+class SnapshotHead:
+    session: LiveSession
+    course_code: str
+    last_seq: int
+    control: object | None  # SessionControl
+    state: object | None  # the user's ParticipantState
+
+
+def snapshot_head(session_id: int, user: User, room_key: str) -> SnapshotHead | None:
+    """The session, its course code, its class-wide controls, the room's last seq and the user's own
+    participant state: the fixed part of every join's snapshot, in one statement."""
+    from django.db import connection
+
+    from classrooms.models import ParticipantState, SessionControl
+
+    with connection.cursor() as cur:
+        cur.execute(_SNAPSHOT_HEAD_SQL, {"session": session_id, "user": user.pk, "room": room_key})
+        row = cur.fetchone()
+    if row is None:
+        return None
+    (sid, institution_id, course_id, title, status, started_at, ended_at, code, control_id, class_locks,
+     timer_label, timer_started_at, timer_ends_at, last_seq, state_id, own_locks, can_share, removed_at) = row
+    session = LiveSession(id=sid, institution_id=institution_id, course_id=course_id, title=title, status=status,
+                          started_at=started_at, ended_at=ended_at)
+    control = None if control_id is None else SessionControl(
+        session_id=control_id, institution_id=institution_id, locked_features=_json(class_locks) or [],
+        timer_label=timer_label, timer_started_at=timer_started_at, timer_ends_at=timer_ends_at)
+    state = None if state_id is None else ParticipantState(
+        id=state_id, session_id=sid, user_id=user.pk, institution_id=institution_id,
+        locked_features=_json(own_locks) or [], can_screen_share=can_share, removed_at=removed_at)
+    return SnapshotHead(session, code, last_seq or 0, control, state)
 
 
 def session_access_many(session_id: int, user_ids: list[int]) -> tuple[str | None, set[int], set[int]]:
@@ -324,10 +376,20 @@ def is_removed(session: LiveSession, user: User) -> bool:
 
 
 def hand_queue(session: LiveSession):
+    """Raised hands in order, each with its student (for names): one plain statement, no ORM build-up."""
+    from django.db import connection
+
     from classrooms.models import HandRaise
 
-    return list(HandRaise.objects.filter(session=session, lowered_at__isnull=True)
-                .select_related("user").order_by("raised_at", "id"))
+    with connection.cursor() as cur:
+        cur.execute("""
+            SELECT h.id, h.raised_at, u.id, u.username, u.first_name, u.display_name
+            FROM classrooms_handraise h JOIN classrooms_user u ON u.id = h.user_id
+            WHERE h.session_id = %s AND h.lowered_at IS NULL ORDER BY h.raised_at, h.id""", [session.pk])
+        rows = cur.fetchall()
+    return [HandRaise(id=hid, session_id=session.pk, institution_id=session.institution_id, raised_at=raised_at,
+                      user=User(id=uid, username=username, first_name=first_name, display_name=display_name))
+            for hid, raised_at, uid, username, first_name, display_name in rows]
 
 
 def recent_chat_payloads(session: LiveSession, limit: int = 100) -> list[dict]:

@@ -72,7 +72,7 @@ def async_redis(url: str):
 
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=settings.AULA_REALTIME_REDIS_POOL, timeout=10, socket_connect_timeout=2,
-        health_check_interval=15)
+        health_check_interval=15, **settings.REDIS_CLIENT_IDENTITY)
     return aioredis.Redis(connection_pool=pool)
 
 
@@ -87,7 +87,7 @@ def _redis() -> redis.Redis:
             if _client is None:
                 _client = redis.Redis.from_url(
                     settings.REDIS_REALTIME_URL, socket_timeout=2, socket_connect_timeout=2,
-                    health_check_interval=30,
+                    health_check_interval=30, **settings.REDIS_CLIENT_IDENTITY,
                 )
     return _client
 

@@ -188,7 +188,9 @@ def _redis_client_identity() -> dict:
     share of a connect storm, when pools grow): look it up once."""
     from importlib.metadata import version
 
-    return {"lib_name": "redis-py", "lib_version": version("redis")}
+    from redis.driver_info import DriverInfo
+
+    return {"driver_info": DriverInfo(name="redis-py", lib_version=version("redis"))}
 
 
 REDIS_CLIENT_IDENTITY = _redis_client_identity()

@@ -174,6 +174,36 @@ def sql(env: dict, query: str) -> list[tuple]:
         return c.execute(query).fetchall()
 
 
+class _Profile:
+    """Optional evidence (`--py-spy`): GIL-holding py-spy samples of the web workers during one phase."""
+
+    def __init__(self, args, web: subprocess.Popen, phase: str):
+        self.procs: list[subprocess.Popen] = []
+        if not args.py_spy:
+            return
+        import psutil
+
+        out = Path(args.profile_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        kids = [p for p in psutil.Process(web.pid).children() if "resource_tracker" not in " ".join(p.cmdline())]
+        for i, proc in enumerate(kids or [psutil.Process(web.pid)]):
+            self.procs.append(subprocess.Popen(
+                [args.py_spy, "record", "--gil", "-p", str(proc.pid), "-r", "200", "--nonblocking", "-f", "raw",
+                 "-o", str(out / f"exams-{args.students}-{phase}-web-{i}.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def stop(self) -> None:
+        import signal
+
+        for p in self.procs:
+            p.send_signal(signal.SIGINT)
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 def run(args) -> dict:
     from config.devservers import backing_services, celery_processes, free_port, wait_for_port, web_argv
 
@@ -206,8 +236,10 @@ def run(args) -> dict:
             time.sleep(2)
             # 1. start stampede
             t0 = time.time() + 1
+            profile = _Profile(args, procs[0], "stampede")
             parts = fan_out("stampede", {"port": port, "exam": seed["exam"], "window": args.stampede,
                                          "start_at": t0}, seed["students"], args.procs)
+            profile.stop()
             starts = [s for p in parts for s in p["starts"]]
             ok = [s for s in starts if s["attempt"]]
             summary["stampede"] = {
@@ -223,8 +255,10 @@ def run(args) -> dict:
             storm_students = [{**s, "attempt": by_student[s["id"]]} for s in seed["students"] if s["id"] in by_student]
             # 2. autosave storm (ends before the close)
             until = min(time.time() + args.autosave, seed["closes_at"] - 5)
+            profile = _Profile(args, procs[0], "autosave")
             parts = fan_out("storm", {"port": port, "every": args.every, "until": until,
                                       "questions": seed["questions"]}, storm_students, args.procs)
+            profile.stop()
             lat = [v for p in parts for v in p["latencies"]]
             errors: dict[str, int] = {}
             for p in parts:
@@ -289,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")
     parser.add_argument("--wave-timeout", type=float, default=90)
     parser.add_argument("--logs", help="keep the server and worker logs in this directory")
+    parser.add_argument("--py-spy", help="path to a py-spy binary: sample the web workers per phase (evidence)")
+    parser.add_argument("--profile-dir", default=str(ROOT / "benchmarks" / "results" / "profiles"))
     args = parser.parse_args(argv)
     summary = run(args)
     print(json.dumps(summary, indent=2))

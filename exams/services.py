@@ -276,7 +276,7 @@ def attempt_start(*, exam: Exam, student: User, client_time: dt.datetime | None 
     With the attempt pre-created this is one locked read and one update of the attempt row (state, deadline
     and the integrity chain head together) plus the "started" entry: cheap enough for a start stampede."""
     now = timezone.now()
-    if classroom_selectors.enrollment_role(student, exam.course) != Role.STUDENT:
+    if classroom_selectors.enrollment_role(student, exam.course_id) != Role.STUDENT:
         raise PermissionDenied("Only the course's students take this exam.")
     if exam.status != Exam.Status.PUBLISHED:
         raise ValidationError("This exam is not open.")

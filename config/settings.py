@@ -46,6 +46,10 @@ def _url(name: str, default: str | None, schemes: tuple[str, ...]) -> str:
             f"{name} is not set. Use `make run` / `make test`, which start PostgreSQL and Redis "
             f"from pip packages when it is unset, or point it at your own server."
         )
+    return _checked_url(name, value, schemes)
+
+
+def _checked_url(name: str, value: str, schemes: tuple[str, ...]) -> str:
     parsed = urlparse(value)
     if parsed.scheme not in schemes or not parsed.hostname and "host=" not in parsed.query:
         raise ImproperlyConfigured(f"{name} must be a {' or '.join(schemes)}:// URL with a host")
@@ -179,8 +183,21 @@ def _redis_db(url: str, db: int) -> str:
 
 
 REDIS_CACHE_URL = _redis_db(REDIS_URL, 0)
-REDIS_REALTIME_URL = _redis_db(REDIS_URL, 1)
 REDIS_BROKER_URL = _redis_db(REDIS_URL, 2)
+# The real-time Redis, optionally sharded across hosts: each room (its channel, its presence keys, its
+# publishes) lives on the shard a stable hash of its key picks (config/realtime/transport.shard_index);
+# shard 0 also holds the global keys (rate limits, connection caps, coalescing leases) and the channel
+# layer. Adding or removing a shard moves rooms: change the list only between deployments.
+REDIS_REALTIME_SHARDS = [
+    _checked_url("AULA_REALTIME_REDIS_URLS", url, ("redis", "rediss", "unix"))
+    for url in (u.strip() for u in env.list("AULA_REALTIME_REDIS_URLS", default=[_redis_db(REDIS_URL, 1)]))
+    if url
+]
+if not REDIS_REALTIME_SHARDS:
+    raise ImproperlyConfigured("AULA_REALTIME_REDIS_URLS must list at least one redis:// URL")
+if len(set(REDIS_REALTIME_SHARDS)) != len(REDIS_REALTIME_SHARDS):
+    raise ImproperlyConfigured("AULA_REALTIME_REDIS_URLS lists the same URL twice")
+REDIS_REALTIME_URL = REDIS_REALTIME_SHARDS[0]
 
 
 def _redis_client_identity() -> dict:

@@ -5,6 +5,9 @@ queue and a task wake-up each), which measured 93–274 µs of CPU per delivery 
 receives each published frame once per process and writes the already-encoded frame straight to every
 local socket's ASGI `send`. A socket that stops reading gets a bounded backlog; past it the backlog is
 dropped and the client is told to resume by sequence number (the database has everything).
+
+With a sharded real-time Redis (settings.REDIS_REALTIME_SHARDS) the hub holds one pubsub connection and
+one reader per shard, and subscribes each room on the shard its key hashes to (transport.shard_index).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 
-from config.realtime.transport import async_redis, encode_frame, redis_channel
+from config.realtime.transport import async_redis, encode_frame, redis_channel, shard_index
 
 logger = logging.getLogger("aula.realtime.hub")
 
@@ -170,35 +173,59 @@ class _Order:
         self.timer: asyncio.TimerHandle | None = None
 
 
-class RoomHub:
-    """All rooms of this process. Created lazily per event loop by `hub()`."""
+class _Shard:
+    """One real-time Redis shard as the hub sees it: a client, its pubsub, its reader and its rooms."""
 
-    def __init__(self, url: str):
-        self._url = url
+    __slots__ = ("index", "redis", "pubsub", "reader", "rooms", "healthy")
+
+    def __init__(self, index: int, url: str):
+        self.index = index
+        self.redis = async_redis(url)
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.reader: asyncio.Task | None = None
+        self.rooms: dict[str, None] = {}  # the local rooms that live on this shard
+        self.healthy = True
+
+
+class RoomHub:
+    """All rooms of this process. Created lazily per event loop by `hub()`.
+
+    `urls` are the real-time shards in settings order (a single URL is one shard); `_redis` is shard 0's
+    client, which also serves the global keys (rate limits, connection caps, coalescing leases)."""
+
+    def __init__(self, urls: str | list[str]):
+        urls = [urls] if isinstance(urls, str) else list(urls)
         self.rooms: dict[str, dict[Member, None]] = {}
         self._order: dict[str, _Order] = {}
         self.reordered = 0  # frames that were held for a predecessor (observability, tests)
-        self._redis = async_redis(url)
-        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        self._reader: asyncio.Task | None = None
+        self._shards = [_Shard(i, url) for i, url in enumerate(urls)]
+        self._redis = self._shards[0].redis
         self._lock = asyncio.Lock()
-        self.healthy = True
         self.frames_in = 0
+
+    @property
+    def healthy(self) -> bool:
+        return all(shard.healthy for shard in self._shards)
 
     def _channel(self, room_key: str) -> str:
         return redis_channel(room_key)
 
+    def _shard(self, room_key: str) -> _Shard:
+        return self._shards[shard_index(room_key, len(self._shards))]
+
     async def join(self, room_key: str, member: Member) -> None:
         async with self._lock:
             members = self.rooms.get(room_key)
+            shard = self._shard(room_key)
             if members is None:
                 members = self.rooms[room_key] = {}
+                shard.rooms[room_key] = None
                 with contextlib.suppress(Exception):
                     # If Redis is down now, the reader resubscribes every room when it comes back.
-                    await self._pubsub.subscribe(self._channel(room_key))
+                    await shard.pubsub.subscribe(self._channel(room_key))
             members[member] = None
-            if self._reader is None or self._reader.done():
-                self._reader = asyncio.create_task(self._read_loop(), name="aula-room-hub")
+            if shard.reader is None or shard.reader.done():
+                shard.reader = asyncio.create_task(self._read_loop(shard), name=f"aula-room-hub-{shard.index}")
 
     async def leave(self, room_key: str, member: Member) -> None:
         async with self._lock:
@@ -208,11 +235,13 @@ class RoomHub:
             members.pop(member, None)
             if not members:
                 del self.rooms[room_key]
+                shard = self._shard(room_key)
+                shard.rooms.pop(room_key, None)
                 order = self._order.pop(room_key, None)
                 if order is not None and order.timer is not None:
                     order.timer.cancel()
                 with contextlib.suppress(Exception):
-                    await self._pubsub.unsubscribe(self._channel(room_key))
+                    await shard.pubsub.unsubscribe(self._channel(room_key))
 
     def deliver_local(self, room_key: str, frame: str) -> int:
         members = self.rooms.get(room_key)
@@ -283,19 +312,19 @@ class RoomHub:
             if member.on_control is not None and (target is None or member.user_id == target):
                 asyncio.ensure_future(member.on_control(message))
 
-    async def _read_loop(self) -> None:
+    async def _read_loop(self, shard: _Shard) -> None:
         prefix_len = len(self._channel(""))
         backoff = 0.1
         while True:
             try:
-                if not self._pubsub.subscribed:
-                    if not self.rooms:
+                if not shard.pubsub.subscribed:
+                    if not shard.rooms:
                         await asyncio.sleep(0.2)
                         continue
-                    await self._pubsub.subscribe(*[self._channel(k) for k in self.rooms])
-                message = await self._pubsub.get_message(timeout=1.0)
-                if not self.healthy:
-                    await self._recovered()
+                    await shard.pubsub.subscribe(*[self._channel(k) for k in shard.rooms])
+                message = await shard.pubsub.get_message(timeout=1.0)
+                if not shard.healthy:
+                    await self._recovered(shard)
                 backoff = 0.1
                 if message is None or message.get("type") != "message":
                     continue
@@ -307,29 +336,34 @@ class RoomHub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down or restarting: keep trying, then resubscribe
-                if self.healthy:
-                    logger.warning("room hub lost Redis (%s); reconnecting", type(exc).__name__)
-                self.healthy = False
+                if shard.healthy:
+                    logger.warning("room hub lost Redis shard %d (%s); reconnecting", shard.index,
+                                   type(exc).__name__)
+                shard.healthy = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 with contextlib.suppress(Exception):
-                    await self._pubsub.aclose()
-                self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                    await shard.pubsub.aclose()
+                shard.pubsub = shard.redis.pubsub(ignore_subscribe_messages=True)
 
-    async def _recovered(self) -> None:
-        # Frames published while we were cut off are lost to us: every local client resumes by seq.
-        self.healthy = True
-        logger.warning("room hub reconnected to Redis; asking %d rooms to resync", len(self.rooms))
+    async def _recovered(self, shard: _Shard) -> None:
+        # Frames published on this shard while we were cut off are lost to us: the local clients of its
+        # rooms resume by seq. Rooms on the other shards lost nothing.
+        shard.healthy = True
+        rooms = [k for k in shard.rooms if k in self.rooms]
+        logger.warning("room hub reconnected to Redis shard %d; asking %d rooms to resync", shard.index,
+                       len(rooms))
         # Idle pooled connections still belong to the Redis that went away; the first command on each would
         # fail, and the first commands now are the resumes this resync asks for (their rate-limit check).
         with contextlib.suppress(Exception):
-            await self._redis.connection_pool.disconnect(inuse_connections=False)
-        # Frames may have been lost: seq order starts afresh from the next frame of each room.
-        for room_key in list(self._order):
-            self._release_held(room_key)
-        self._order.clear()
-        # Once per socket, even for a socket in several rooms (a teacher is also in the staff room).
-        for member in {m: None for members in list(self.rooms.values()) for m in members}:
+            await shard.redis.connection_pool.disconnect(inuse_connections=False)
+        # Frames may have been lost: seq order starts afresh from the next frame of each of these rooms.
+        for room_key in rooms:
+            if room_key in self._order:
+                self._release_held(room_key)
+                del self._order[room_key]
+        # Once per socket, even for a socket in several of these rooms (a teacher is also in the staff room).
+        for member in {m: None for room_key in rooms for m in self.rooms[room_key]}:
             member.deliver(RESYNC_FRAME)
 
 
@@ -341,5 +375,5 @@ def hub() -> RoomHub:
     loop = asyncio.get_running_loop()
     h = _hubs.get(loop)
     if h is None:
-        h = _hubs[loop] = RoomHub(settings.REDIS_REALTIME_URL)
+        h = _hubs[loop] = RoomHub(settings.REDIS_REALTIME_SHARDS)
     return h

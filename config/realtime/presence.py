@@ -6,6 +6,9 @@ pipeline; a connection whose heartbeat is older than TTL (a crashed process, a d
 by whichever sweeper gets there first (each process for its rooms, and Celery beat for all), atomically,
 so exactly one leave is reported. Joins and leaves are coalesced per room and published as one
 `presence.diff` at most every FLUSH seconds, so a join storm of 2,000 costs a handful of broadcasts.
+
+With a sharded real-time Redis every room's keys, and the index of rooms with presence, live on the
+room's shard (transport.shard_index); diffs are published on each audience room's own shard.
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ import redis
 from django.conf import settings
 from django.dispatch import Signal
 
-from config.realtime.transport import async_redis, db_call, encode_frame, publish_frame, publish_frame_async
+from config.realtime.transport import (
+    async_redis,
+    db_call,
+    encode_frame,
+    publish_frame,
+    publish_frame_async,
+    shard_index,
+)
 
 logger = logging.getLogger("aula.realtime.presence")
 
@@ -97,6 +107,7 @@ return false
 
 
 def _keys(room_key: str) -> list[str]:
+    # The last key is the index of rooms with presence on the room's shard (one index per shard).
     p = f"{settings.AULA_REDIS_KEY_PREFIX}:pres"
     return [f"{p}:{room_key}:metas", f"{p}:{room_key}:hb", f"{p}:{room_key}:users", f"{p}:rooms"]
 
@@ -122,10 +133,15 @@ AudienceFn = Callable[[str, int], list[str]]
 
 
 class PresenceTracker:
-    """Per-process presence: local connections, heartbeats, sweeps and coalesced diffs."""
+    """Per-process presence: local connections, heartbeats, sweeps and coalesced diffs.
 
-    def __init__(self, url: str):
-        self._redis = async_redis(url)
+    `urls` are the real-time shards in settings order (a single URL is one shard). Scripts are registered
+    once and run on the room's shard's client (each server loads a script on its first NOSCRIPT)."""
+
+    def __init__(self, urls: str | list[str]):
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        self._shards = [async_redis(url) for url in urls]
+        self._redis = self._shards[0]
         self._join = self._redis.register_script(_JOIN)
         self._leave = self._redis.register_script(_LEAVE)
         self._sweep = self._redis.register_script(_SWEEP)
@@ -140,6 +156,10 @@ class PresenceTracker:
         self._flush_task: asyncio.Task | None = None
         self._loop_task: asyncio.Task | None = None
 
+    def _client(self, room_key: str):
+        """The asyncio client of the shard that holds a room."""
+        return self._shards[shard_index(room_key, len(self._shards))]
+
     def _ensure_loops(self) -> None:
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.create_task(self._maintenance(), name="aula-presence")
@@ -151,7 +171,8 @@ class PresenceTracker:
         self._audience[room_key] = audience
         self.local[conn_id] = tracked = _Tracked(room_key, conn_id, meta["user_id"], meta)
         keys = _keys(room_key)
-        count = await self._join(keys=keys, args=[conn_id, json.dumps(meta), time.time(), meta["user_id"], room_key])
+        count = await self._join(keys=keys, args=[conn_id, json.dumps(meta), time.time(), meta["user_id"], room_key],
+                                 client=self._client(room_key))
         tracked.joined = True
         self._queue(room_key, joins=[meta], count=count)
         return int(count)
@@ -161,7 +182,8 @@ class PresenceTracker:
         tracked = self.local.pop(conn_id, None)
         if tracked is None:
             return None
-        raw, count = await self._leave(keys=_keys(tracked.room_key), args=[conn_id, tracked.user_id])
+        raw, count = await self._leave(keys=_keys(tracked.room_key), args=[conn_id, tracked.user_id],
+                                       client=self._client(tracked.room_key))
         if not raw:
             return None  # a sweeper already reported it
         meta = json.loads(raw)
@@ -179,14 +201,15 @@ class PresenceTracker:
         previous = old.get("state", "active")
         acc[previous] = round(acc.get(previous, 0.0) + now - old.get("state_since", now), 1)
         tracked.meta = {**tracked.meta, **extra, "state": state, "state_since": now, "acc": acc}
-        raw = await self._update(keys=_keys(tracked.room_key), args=[conn_id, json.dumps(tracked.meta), time.time()])
+        raw = await self._update(keys=_keys(tracked.room_key), args=[conn_id, json.dumps(tracked.meta), time.time()],
+                                 client=self._client(tracked.room_key))
         if raw:
             self._queue(tracked.room_key, leaves=[old], joins=[tracked.meta])
         return old
 
     async def evict(self, room_key: str, conn_id: str, user_id: int) -> dict | None:
         """Remove another (stale) connection's meta now, e.g. the one a resuming client left behind."""
-        raw, count = await self._leave(keys=_keys(room_key), args=[conn_id, user_id])
+        raw, count = await self._leave(keys=_keys(room_key), args=[conn_id, user_id], client=self._client(room_key))
         if not raw:
             return None
         meta = json.loads(raw)
@@ -194,15 +217,15 @@ class PresenceTracker:
         return meta
 
     async def list(self, room_key: str) -> list[dict]:
-        metas = await self._redis.hgetall(_keys(room_key)[0])
+        metas = await self._client(room_key).hgetall(_keys(room_key)[0])
         return [json.loads(v) for v in metas.values()]
 
     async def connection_count(self, room_key: str) -> int:
         """Open connections in a room (several tabs of one user count separately)."""
-        return int(await self._redis.hlen(_keys(room_key)[0]))
+        return int(await self._client(room_key).hlen(_keys(room_key)[0]))
 
     async def user_count(self, room_key: str) -> int:
-        return int(await self._redis.hlen(_keys(room_key)[2]))
+        return int(await self._client(room_key).hlen(_keys(room_key)[2]))
 
     def _queue(self, room_key: str, *, joins=(), leaves=(), count=None) -> None:
         pending = self._pending.setdefault(room_key, _Pending())
@@ -241,33 +264,59 @@ class PresenceTracker:
             })
             count = diff.count if diff.count is not None else self._counts.get(room_key, 0)
             targets = audience(room_key, count)
-            # On the loop with the asyncio client: never queued behind database work in a thread pool.
+            # On the loop with the asyncio client: never queued behind database work in a thread pool. Each
+            # target on its own shard (the teachers' room may hash elsewhere than the session's room).
             for target in targets:
-                await publish_frame_async(self._redis, target, frame)
+                await publish_frame_async(self._client(target), target, frame)
             if room_key not in targets and diff.count is not None:
-                await publish_frame_async(self._redis, room_key, encode_frame("presence.count", {"count": diff.count}))
+                await publish_frame_async(self._client(room_key), room_key,
+                                          encode_frame("presence.count", {"count": diff.count}))
 
     async def _maintenance(self) -> None:
         last_heartbeat = 0.0
         while True:
             await asyncio.sleep(SWEEP)
-            try:
-                now = time.time()
-                if now - last_heartbeat >= HEARTBEAT:
-                    await self._heartbeat(now)
+            # Per shard: a shard that is away is skipped until next round, the others carry on.
+            failed: dict[int, BaseException] = {}
+            now = time.time()
+            if now - last_heartbeat >= HEARTBEAT:
+                failed = await self._heartbeat(now)
+                if not failed:
                     last_heartbeat = now
-                for room_key in {t.room_key for t in self.local.values()}:
+            for room_key in {t.room_key for t in self.local.values()}:
+                shard = shard_index(room_key, len(self._shards))
+                if shard in failed:
+                    continue
+                try:
                     await self.sweep(room_key)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis away: try again next round
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # Redis away: try again next round
+                    failed[shard] = exc
+            for exc in failed.values():
                 logger.warning("presence maintenance failed: %s", type(exc).__name__)
 
-    async def _heartbeat(self, now: float) -> None:
+    async def _heartbeat(self, now: float) -> dict[int, BaseException]:
+        """Heartbeat this process's connections, one pipeline per shard; returns the shards that failed."""
         tracked = [t for t in self.local.values() if t.joined]  # a heartbeat must not race the join
-        if not tracked:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
+        by_shard: dict[int, list[_Tracked]] = {}
+        for t in tracked:
+            by_shard.setdefault(shard_index(t.room_key, len(self._shards)), []).append(t)
+        if not by_shard:
+            return {}
+        results = await asyncio.gather(
+            *(self._heartbeat_shard(self._shards[i], group, now) for i, group in by_shard.items()),
+            return_exceptions=True)
+        failed = {}
+        for shard, result in zip(by_shard, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                failed[shard] = result
+        return failed
+
+    async def _heartbeat_shard(self, client, tracked: list[_Tracked], now: float) -> None:
+        async with client.pipeline(transaction=False) as pipe:
             for t in tracked:
                 args = [t.conn_id, json.dumps(t.meta), now, t.user_id, t.room_key]
                 await self._beat(keys=_keys(t.room_key), args=args, client=pipe)
@@ -278,7 +327,7 @@ class PresenceTracker:
                 self._queue(t.room_key, joins=[t.meta], count=count)
 
     async def sweep(self, room_key: str) -> list[tuple[dict, float]]:
-        removed = await sweep_room_async(self._sweep, room_key)
+        removed = await sweep_room_async(self._sweep, room_key, client=self._client(room_key))
         if removed:
             count = removed[-1][2] if removed else None
             self._queue(room_key, leaves=[m for m, _, _ in removed], count=count)
@@ -293,16 +342,33 @@ def _public(meta: dict) -> dict:
     return {k: meta[k] for k in ("conn", "user_id", "name", "role", "state") if k in meta}
 
 
-async def sweep_room_async(script, room_key: str) -> list[tuple[dict, float, int]]:
-    out = await script(keys=_keys(room_key), args=[time.time() - TTL, room_key])
+async def sweep_room_async(script, room_key: str, client=None) -> list[tuple[dict, float, int]]:
+    out = await script(keys=_keys(room_key), args=[time.time() - TTL, room_key], client=client)
     count = int(out[-1])
     pairs = out[:-1]
     return [(json.loads(pairs[i]), float(pairs[i + 1]), count) for i in range(0, len(pairs), 2)]
 
 
 def sweep_all_rooms() -> int:
-    """Celery path (sync): sweep every room with presence, report leaves, publish diffs. Idempotent."""
-    client = redis.Redis.from_url(settings.REDIS_REALTIME_URL)
+    """Celery path (sync): sweep every room with presence on every shard, report leaves, publish diffs.
+    Idempotent."""
+    removed_total = 0
+    errors: list[redis.RedisError] = []
+    for index, url in enumerate(settings.REDIS_REALTIME_SHARDS):
+        try:
+            with redis.Redis.from_url(url) as client:
+                removed_total += _sweep_shard(client)
+        except redis.RedisError as exc:  # a shard that is away must not keep the others' ghosts
+            logger.warning("presence sweep of real-time shard %d failed: %s", index, type(exc).__name__)
+            errors.append(exc)
+    if errors:
+        raise errors[0]  # the task run fails visibly; the next beat tries again
+    return removed_total
+
+
+def _sweep_shard(client: redis.Redis) -> int:
+    # A room is swept where its index names it (its keys are there), even on a shard it no longer hashes
+    # to after the shard list changed; its diffs go to each target room's own shard (publish_frame).
     script = client.register_script(_SWEEP)
     rooms = client.zrange(_keys("_")[3], 0, -1)
     removed_total = 0
@@ -343,7 +409,7 @@ def tracker() -> PresenceTracker:
     loop = asyncio.get_running_loop()
     t = _trackers.get(loop)
     if t is None:
-        t = _trackers[loop] = PresenceTracker(settings.REDIS_REALTIME_URL)
+        t = _trackers[loop] = PresenceTracker(settings.REDIS_REALTIME_SHARDS)
     return t
 
 

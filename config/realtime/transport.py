@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import redis
@@ -31,7 +32,7 @@ RETURNING last_seq
 """
 
 _client_lock = threading.Lock()
-_client: redis.Redis | None = None
+_clients: dict[str, redis.Redis] = {}  # one sync client per real-time shard URL
 
 
 _db_executor: ThreadPoolExecutor | None = None
@@ -80,16 +81,31 @@ def redis_channel(room_key: str) -> str:
     return f"{settings.AULA_REDIS_KEY_PREFIX}:rt:{room_key}"
 
 
-def _redis() -> redis.Redis:
-    global _client
-    if _client is None:
+def shard_index(room_key: str, shards: int | None = None) -> int:
+    """The real-time Redis shard that holds a room: its channel, its presence keys, its publishes.
+
+    A stable hash (CRC-32, not Python's per-process salted `hash`) so every process and the Celery
+    sweeper agree. `shards` defaults to the length of settings.REDIS_REALTIME_SHARDS."""
+    if shards is None:
+        shards = len(settings.REDIS_REALTIME_SHARDS)
+    if shards == 1:
+        return 0
+    return zlib.crc32(room_key.encode()) % shards
+
+
+def _redis(shard: int = 0) -> redis.Redis:
+    """The sync client of one real-time shard (shard 0 also holds the global keys)."""
+    url = settings.REDIS_REALTIME_SHARDS[shard]
+    client = _clients.get(url)
+    if client is None:
         with _client_lock:
-            if _client is None:
-                _client = redis.Redis.from_url(
-                    settings.REDIS_REALTIME_URL, socket_timeout=2, socket_connect_timeout=2,
+            client = _clients.get(url)
+            if client is None:
+                client = _clients[url] = redis.Redis.from_url(
+                    url, socket_timeout=2, socket_connect_timeout=2,
                     health_check_interval=30, **settings.REDIS_CLIENT_IDENTITY,
                 )
-    return _client
+    return client
 
 
 def encode_frame(type_: str, data: dict, *, seq: int | None = None, ts: dt.datetime | None = None) -> str:
@@ -132,7 +148,7 @@ def room_signal_publish(room_key: str, type_: str, data: dict) -> None:
 
 async def publish_frame_async(client, room_key: str, frame: str) -> bool:
     """`publish_frame` from the event loop with an asyncio client (presence diffs, coalesced results):
-    no thread hop, so fan-out never waits behind database work."""
+    no thread hop, so fan-out never waits behind database work. `client` must be the room's shard's."""
     try:
         await client.publish(redis_channel(room_key), frame)
         return True
@@ -153,10 +169,11 @@ def room_direct_publish(room_key: str, user_id: int, type_: str, data: dict) -> 
 def publish_frame(room_key: str, frame: str) -> bool:
     """PUBLISH an encoded frame to every process that has members of the room.
 
-    A failure is logged, not raised: the event is already stored and clients recover it by seq.
+    Published on the room's shard, where every process subscribed to it. A failure is logged, not
+    raised: the event is already stored and clients recover it by seq.
     """
     try:
-        _redis().publish(redis_channel(room_key), frame)
+        _redis(shard_index(room_key)).publish(redis_channel(room_key), frame)
         return True
     except redis.RedisError as exc:
         logger.warning("realtime publish failed for room %s: %s", room_key, type(exc).__name__)

@@ -36,6 +36,8 @@ def run_django(env_changes: dict[str, str | None], *args: str) -> subprocess.Com
           "DJANGO_ALLOWED_HOSTS": "aula.example", "AULA_WS_ALLOWED_ORIGINS": "https://aula.example"},
          "DATABASE_URL is not set"),
         ({"REDIS_URL": "http://localhost:6379"}, "REDIS_URL must be a redis"),
+        ({"AULA_REALTIME_REDIS_URLS": "redis://rt-a:6379/1,http://rt-b:6379"}, "AULA_REALTIME_REDIS_URLS must be a redis"),
+        ({"AULA_REALTIME_REDIS_URLS": "redis://rt-a:6379/1,redis://rt-a:6379/1"}, "lists the same URL twice"),
         ({"AULA_WS_ALLOWED_ORIGINS": "https://*.example.com"}, "is not an exact origin"),
         ({"AULA_WS_ALLOWED_ORIGINS": "https://example.com/path"}, "is not an exact origin"),
         ({"AULA_LOG_LEVEL": "LOUD"}, "AULA_LOG_LEVEL='LOUD' is not one of"),

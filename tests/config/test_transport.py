@@ -90,7 +90,7 @@ def test_next_seq_outside_a_transaction_is_a_programming_error():
 
 
 def test_publish_failure_is_logged_not_raised(monkeypatch, caplog):
-    def broken():
+    def broken(shard: int = 0):
         return redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
 
     monkeypatch.setattr(transport, "_redis", broken)

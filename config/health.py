@@ -1,7 +1,8 @@
 """Liveness and readiness probes.
 
-/healthz/ answers while the process can serve; /readyz/ also proves PostgreSQL, Redis (cache) and the
-channel layer (a real send and receive through Redis) work, so a load balancer only routes to ready pods.
+/healthz/ answers while the process can serve; /readyz/ also proves PostgreSQL, Redis (cache), every
+real-time Redis shard and the channel layer (a real send and receive through Redis) work, so a load
+balancer only routes to ready pods.
 """
 
 from __future__ import annotations
@@ -48,9 +49,20 @@ async def _check_layer() -> None:
         raise RuntimeError("unexpected channel layer message")
 
 
+def _check_realtime() -> None:
+    """Every real-time Redis shard answers (a room on a dead shard would get no broadcasts)."""
+    from django.conf import settings
+
+    from config.realtime.transport import _redis
+
+    for shard in range(len(settings.REDIS_REALTIME_SHARDS)):
+        _redis(shard).ping()
+
+
 CHECKS = {
     "database": sync_to_async(_check_db),
     "redis": sync_to_async(_check_cache),
+    "realtime_redis": sync_to_async(_check_realtime, thread_sensitive=False),
     "channel_layer": _check_layer,
 }
 

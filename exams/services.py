@@ -371,7 +371,8 @@ def _finalize_if_due(attempt: Attempt, now: dt.datetime) -> bool:
 
 
 _SAVE_READ_SQL = """
-SELECT a.*, e.sequential AS exam_sequential,
+SELECT a.id, a.student_id, a.exam_id, a.institution_id, a.state, a.deadline, a.grace_until, a.layout,
+       a.log_head, a.log_count, e.sequential,
        q.kind AS q_kind, jsonb_array_length(q.options) AS q_options,
        s.version AS a_version, s.flagged AS a_flagged, (s.value IS NOT NULL) AS a_answered,
        (SELECT count(*) FROM exams_answer x WHERE x.attempt_id = a.id AND x.value IS NOT NULL) AS answered
@@ -413,14 +414,28 @@ def answer_save(*, attempt_id: int, student: User, question_id: int, value, vers
     the chain head. Built with the ORM the same work cost more CPU than this machine has for 400 a second
     (docs/benchmarks.md). The attempt row lock orders saves, flags and the chain of one attempt, never two
     attempts."""
+    from django.db import connection
+
     now = timezone.now()
     with transaction.atomic():
-        attempt = next(iter(Attempt.objects.raw(_SAVE_READ_SQL, {"attempt": attempt_id, "question": question_id})),
-                       None)
-        if attempt is None:
+        with connection.cursor() as cur:
+            cur.execute(_SAVE_READ_SQL, {"attempt": attempt_id, "question": question_id})
+            row = cur.fetchone()
+        if row is None:
             raise Attempt.DoesNotExist("No such attempt.")
-        if attempt.student_id != student.pk:
+        (pk, student_id, exam_id, institution_id, state, deadline, grace_until, layout, log_head, log_count,
+         sequential, q_kind, q_options, a_version, a_flagged, a_answered, answered) = row
+        if student_id != student.pk:
             raise PermissionDenied("Not your attempt.")
+        # Only the fields a save needs (a model built from a full row cost more than the save itself).
+        attempt = Attempt(id=pk, student_id=student_id, exam_id=exam_id, institution_id=institution_id, state=state,
+                          deadline=deadline, grace_until=grace_until, log_head=log_head, log_count=log_count,
+                          layout=json.loads(layout) if isinstance(layout, str) else layout)
+        attempt.exam_sequential, attempt.q_kind, attempt.q_options = sequential, q_kind, q_options
+        attempt.a_version, attempt.a_flagged, attempt.a_answered, attempt.answered = \
+            a_version, a_flagged, a_answered, answered
+        if attempt.is_open and _is_due(attempt, now):
+            attempt = Attempt.objects.select_related("exam").get(pk=pk)  # closing needs the whole row (locked)
         closed = _finalize_if_due(attempt, now) or attempt.state == Attempt.State.OVERDUE
         if not closed:
             return _answer_save_locked(attempt, question_id, value, version, client_time, now)

@@ -283,12 +283,16 @@ class PresenceTracker:
                 failed = await self._heartbeat(now)
                 if not failed:
                     last_heartbeat = now
+            # Every local room's sweep in one pipeline per shard: an exam has a room per attempt, and one
+            # round trip per room every SWEEP seconds was a measurable share of a 2,000-student exam.
+            by_shard: dict[int, list[str]] = {}
             for room_key in {t.room_key for t in self.local.values()}:
-                shard = shard_index(room_key, len(self._shards))
+                by_shard.setdefault(shard_index(room_key, len(self._shards)), []).append(room_key)
+            for shard, rooms in by_shard.items():
                 if shard in failed:
                     continue
                 try:
-                    await self.sweep(room_key)
+                    await self._sweep_many(self._shards[shard], rooms)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # Redis away: try again next round
@@ -326,8 +330,22 @@ class PresenceTracker:
                 # A connection that Redis had lost comes back as a fresh join (and counts again).
                 self._queue(t.room_key, joins=[t.meta], count=count)
 
+    async def _sweep_many(self, client, rooms: list[str]) -> None:
+        cutoff = time.time() - TTL
+        async with client.pipeline(transaction=False) as pipe:
+            for room_key in rooms:
+                await self._sweep(keys=_keys(room_key), args=[cutoff, room_key], client=pipe)
+            outs = await pipe.execute()
+        for room_key, out in zip(rooms, outs, strict=True):
+            if len(out) > 1:  # [meta, last_seen, ..., count]: somebody left without a goodbye
+                await self._swept(room_key, _parse_sweep(out))
+
     async def sweep(self, room_key: str) -> list[tuple[dict, float]]:
         removed = await sweep_room_async(self._sweep, room_key, client=self._client(room_key))
+        await self._swept(room_key, removed)
+        return [(m, s) for m, s, _ in removed]
+
+    async def _swept(self, room_key: str, removed: list[tuple[dict, float, int]]) -> None:
         if removed:
             count = removed[-1][2] if removed else None
             self._queue(room_key, leaves=[m for m, _, _ in removed], count=count)
@@ -335,7 +353,6 @@ class PresenceTracker:
             for meta, last_seen, _ in removed:
                 await db_call(presence_left.send)(
                     sender=PresenceTracker, room_key=room_key, meta=meta, left_at=last_seen, reason="expired")
-        return [(m, s) for m, s, _ in removed]
 
 
 def _public(meta: dict) -> dict:
@@ -343,7 +360,10 @@ def _public(meta: dict) -> dict:
 
 
 async def sweep_room_async(script, room_key: str, client=None) -> list[tuple[dict, float, int]]:
-    out = await script(keys=_keys(room_key), args=[time.time() - TTL, room_key], client=client)
+    return _parse_sweep(await script(keys=_keys(room_key), args=[time.time() - TTL, room_key], client=client))
+
+
+def _parse_sweep(out: list) -> list[tuple[dict, float, int]]:
     count = int(out[-1])
     pairs = out[:-1]
     return [(json.loads(pairs[i]), float(pairs[i + 1]), count) for i in range(0, len(pairs), 2)]

@@ -19,7 +19,7 @@ def test_readiness_checks_database_redis_and_channel_layer(client):
     response = client.get("/readyz/")
     body = response.json()
     assert response.status_code == 200, body
-    assert set(body["checks"]) == {"database", "redis", "channel_layer"}
+    assert set(body["checks"]) == {"database", "redis", "realtime_redis", "channel_layer"}
     assert all(c["ok"] for c in body["checks"].values())
 
 
@@ -46,6 +46,17 @@ def test_readiness_reports_unavailable_redis_without_secrets(client, settings):
     assert body["checks"]["database"]["ok"] is True
     assert body["checks"]["redis"]["ok"] is False
     assert body["checks"]["channel_layer"]["ok"] is False
+    assert "s3cret" not in response.content.decode()
+
+
+def test_readiness_fails_when_one_realtime_shard_is_down(client, settings):
+    """With the real-time tier sharded, a dead shard makes the pod unready (its rooms would go silent)."""
+    settings.REDIS_REALTIME_SHARDS = [settings.REDIS_REALTIME_SHARDS[0], "redis://:s3cret@127.0.0.1:1/0"]
+    response = client.get("/readyz/")
+    body = response.json()
+    assert response.status_code == 503
+    assert body["checks"]["realtime_redis"] == {"ok": False, "error": "ConnectionError"}
+    assert body["checks"]["database"]["ok"] is True
     assert "s3cret" not in response.content.decode()
 
 

@@ -42,23 +42,20 @@ class _AsyncCapable:
     sync_capable = True
     async_capable = True
 
-    def _mark(self, get_response) -> None:
+    def __init__(self, get_response=None):
+        super().__init__(get_response)
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
-
-
-class StaticFilesMiddleware(_AsyncCapable, WhiteNoiseMiddleware):
-    """WhiteNoise (static files from memory), also async-capable."""
-
-    def __init__(self, get_response=None):
-        super().__init__(get_response)
-        self._mark(get_response)
 
     def __call__(self, request):
         if self.async_mode:
             return self.__acall__(request)
         return super().__call__(request)
+
+
+class StaticFilesMiddleware(_AsyncCapable, WhiteNoiseMiddleware):
+    """WhiteNoise (static files from memory), also async-capable."""
 
     async def __acall__(self, request):
         static_file = self.find_file(request.path_info) if self.autorefresh else self.files.get(request.path_info)
@@ -71,15 +68,6 @@ class AuditMiddleware(_AsyncCapable, AuditlogMiddleware):
     """django-auditlog's middleware (actor, remote address, correlation id), also async-capable. In the
     async chain it runs after config.observability.UserContextMiddleware has loaded the user, so reading
     the actor costs no database work."""
-
-    def __init__(self, get_response=None):
-        super().__init__(get_response)
-        self._mark(get_response)
-
-    def __call__(self, request):
-        if self.async_mode:
-            return self.__acall__(request)
-        return super().__call__(request)
 
     async def __acall__(self, request):
         set_cid(request)

@@ -282,8 +282,8 @@ class LiveSessionConsumer(RoomConsumer):
             head = selectors.snapshot_head(self.session.pk, self.user, self.room_key)
             session, last_seq, control = head.session, head.last_seq, head.control
             state = head.state
-            polls = list(Poll.objects.filter(session=session).exclude(status=Poll.Status.DRAFT)
-                         .prefetch_related("options").order_by("-id")[:10])
+            shared = selectors.room_shared_state(session, self.room_key, last_seq)
+            polls = shared["polls"]
             mine: dict[int, dict] = {}
             if not self.is_staff_role and polls:
                 keys = {services._respondent_key(poll, self.user): poll.pk for poll in polls}
@@ -293,7 +293,7 @@ class LiveSessionConsumer(RoomConsumer):
                         mine[answer["poll_id"]] = {"option_positions": answer["option_positions"],
                                                    "text": answer["text"]}
             poll_data = []
-            for poll in reversed(polls):
+            for poll in polls:
                 item = {"poll": events.poll_public(poll)}
                 if poll.results_visibility == Poll.Results.LIVE or poll.status == Poll.Status.CLOSED \
                         or self.is_staff_role:
@@ -322,9 +322,9 @@ class LiveSessionConsumer(RoomConsumer):
                 "controls": events.controls(control) if control else {"locked_features": [], "timer": None},
                 "participants": states,
                 "roster": roster,
-                "chat": selectors.recent_chat_payloads(session),
+                "chat": shared["chat"],
                 "polls": poll_data,
-                "hands": events.hand_queue(selectors.hand_queue(session))["queue"],
+                "hands": shared["hands"],
             }
 
     async def _replay(self, last_seq: int, first: bool = False) -> None:

@@ -6,11 +6,14 @@ through `TenantQuerySet.visible_to(user)`, which calls it. Pages, admin, API and
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import Q, QuerySet
 
+from classrooms import events
 from classrooms.models import (  # noqa: I001
     Course,
     District,
@@ -396,6 +399,39 @@ def hand_queue(session: LiveSession):
             for hid, raised_at, uid, username, first_name, display_name in rows]
 
 
+_SHARED_TTL = 2.0  # seconds: the longest a non-seq'd edit (a renamed session) can stay out of new snapshots
+_shared_lock = threading.Lock()
+_shared: dict[str, tuple[int, float, dict]] = {}
+
+
+def room_shared_state(session: LiveSession, room_key: str, last_seq: int) -> dict:
+    """What every participant's snapshot shares at `last_seq`: the last polls (with options), the chat
+    history and the hand queue. Everything in it changes only through stored events, which move the room's
+    seq, so an entry built at the same seq is the same state; it is kept per process for `_SHARED_TTL` seconds.
+    In a join storm, 2,000 students then cost one build instead of 2,000 (docs/benchmarks.md). Per-user parts
+    (own answers, own controls) and live poll results (they change without a seq) are never cached."""
+    from classrooms.models import Poll
+
+    now = time.monotonic()
+    with _shared_lock:
+        hit = _shared.get(room_key)
+    if hit is not None and hit[0] == last_seq and now - hit[1] < _SHARED_TTL:
+        return hit[2]
+    state = {
+        "polls": list(reversed(Poll.objects.filter(session=session).exclude(status=Poll.Status.DRAFT)
+                               .prefetch_related("options").order_by("-id")[:10])),
+        "chat": recent_chat_payloads(session),
+        "hands": events.hand_queue(hand_queue(session))["queue"],
+    }
+    with _shared_lock:
+        current = _shared.get(room_key)
+        if current is None or current[0] <= last_seq:
+            _shared[room_key] = (last_seq, now, state)
+        if len(_shared) > 10_000:  # rooms come and go: keep the map bounded
+            _shared.pop(next(iter(_shared)))
+    return state
+
+
 def recent_chat_payloads(session: LiveSession, limit: int = 100) -> list[dict]:
     """The last chat messages as they were broadcast (the room log's payloads, deleted ones excluded):
     for snapshots, without building a model instance per message and author."""
@@ -404,7 +440,7 @@ def recent_chat_payloads(session: LiveSession, limit: int = 100) -> list[dict]:
 
     rows = (RoomEvent.objects.filter(room_key=realtime.session_room(session.institution_id, session.pk),
                                      type="chat.message")
-            .exclude(payload__deleted=True).order_by("-seq").values_list("seq", "payload")[:limit])
+            .exclude(payload__has_key="deleted").order_by("-seq").values_list("seq", "payload")[:limit])
     return [payload | {"seq": seq} for seq, payload in reversed(rows)]
 
 

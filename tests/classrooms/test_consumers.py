@@ -481,3 +481,20 @@ def test_answers_racing_a_close_are_exactly_the_final_results(world):
     stored = PollAnswer.objects.filter(poll=poll).count()
     assert final["respondents"] == stored == sum(answered)
     assert final["counts"] == {"0": stored, "1": 0}
+
+
+async def test_snapshots_share_state_only_at_the_same_seq(world):
+    """Joins at the same seq share one build of the room's polls, chat and hands; any stored event moves the
+    seq, so the next joiner sees it at once (no stale history within the cache's lifetime)."""
+    teacher, first = await connect(world.teacher_a, world.session_a)
+    student, same = await connect(world.student_a, world.session_a)
+    assert same["data"]["last_seq"] == first["data"]["last_seq"] and same["data"]["chat"] == first["data"]["chat"]
+    sent = await teacher.request("chat.send", body="after the first joins")
+    _, later = await connect(world.student_a, world.session_a)
+    assert later["data"]["last_seq"] == sent["data"]["seq"]
+    assert later["data"]["chat"][-1]["body"] == "after the first joins"
+    await teacher.request("chat.delete", message_id=sent["data"]["id"], reason="test")
+    _, after_delete = await connect(world.student_a, world.session_a)
+    assert all(m["id"] != sent["data"]["id"] for m in after_delete["data"]["chat"])
+    await student.close()
+    await teacher.close()

@@ -170,7 +170,7 @@ _xdist = env.str("PYTEST_XDIST_WORKER", default="")
 _worker_no = int(_xdist[2:]) if _xdist.startswith("gw") and _xdist[2:].isdigit() else 0
 AULA_REALTIME_REDIS_POOL = _int("AULA_REALTIME_REDIS_POOL", 64, minimum=4)  # per server process
 # Threads (each with its own PostgreSQL connection) for socket database work, per server process.
-AULA_DB_THREADS = _int("AULA_DB_THREADS", 4, minimum=1)
+AULA_DB_THREADS = _int("AULA_DB_THREADS", 2, minimum=1)
 AULA_REDIS_KEY_PREFIX = env.str("AULA_REDIS_KEY_PREFIX", default="aula") + (f"-t{_worker_no}" if TESTING else "")
 
 

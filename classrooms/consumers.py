@@ -284,14 +284,7 @@ class LiveSessionConsumer(RoomConsumer):
             state = head.state
             shared = selectors.room_shared_state(session, self.room_key, last_seq)
             polls = shared["polls"]
-            mine: dict[int, dict] = {}
-            if not self.is_staff_role and polls:
-                keys = {services._respondent_key(poll, self.user): poll.pk for poll in polls}
-                for answer in PollAnswer.objects.filter(poll_id__in=[p.pk for p in polls], respondent__in=keys) \
-                        .values("poll_id", "respondent", "option_positions", "text"):
-                    if keys.get(answer["respondent"]) == answer["poll_id"]:
-                        mine[answer["poll_id"]] = {"option_positions": answer["option_positions"],
-                                                   "text": answer["text"]}
+            mine = {} if self.is_staff_role else selectors.own_poll_answers(polls, self.user)
             poll_data = []
             for poll in polls:
                 item = {"poll": events.poll_public(poll)}

@@ -125,15 +125,6 @@ def live_sessions_for(user: User) -> QuerySet[LiveSession]:
     return LiveSession.objects.visible_to(user).select_related("course", "institution")
 
 
-def can_join_session(user: User, session: LiveSession) -> bool:
-    if not user.is_authenticated or not user.is_active:
-        return False
-    ids = institution_ids_for(user)
-    if ids is not None and session.institution_id not in ids:
-        return False
-    return enrollment_role(user, session.course) is not None
-
-
 def can_teach(user: User, course: Course) -> bool:
     return enrollment_role(user, course) in {Role.TEACHER, Role.TA}
 
@@ -264,12 +255,6 @@ def participant_state(session: LiveSession, user: User):
     from classrooms.models import ParticipantState
 
     return ParticipantState.objects.filter(session=session, user=user).first()
-
-
-def session_control(session: LiveSession):
-    from classrooms.models import SessionControl
-
-    return SessionControl.objects.filter(session=session).first()
 
 
 def feature_block_reason(session: LiveSession, user: User, feature: str) -> str | None:
@@ -430,6 +415,20 @@ def room_shared_state(session: LiveSession, room_key: str, last_seq: int) -> dic
         if len(_shared) > 10_000:  # rooms come and go: keep the map bounded
             _shared.pop(next(iter(_shared)))
     return state
+
+
+def own_poll_answers(polls, user: User) -> dict[int, dict]:
+    """A student's own answers to these polls (anonymous ones found by their keyed hash), in one query."""
+    from classrooms.models import PollAnswer
+    from classrooms.services import _respondent_key
+
+    keys = {_respondent_key(poll, user): poll.pk for poll in polls}
+    if not keys:
+        return {}
+    return {a["poll_id"]: {"option_positions": a["option_positions"], "text": a["text"]}
+            for a in PollAnswer.objects.filter(poll_id__in=list(keys.values()), respondent__in=keys)
+            .values("poll_id", "respondent", "option_positions", "text")
+            if keys.get(a["respondent"]) == a["poll_id"]}
 
 
 def recent_chat_payloads(session: LiveSession, limit: int = 100) -> list[dict]:

@@ -1,15 +1,17 @@
 """Exam week on this machine: a start stampede, an autosave storm and a deadline wave, measured end to end.
 
-    .venv/bin/python -m benchmarks.exams --students 2000 --close-in 170 --autosave 60 --stampede 10 --wave-timeout 90
+    .venv/bin/python -m benchmarks.exams --students 2000 --close-in 200 --autosave 60 --stampede 10 --wave-timeout 90
 
 Starts throwaway PostgreSQL and Redis (embedded), then the same processes as `make run` (config/devservers.py:
 uvicorn with `--workers`, a Celery worker for `deadlines`, one for `default,bulk`, and beat), seeds one exam whose close falls `--close-in` seconds
 after seeding (every attempt's deadline is that close: N deadlines in the same second), then:
 
 1. start stampede: every student POSTs Start within `--stampede` seconds (real HTTP, session + CSRF);
-2. autosave storm: every student holds an attempt socket and saves an answer every `--every` seconds
-   for `--autosave` seconds; latency is from the send to the server's ack (the ack comes after commit);
-3. deadline wave: after the close, the database is read until every attempt is finalised; the lag of
+2. attempt sockets: every student opens the attempt socket, spread over the same `--stampede` window (the
+   attempt page opens it right after its Start), until the snapshot arrives;
+3. autosave storm: `--settle` seconds later every student saves an answer every `--every` seconds for
+   `--autosave` seconds; latency is from the send to the server's ack (the ack comes after commit);
+4. deadline wave: after the close, the database is read until every attempt is finalised; the lag of
    each finalisation behind its deadline is reported, then (the bulk queue) until every submitted attempt
    is graded and notified.
 
@@ -96,7 +98,9 @@ async def _storm(spec: dict) -> dict:
     import websockets
 
     port, every, until = spec["port"], spec["every"], spec["until"]
+    connect_from, connect_window, saves_from = spec["connect_from"], spec["connect_window"], spec["saves_from"]
     latencies: list[float] = []
+    connects: list[float] = []
     errors: dict[str, int] = {}
     acked = 0
 
@@ -105,6 +109,10 @@ async def _storm(spec: dict) -> dict:
 
     async def student(s):
         nonlocal acked
+        # Each attempt page opens its socket right after its Start, so the sockets connect spread over the
+        # stampede's window; saves are measured once every socket had its chance to connect.
+        await asyncio.sleep(max(connect_from + random.uniform(0, connect_window) - time.time(), 0))
+        t0 = time.time()
         try:
             ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws/v1/attempts/{s['attempt']}/",
                                           origin=f"http://127.0.0.1:{port}", open_timeout=30, compression=None,
@@ -117,7 +125,8 @@ async def _storm(spec: dict) -> dict:
             if snap.get("type") != "snapshot":
                 err(f"first-frame:{snap.get('type')}")
                 return
-            await asyncio.sleep(random.uniform(0, every))
+            connects.append(time.time() - t0)
+            await asyncio.sleep(max(saves_from + random.uniform(0, every) - time.time(), 0))
             version = 0
             while time.time() < until:
                 version += 1
@@ -141,12 +150,14 @@ async def _storm(spec: dict) -> dict:
             await ws.close()
 
     await asyncio.gather(*[student(s) for s in spec["students"]])
-    return {"latencies": latencies, "errors": errors, "acked": acked}
+    return {"latencies": latencies, "connects": connects, "errors": errors, "acked": acked}
 
 
 def _worker(conn, kind: str, spec: dict) -> None:
     raise_nofile()
+    cpu = time.process_time()
     result = asyncio.run(_stampede(spec) if kind == "stampede" else _storm(spec))
+    result["cpu_s"] = time.process_time() - cpu
     conn.send(result)
     conn.close()
 
@@ -172,6 +183,64 @@ def sql(env: dict, query: str) -> list[tuple]:
 
     with psycopg.connect(env["DATABASE_URL"].replace("postgres://", "postgresql://", 1)) as c:
         return c.execute(query).fetchall()
+
+
+class _CpuMeter:
+    """Where the machine's CPU went during one phase: seconds of CPU per part (web workers, Celery,
+    PostgreSQL, Redis, the load generators) and how busy the whole machine was."""
+
+    def __init__(self, procs: list[subprocess.Popen], datadir_hint: str):
+        self.procs, self.hint = procs, datadir_hint
+        self.start = self._read()
+
+    def _read(self) -> dict:
+        import psutil
+
+        parts = {"web": 0.0, "celery": 0.0, "postgres": 0.0, "redis": 0.0}
+
+        def tree(pid: int) -> list:
+            try:
+                root = psutil.Process(pid)
+                return [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return []
+
+        def cpu(p) -> float:
+            try:
+                t = p.cpu_times()
+                return t.user + t.system
+            except psutil.Error:
+                return 0.0
+
+        parts["web"] = sum(cpu(p) for p in tree(self.procs[0].pid))
+        parts["celery"] = sum(cpu(p) for proc in self.procs[1:] for p in tree(proc.pid))
+        for p in psutil.process_iter(["name", "cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if p.info["name"] == "postgres" and (self.hint in cmd or self._embedded_parent(p)):
+                parts["postgres"] += cpu(p)
+            elif "redis-server" in cmd and self.hint in cmd:
+                parts["redis"] += cpu(p)
+        times = psutil.cpu_times()
+        parts["_busy"] = sum(times) - times.idle - getattr(times, "iowait", 0)
+        parts["_all"] = sum(times)
+        parts["_at"] = time.time()
+        return parts
+
+    @staticmethod
+    def _embedded_parent(p) -> bool:
+        try:
+            return "pgdata" in " ".join(p.parent().cmdline())
+        except Exception:
+            return False
+
+    def stop(self, loadgen_s: float) -> dict:
+        end = self._read()
+        out = {k: round(end[k] - self.start[k], 1) for k in ("web", "celery", "postgres", "redis")}
+        out["loadgen"] = round(loadgen_s, 1)
+        out["seconds"] = round(end["_at"] - self.start["_at"], 1)
+        out["machine_busy_pct"] = round(100 * (end["_busy"] - self.start["_busy"]) /
+                                        max(end["_all"] - self.start["_all"], 1e-9), 1)
+        return out
 
 
 class _Profile:
@@ -210,6 +279,7 @@ def run(args) -> dict:
     raise_nofile()
     summary: dict = {"students": args.students, "web_workers": args.workers, "machine": os.cpu_count(),
                      "deadline_concurrency": int(os.environ.get("AULA_DEADLINE_CONCURRENCY") or 4)}
+    extra_hint = "aula-test-"  # where backing_services puts its throwaway PostgreSQL and Redis
     with backing_services(persistent=False) as extra, tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         env = {**os.environ, **extra, "AULA_ENV": "test", "AULA_WS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
@@ -237,9 +307,11 @@ def run(args) -> dict:
             # 1. start stampede
             t0 = time.time() + 1
             profile = _Profile(args, procs[0], "stampede")
+            meter = _CpuMeter(procs, extra_hint)
             parts = fan_out("stampede", {"port": port, "exam": seed["exam"], "window": args.stampede,
                                          "start_at": t0}, seed["students"], args.procs)
             profile.stop()
+            summary.setdefault("cpu_s", {})["stampede"] = meter.stop(sum(p["cpu_s"] for p in parts))
             starts = [s for p in parts for s in p["starts"]]
             ok = [s for s in starts if s["attempt"]]
             summary["stampede"] = {
@@ -253,12 +325,23 @@ def run(args) -> dict:
             }
             by_student = {s["student"]: s["attempt"] for s in ok}
             storm_students = [{**s, "attempt": by_student[s["id"]]} for s in seed["students"] if s["id"] in by_student]
-            # 2. autosave storm (ends before the close)
-            until = min(time.time() + args.autosave, seed["closes_at"] - 5)
+            # 2. the attempt sockets connect (spread over the stampede's window, as they follow the Starts),
+            # then the autosave storm (ends before the close)
+            connect_from = time.time() + 1
+            saves_from = connect_from + args.stampede + args.settle
+            until = min(saves_from + args.autosave, seed["closes_at"] - 5)
             profile = _Profile(args, procs[0], "autosave")
+            meter = _CpuMeter(procs, extra_hint)
             parts = fan_out("storm", {"port": port, "every": args.every, "until": until,
-                                      "questions": seed["questions"]}, storm_students, args.procs)
+                                      "connect_from": connect_from, "connect_window": args.stampede,
+                                      "saves_from": saves_from, "questions": seed["questions"]},
+                            storm_students, args.procs)
             profile.stop()
+            summary.setdefault("cpu_s", {})["sockets_and_autosave"] = meter.stop(sum(p["cpu_s"] for p in parts))
+            conn = [v for p in parts for v in p["connects"]]
+            summary["connect"] = {"window_s": args.stampede, "sockets": len(storm_students), "connected": len(conn),
+                                  "latency_ms": {"p50": ms(pct(conn, 50)), "p95": ms(pct(conn, 95)),
+                                                 "max": ms(max(conn) if conn else None)}}
             lat = [v for p in parts for v in p["latencies"]]
             errors: dict[str, int] = {}
             for p in parts:
@@ -266,7 +349,7 @@ def run(args) -> dict:
                     errors[k] = errors.get(k, 0) + v
             summary["autosave"] = {
                 "sockets": len(storm_students), "every_s": args.every, "acked": sum(p["acked"] for p in parts),
-                "rate_per_s": round(len(lat) / max(args.autosave, 1), 1),
+                "seconds": round(until - saves_from, 1), "rate_per_s": round(len(lat) / max(until - saves_from, 1), 1),
                 "ack_ms": {"p50": ms(pct(lat, 50)), "p95": ms(pct(lat, 95)), "p99": ms(pct(lat, 99)),
                            "max": ms(max(lat) if lat else None)},
                 "errors": errors,
@@ -319,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stampede", type=float, default=10, help="seconds over which everyone presses Start")
     parser.add_argument("--autosave", type=float, default=60, help="seconds of autosave storm")
     parser.add_argument("--every", type=float, default=5, help="seconds between one student's saves")
+    parser.add_argument("--settle", type=float, default=5,
+                        help="seconds between the end of the sockets' connect window and the first saves")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")
     parser.add_argument("--wave-timeout", type=float, default=90)

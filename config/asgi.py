@@ -6,10 +6,15 @@ Served by uvicorn in production (`--ws-max-size 1048576`, see config/devservers.
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from config.http import ThreadedASGIHandler  # noqa: E402
+
+# Each HTTP request to a sync view is served in one thread of the HTTP pool (config/http.py).
+django_asgi_app = ThreadedASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 

@@ -33,8 +33,9 @@ class ContextFilter(logging.Filter):
 
 
 class _DualMiddleware:
-    """Sync and async capable: under ASGI the chain stays async, so views wrapped in
-    config.http.in_thread_pool are not serialised behind Django's one sync thread per process."""
+    """Sync and async capable: config.http.ThreadedASGIHandler runs the sync chain in a pool thread for
+    sync views and Django's async chain for async views (one sync-only middleware would put the async
+    chain back on Django's one sync thread per process)."""
 
     sync_capable = True
     async_capable = True

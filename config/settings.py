@@ -171,6 +171,8 @@ _worker_no = int(_xdist[2:]) if _xdist.startswith("gw") and _xdist[2:].isdigit()
 AULA_REALTIME_REDIS_POOL = _int("AULA_REALTIME_REDIS_POOL", 64, minimum=4)  # per server process
 # Threads (each with its own PostgreSQL connection) for socket database work, per server process.
 AULA_DB_THREADS = _int("AULA_DB_THREADS", 2, minimum=1)
+# Threads per server process serving HTTP requests (each request's middleware and view in one thread).
+AULA_HTTP_THREADS = _int("AULA_HTTP_THREADS", 4, minimum=1)
 AULA_REDIS_KEY_PREFIX = env.str("AULA_REDIS_KEY_PREFIX", default="aula") + (f"-t{_worker_no}" if TESTING else "")
 
 

@@ -25,7 +25,6 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from classrooms.models import Enrollment, Role
-from config.http import in_thread_pool
 from exams import events, selectors, services
 from exams.models import Answer, Attempt, Exam, IntegrityEvent, Question
 
@@ -76,7 +75,6 @@ def exam_list(request):
     return render(request, "exams/list.html", {"rows": rows, "teaching": list(_teaching_exams(request.user))})
 
 
-@in_thread_pool  # a start stampede: hundreds in the same second, served in parallel threads
 @login_required
 @require_POST
 def exam_start(request, exam_id: int):
@@ -110,7 +108,6 @@ def _attempt_content(attempt: Attempt) -> dict:
     }
 
 
-@in_thread_pool  # right after a start stampede, every student loads this page
 @login_required
 @require_GET
 @never_cache  # exam content and answers: not kept in a shared browser's cache

@@ -8,15 +8,13 @@ import time
 from typing import Any, Literal
 
 from auditlog.context import set_actor
-from django.conf import settings
 from django.utils import timezone
 from pydantic import Field
 
 from config.realtime import presence
 from config.realtime.consumer import FrameError, Refused, RoomConsumer
-from config.realtime.hub import hub
 from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping
-from config.realtime.ratelimit import Limit, RateLimiter
+from config.realtime.ratelimit import Limit, LocalLimit
 from config.realtime.transport import db_call, encode_frame, publish_frame, room_last_seq
 from exams import events, realtime, selectors, services
 from exams.models import Attempt, Exam, Question
@@ -69,7 +67,7 @@ class AttemptConsumer(RoomConsumer):
             raise Refused(CloseCode.NOT_FOUND, "no such attempt")
         self.attempt = attempt
         self.conn_id = f"{attempt.pk}-{time.time_ns()}"
-        self.limiter = RateLimiter(hub()._redis, settings.AULA_REDIS_KEY_PREFIX)
+        self.save_limit = LocalLimit(SAVE_LIMIT)  # per socket, in memory: one socket is one attempt
         return realtime.attempt_room(attempt.institution_id, attempt.pk)
 
     def still_authorized(self) -> CloseCode | None:
@@ -133,13 +131,13 @@ class AttemptConsumer(RoomConsumer):
             "answers": {str(k): v for k, v in selectors.attempt_answers(attempt).items()},
         }
 
-    async def _run(self, fn, **kwargs):
+    async def _run(self, fn, *, health_check: bool = True, **kwargs):
         def run():
             with set_actor(self.user):
                 return fn(**kwargs)
 
         try:
-            return await db_call(run)()
+            return await db_call(run, health_check=health_check)()
         except services.AttemptClosed as exc:
             raise FrameError("attempt_closed", str(exc)) from None
 
@@ -148,12 +146,14 @@ class AttemptConsumer(RoomConsumer):
                         client_time=client_time)
 
     async def on_answer_save(self, msg: AnswerSave) -> None:
-        verdict = await self.limiter.hit(f"u{self.user.pk}:save", SAVE_LIMIT)
+        verdict = self.save_limit.hit()
         if not verdict.allowed:
             raise FrameError(ErrorCode.RATE_LIMITED, "Slow down.", retry_after=round(verdict.retry_after, 2))
-        answer, applied = await self._run(services.answer_save, attempt_id=self.attempt.pk, student=self.user,
-                                          question_id=msg.question_id, value=msg.value, version=msg.version,
-                                          client_time=msg.client_time)
+        # No health-check round trip first (transport.db_call): a dead connection fails the save, which is
+        # refused as unavailable and sent again by the client.
+        answer, applied = await self._run(services.answer_save, health_check=False, attempt_id=self.attempt.pk,
+                                          student=self.user, question_id=msg.question_id, value=msg.value,
+                                          version=msg.version, client_time=msg.client_time)
         # The proctor board's answered count is sent by the service, only when a save changes it.
         await self.ack(msg.ref, question_id=msg.question_id, version=answer.version, applied=applied,
                        saved_at=answer.saved_at.isoformat())

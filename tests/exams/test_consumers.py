@@ -228,3 +228,40 @@ async def test_attempt_sockets_of_an_exam_are_rechecked_together(world, settings
     await kept.send_to(text_data=json.dumps({"type": "time.sync", "ref": "t1", "client_time": 0}))
     assert not await kept.receive_nothing(timeout=1)
     await kept.disconnect()
+
+
+async def test_saves_beyond_the_sockets_limit_are_refused_with_retry_after_and_change_nothing(world):
+    from exams.consumers import SAVE_LIMIT
+    from exams.models import Answer
+
+    ex = await database_sync_to_async(ExamWorld)(world)
+    attempt = await database_sync_to_async(services.attempt_start)(exam=ex.exam, student=world.student_a)
+    comm, ok, _ = await open_socket(world.student_a, f"/ws/v1/attempts/{attempt.pk}/")
+    assert ok
+    await frames_until(comm, "snapshot")
+    total = SAVE_LIMIT.count + 3
+    for v in range(1, total + 1):
+        await comm.send_to(text_data=json.dumps({"type": "answer.save", "ref": f"s{v}",
+                                                 "question_id": ex.q_short.pk, "value": f"v{v}", "version": v}))
+    replies = {}
+    while len(replies) < total:
+        frame = json.loads(await comm.receive_from(timeout=10))
+        if frame["type"] in ("ack", "error"):
+            replies[frame["data"]["ref"]] = frame
+    assert all(replies[f"s{v}"]["type"] == "ack" for v in range(1, SAVE_LIMIT.count + 1))
+    refused = [replies[f"s{v}"] for v in range(SAVE_LIMIT.count + 1, total + 1)]
+    assert all(r["type"] == "error" and r["data"]["code"] == "rate_limited" for r in refused)
+    assert all(0 < r["data"]["details"]["retry_after"] <= SAVE_LIMIT.window for r in refused)
+    stored = await database_sync_to_async(lambda: Answer.objects.get(attempt=attempt, question=ex.q_short))()
+    assert stored.version == SAVE_LIMIT.count  # the refused saves changed nothing
+    await comm.disconnect()
+
+
+def test_local_limit_counts_in_fixed_windows():
+    from config.realtime.ratelimit import Limit, LocalLimit
+
+    limit = LocalLimit(Limit(2, 10))
+    assert limit.hit(100.0).allowed and limit.hit(101.0).allowed
+    refused = limit.hit(104.0)
+    assert not refused.allowed and refused.retry_after == pytest.approx(6.0)
+    assert limit.hit(110.0).allowed  # a new window

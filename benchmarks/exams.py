@@ -323,6 +323,8 @@ def run(args) -> dict:
                                "p99": ms(pct([s["latency"] for s in ok], 99))},
                 "failures": sorted({s["status"] for s in starts if not s["attempt"]}),
             }
+            if args.stampede_only:
+                return summary
             by_student = {s["student"]: s["attempt"] for s in ok}
             storm_students = [{**s, "attempt": by_student[s["id"]]} for s in seed["students"] if s["id"] in by_student]
             # 2. the attempt sockets connect (spread over the stampede's window, as they follow the Starts),
@@ -407,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")
     parser.add_argument("--wave-timeout", type=float, default=90)
+    parser.add_argument("--stampede-only", action="store_true", help="stop after the start stampede (profiling)")
     parser.add_argument("--logs", help="keep the server and worker logs in this directory")
     parser.add_argument("--py-spy", help="path to a py-spy binary: sample the web workers per phase (evidence)")
     parser.add_argument("--profile-dir", default=str(ROOT / "benchmarks" / "results" / "profiles"))

@@ -216,7 +216,7 @@ REDIS_CLIENT_IDENTITY = _redis_client_identity()
 
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "config.cache.RedisCache",  # Django's, with one client per pool (config/cache.py)
         "LOCATION": REDIS_CACHE_URL,
         "KEY_PREFIX": AULA_REDIS_KEY_PREFIX,
         "TIMEOUT": 300,

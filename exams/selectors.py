@@ -6,6 +6,7 @@ from django.db.models import Count, Q, QuerySet
 
 from classrooms import selectors as classroom_selectors
 from classrooms.models import Role, User
+from config.sql import from_row, select_list
 from exams.models import Answer, Attempt, Exam
 
 
@@ -70,7 +71,7 @@ def student_exams(user: User) -> QuerySet[Exam]:
 
 
 _STARTABLE_SQL = """
-SELECT e.* FROM exams_exam e JOIN classrooms_course c ON c.id = e.course_id
+SELECT {columns} FROM exams_exam e JOIN classrooms_course c ON c.id = e.course_id
 WHERE e.id = %(exam)s AND e.status = %(published)s AND e.institution_id = c.institution_id
   AND EXISTS (SELECT 1 FROM classrooms_enrollment n
               WHERE n.course_id = c.id AND n.user_id = %(user)s AND n.role = %(student)s AND n.is_active)
@@ -83,8 +84,13 @@ def startable_exam(user: User, exam_id: int) -> Exam | None:
     course's institution, which is the exam's."""
     if not user.is_authenticated or not user.is_active:
         return None
+    from django.db import connection
+
     params = {"exam": exam_id, "user": user.pk, "published": Exam.Status.PUBLISHED, "student": Role.STUDENT}
-    return next(iter(Exam.objects.raw(_STARTABLE_SQL, params)), None)
+    with connection.cursor() as cur:
+        cur.execute(_STARTABLE_SQL.format(columns=select_list(Exam, "e")), params)
+        row = cur.fetchone()
+    return from_row(Exam, row) if row else None
 
 
 def attempt_answers(attempt: Attempt) -> dict[int, dict]:

@@ -29,6 +29,7 @@ from classrooms import selectors as classroom_selectors
 from classrooms.models import Course, Role, User
 from classrooms.services import upsert
 from config.realtime.transport import room_event_record, room_next_seq, room_signal_publish
+from config.sql import from_row, select_list
 from exams import events, realtime
 from exams.models import (
     Accommodation,
@@ -281,6 +282,10 @@ FROM (SELECT 1) one
 LEFT JOIN exams_accommodation acc ON acc.institution_id = %(institution)s AND acc.student_id = %(student)s
 """
 
+# The student's attempts at the exam, locked; columns from the model (config.sql), never from input.
+_START_ATTEMPTS_SQL = "SELECT {columns} FROM exams_attempt a WHERE a.exam_id = %s AND a.student_id = %s " \
+    "ORDER BY a.number FOR UPDATE"
+
 # The start itself: the attempt's state, deadline and chain head, and the "started" entry, in one statement.
 _START_WRITE_SQL = """
 WITH started AS (
@@ -321,7 +326,10 @@ def attempt_start(*, exam: Exam, student: User, client_time: dt.datetime | None 
     if multiplier is not None:
         minutes = minutes * multiplier + extra_minutes  # the same rule as allowed_minutes()
     with transaction.atomic():
-        attempts = list(Attempt.objects.select_for_update().filter(exam=exam, student=student).order_by("number"))
+        with connection.cursor() as cur:  # the student's attempts, locked (the layout is not needed here)
+            cur.execute(_START_ATTEMPTS_SQL.format(columns=select_list(Attempt, "a", exclude=("layout",))),
+                        [exam.pk, student.pk])
+            attempts = [from_row(Attempt, row, exclude=("layout",)) for row in cur.fetchall()]
         running = next((a for a in attempts if a.is_open), None)
         if running is not None:
             return running

@@ -191,6 +191,7 @@ class _CpuMeter:
 
     def __init__(self, procs: list[subprocess.Popen], datadir_hint: str):
         self.procs, self.hint = procs, datadir_hint
+        self.redis_port = (os.environ.get("AULA_BENCH_REDIS_URL") or "").rsplit(":", 1)[-1].split("/")[0]
         self.start = self._read()
 
     def _read(self) -> dict:
@@ -218,7 +219,7 @@ class _CpuMeter:
             cmd = " ".join(p.info["cmdline"] or [])
             if p.info["name"] == "postgres" and (self.hint in cmd or self._embedded_parent(p)):
                 parts["postgres"] += cpu(p)
-            elif "redis-server" in cmd and self.hint in cmd:
+            elif "redis-server" in cmd and (self.hint in cmd or f":{self.redis_port} " in cmd + " "):
                 parts["redis"] += cpu(p)
         times = psutil.cpu_times()
         parts["_busy"] = sum(times) - times.idle - getattr(times, "iowait", 0)
@@ -273,6 +274,82 @@ class _Profile:
                 p.kill()
 
 
+def _load_phases(args, port: int, seed: dict, procs: list[subprocess.Popen], extra_hint: str) -> dict:
+    """Phases 1–3 against whatever serves `port` (Aula, or the bare baseline app)."""
+    summary: dict = {}
+    # 1. start stampede
+    t0 = time.time() + 1
+    profile = _Profile(args, procs[0], "stampede")
+    meter = _CpuMeter(procs, extra_hint)
+    parts = fan_out("stampede", {"port": port, "exam": seed["exam"], "window": args.stampede,
+                                 "start_at": t0}, seed["students"], args.procs)
+    profile.stop()
+    summary.setdefault("cpu_s", {})["stampede"] = meter.stop(sum(p["cpu_s"] for p in parts))
+    starts = [s for p in parts for s in p["starts"]]
+    ok = [s for s in starts if s["attempt"]]
+    summary["stampede"] = {
+        "window_s": args.stampede, "requests": len(starts), "succeeded": len(ok),
+        "success_rate": round(len(ok) / max(len(starts), 1), 4),
+        "all_done_after_s": round(max(p["finished_at"] for p in parts) - t0, 2),
+        "latency_ms": {"p50": ms(pct([s["latency"] for s in ok], 50)),
+                       "p95": ms(pct([s["latency"] for s in ok], 95)),
+                       "p99": ms(pct([s["latency"] for s in ok], 99))},
+        "failures": sorted({s["status"] for s in starts if not s["attempt"]}),
+    }
+    if args.stampede_only:
+        return summary
+    by_student = {s["student"]: s["attempt"] for s in ok}
+    storm_students = [{**s, "attempt": by_student[s["id"]]} for s in seed["students"] if s["id"] in by_student]
+    # 2. the attempt sockets connect (spread over the stampede's window, as they follow the Starts),
+    # then the autosave storm (ends before the close)
+    connect_from = time.time() + 1
+    saves_from = connect_from + args.stampede + args.settle
+    until = min(saves_from + args.autosave, seed["closes_at"] - 5)
+    profile = _Profile(args, procs[0], "autosave")
+    meter = _CpuMeter(procs, extra_hint)
+    parts = fan_out("storm", {"port": port, "every": args.every, "until": until,
+                              "connect_from": connect_from, "connect_window": args.stampede,
+                              "saves_from": saves_from, "questions": seed["questions"]},
+                    storm_students, args.procs)
+    profile.stop()
+    summary.setdefault("cpu_s", {})["sockets_and_autosave"] = meter.stop(sum(p["cpu_s"] for p in parts))
+    conn = [v for p in parts for v in p["connects"]]
+    summary["connect"] = {"window_s": args.stampede, "sockets": len(storm_students), "connected": len(conn),
+                          "latency_ms": {"p50": ms(pct(conn, 50)), "p95": ms(pct(conn, 95)),
+                                         "max": ms(max(conn) if conn else None)}}
+    lat = [v for p in parts for v in p["latencies"]]
+    errors: dict[str, int] = {}
+    for p in parts:
+        for k, v in p["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    summary["autosave"] = {
+        "sockets": len(storm_students), "every_s": args.every, "acked": sum(p["acked"] for p in parts),
+        "seconds": round(until - saves_from, 1), "rate_per_s": round(len(lat) / max(until - saves_from, 1), 1),
+        "ack_ms": {"p50": ms(pct(lat, 50)), "p95": ms(pct(lat, 95)), "p99": ms(pct(lat, 99)),
+                   "max": ms(max(lat) if lat else None)},
+        "errors": errors,
+    }
+    return summary
+
+
+def _bare_baseline(args, seed: dict, extra_hint: str) -> dict:
+    """The same load against benchmarks.bare_exam_app under the same uvicorn command, same run."""
+    from config.devservers import free_port, uvicorn_tuning_args, wait_for_port
+
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "benchmarks.bare_exam_app:app", "--host", "127.0.0.1", "--port",
+            str(port), "--workers", str(args.workers), *uvicorn_tuning_args()]
+    web = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    try:
+        wait_for_port(port, 60)
+        time.sleep(1)
+        return _load_phases(args, port, seed, [web], extra_hint)
+    finally:
+        os.killpg(web.pid, 15)
+        web.wait(20)
+
+
 def run(args) -> dict:
     from config.devservers import backing_services, celery_processes, free_port, wait_for_port, web_argv
 
@@ -281,6 +358,7 @@ def run(args) -> dict:
                      "deadline_concurrency": int(os.environ.get("AULA_DEADLINE_CONCURRENCY") or 4)}
     extra_hint = "aula-test-"  # where backing_services puts its throwaway PostgreSQL and Redis
     with backing_services(persistent=False) as extra, tempfile.TemporaryDirectory() as tmp:
+        os.environ["AULA_BENCH_REDIS_URL"] = extra.get("REDIS_URL") or os.environ.get("REDIS_URL", "")
         port = free_port()
         env = {**os.environ, **extra, "AULA_ENV": "test", "AULA_WS_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
                "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "AULA_LOG_LEVEL": "WARNING"}
@@ -304,58 +382,11 @@ def run(args) -> dict:
         try:
             wait_for_port(port, 60)
             time.sleep(2)
-            # 1. start stampede
-            t0 = time.time() + 1
-            profile = _Profile(args, procs[0], "stampede")
-            meter = _CpuMeter(procs, extra_hint)
-            parts = fan_out("stampede", {"port": port, "exam": seed["exam"], "window": args.stampede,
-                                         "start_at": t0}, seed["students"], args.procs)
-            profile.stop()
-            summary.setdefault("cpu_s", {})["stampede"] = meter.stop(sum(p["cpu_s"] for p in parts))
-            starts = [s for p in parts for s in p["starts"]]
-            ok = [s for s in starts if s["attempt"]]
-            summary["stampede"] = {
-                "window_s": args.stampede, "requests": len(starts), "succeeded": len(ok),
-                "success_rate": round(len(ok) / max(len(starts), 1), 4),
-                "all_done_after_s": round(max(p["finished_at"] for p in parts) - t0, 2),
-                "latency_ms": {"p50": ms(pct([s["latency"] for s in ok], 50)),
-                               "p95": ms(pct([s["latency"] for s in ok], 95)),
-                               "p99": ms(pct([s["latency"] for s in ok], 99))},
-                "failures": sorted({s["status"] for s in starts if not s["attempt"]}),
-            }
+            if args.baseline:
+                summary["baseline"] = _bare_baseline(args, seed, extra_hint)
+            summary.update(_load_phases(args, port, seed, procs, extra_hint))
             if args.stampede_only:
                 return summary
-            by_student = {s["student"]: s["attempt"] for s in ok}
-            storm_students = [{**s, "attempt": by_student[s["id"]]} for s in seed["students"] if s["id"] in by_student]
-            # 2. the attempt sockets connect (spread over the stampede's window, as they follow the Starts),
-            # then the autosave storm (ends before the close)
-            connect_from = time.time() + 1
-            saves_from = connect_from + args.stampede + args.settle
-            until = min(saves_from + args.autosave, seed["closes_at"] - 5)
-            profile = _Profile(args, procs[0], "autosave")
-            meter = _CpuMeter(procs, extra_hint)
-            parts = fan_out("storm", {"port": port, "every": args.every, "until": until,
-                                      "connect_from": connect_from, "connect_window": args.stampede,
-                                      "saves_from": saves_from, "questions": seed["questions"]},
-                            storm_students, args.procs)
-            profile.stop()
-            summary.setdefault("cpu_s", {})["sockets_and_autosave"] = meter.stop(sum(p["cpu_s"] for p in parts))
-            conn = [v for p in parts for v in p["connects"]]
-            summary["connect"] = {"window_s": args.stampede, "sockets": len(storm_students), "connected": len(conn),
-                                  "latency_ms": {"p50": ms(pct(conn, 50)), "p95": ms(pct(conn, 95)),
-                                                 "max": ms(max(conn) if conn else None)}}
-            lat = [v for p in parts for v in p["latencies"]]
-            errors: dict[str, int] = {}
-            for p in parts:
-                for k, v in p["errors"].items():
-                    errors[k] = errors.get(k, 0) + v
-            summary["autosave"] = {
-                "sockets": len(storm_students), "every_s": args.every, "acked": sum(p["acked"] for p in parts),
-                "seconds": round(until - saves_from, 1), "rate_per_s": round(len(lat) / max(until - saves_from, 1), 1),
-                "ack_ms": {"p50": ms(pct(lat, 50)), "p95": ms(pct(lat, 95)), "p99": ms(pct(lat, 99)),
-                           "max": ms(max(lat) if lat else None)},
-                "errors": errors,
-            }
             # 3. deadline wave
             wait_until = seed["closes_at"] + args.wave_timeout
             while time.time() < wait_until:
@@ -409,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")
     parser.add_argument("--wave-timeout", type=float, default=90)
+    parser.add_argument("--baseline", action="store_true",
+                        help="first run the same phases against the bare ASGI app (benchmarks/bare_exam_app.py)")
     parser.add_argument("--stampede-only", action="store_true", help="stop after the start stampede (profiling)")
     parser.add_argument("--logs", help="keep the server and worker logs in this directory")
     parser.add_argument("--py-spy", help="path to a py-spy binary: sample the web workers per phase (evidence)")

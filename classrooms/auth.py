@@ -1,6 +1,15 @@
-"""Sign-in by email or username (case-insensitive), on Django's ModelBackend rules."""
+"""Sign-in by email or username (case-insensitive), on Django's ModelBackend rules, throttled per account
+and per client address."""
 
+import hashlib
+
+from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.views import LoginView
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db.models import Q
 
 from classrooms.models import User
@@ -27,3 +36,77 @@ class EmailOrUsernameBackend(ModelBackend):
             return None
         user = next(iter(User.objects.raw("SELECT * FROM classrooms_user WHERE id = %s", [pk])), None)
         return user if user is not None and self.user_can_authenticate(user) else None
+
+
+# --- sign-in throttling --------------------------------------------------------------------------------
+
+def _throttle_keys(request, username: str) -> list[tuple[str, int]]:
+    """(cache key, limit) per account and per client address. The account name is hashed: a child's
+    e-mail address never becomes a cache key."""
+    account = hashlib.sha256(username.strip().casefold().encode()).hexdigest()[:32]
+    address = request.META.get("REMOTE_ADDR", "-") if request is not None else "-"
+    return [(f"login-fail:acct:{account}", settings.AULA_LOGIN_FAILURES_PER_ACCOUNT),
+            (f"login-fail:ip:{address}", settings.AULA_LOGIN_FAILURES_PER_IP)]
+
+
+def login_throttled(request, username: str) -> bool:
+    keys = _throttle_keys(request, username)
+    counts = cache.get_many([key for key, _ in keys])
+    return any(counts.get(key, 0) >= limit for key, limit in keys)
+
+
+def login_failed(request, username: str) -> None:
+    """Count a failed attempt. `add` then `incr` are each atomic in Redis: concurrent guesses all count."""
+    for key, _ in _throttle_keys(request, username):
+        cache.add(key, 0, settings.AULA_LOGIN_WINDOW_SECONDS)
+        try:
+            cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.add(key, 1, settings.AULA_LOGIN_WINDOW_SECONDS)
+
+
+def login_succeeded(request, username: str) -> None:
+    cache.delete(_throttle_keys(request, username)[0][0])  # the account's count; the address keeps its own
+
+
+class ThrottledFormMixin:
+    """For Django's AuthenticationForm and the admin's: refuse without checking the password while the
+    account or the address is over its limit, and count each failure."""
+
+    throttled = False
+
+    def clean(self):
+        username = self.data.get("username", "") or ""
+        if login_throttled(self.request, username):
+            self.throttled = True
+            raise ValidationError("Too many sign-in attempts. Wait a few minutes and try again.", code="throttled")
+        try:
+            data = super().clean()
+        except ValidationError:
+            login_failed(self.request, username)
+            raise
+        login_succeeded(self.request, username)
+        return data
+
+
+class ThrottledAuthenticationForm(ThrottledFormMixin, AuthenticationForm):
+    pass
+
+
+class ThrottledAdminAuthenticationForm(ThrottledFormMixin, AdminAuthenticationForm):
+    pass
+
+
+class ThrottledLoginView(LoginView):
+    """The sign-in page. A throttled attempt answers 429 with Retry-After and says why. Django's login()
+    gives the session a new key, so a session id planted before sign-in is worthless after it."""
+
+    form_class = ThrottledAuthenticationForm
+    redirect_authenticated_user = True
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        if form.throttled:
+            response.status_code = 429
+            response["Retry-After"] = str(settings.AULA_LOGIN_WINDOW_SECONDS)
+        return response

@@ -110,12 +110,14 @@ def erase_database(student: User, p: Plan, *, token: str) -> dict[str, int]:
     removed["room_events_deleted"] = count
     count, _ = PollAnswer.objects.filter(user__isnull=True, respondent__in=p.anonymous_keys).delete()
     removed["anonymous_poll_answers"] = count
-    removed["audit_entries_redacted"] = _redact_audit_trail(p, token)
     removed["login_sessions"] = _end_login_sessions(p.user_id)
     _, by_model = student.delete()
     for label, n in by_model.items():
         if n:
             removed[label] = n
+    # After the delete: django-auditlog has just written a "deleted" entry (with every field) for the
+    # account and each cascaded audited row; those are redacted with the older ones.
+    removed["audit_entries_redacted"] = _redact_audit_trail(p, token)
     return removed
 
 
@@ -238,18 +240,20 @@ def erase_child_content(*, before: dt.datetime) -> dict[str, int]:
             scrubbed += 1
         removed["chat_messages"], _ = ChatMessage.objects.filter(id__in=message_ids).delete()
         removed["room_events_scrubbed"] = scrubbed
-    if answer_ids:
+    anonymous_ids = _anonymous_child_answers(before)
+    if answer_ids or anonymous_ids:
         texts: dict[int, list[str]] = {}
-        for poll_id, text in PollAnswer.objects.filter(id__in=answer_ids).values_list("poll_id", "text"):
+        for poll_id, text in PollAnswer.objects.filter(id__in=answer_ids + anonymous_ids) \
+                .values_list("poll_id", "text"):
             texts.setdefault(poll_id, []).append(text)
         for event in RoomEvent.objects.filter(type="poll.results", payload__poll_id__in=list(texts)):
             event.payload = {**event.payload, "texts": _without_texts(event.payload.get("texts") or [],
                                                                       texts[event.payload["poll_id"]])}
             event.save(update_fields=["payload"])
-        removed["poll_answers"], _ = PollAnswer.objects.filter(id__in=answer_ids).delete()
-    anonymous = _anonymous_child_answers(before)
-    if anonymous:
-        removed["anonymous_poll_answers"], _ = PollAnswer.objects.filter(id__in=anonymous).delete()
+        if answer_ids:
+            removed["poll_answers"], _ = PollAnswer.objects.filter(id__in=answer_ids).delete()
+        if anonymous_ids:
+            removed["anonymous_poll_answers"], _ = PollAnswer.objects.filter(id__in=anonymous_ids).delete()
     return removed
 
 

@@ -41,32 +41,25 @@ class EmailOrUsernameBackend(ModelBackend):
 # --- sign-in throttling --------------------------------------------------------------------------------
 
 def _throttle_keys(request, username: str) -> list[tuple[str, int]]:
-    """(cache key, limit) per account and per client address. The account name is hashed: a child's
-    e-mail address never becomes a cache key."""
-    account = hashlib.sha256(username.strip().casefold().encode()).hexdigest()[:32]
+    """(cache key, limit) per account and per client address. An existing account is counted by its id
+    (its e-mail and its username are one account); an unknown name by a hash, never the name itself."""
+    username = username.strip()
+    pk = User.objects.filter(Q(email__iexact=username) | Q(username__iexact=username)).values_list(
+        "pk", flat=True).first() if username else None
+    account = f"u{pk}" if pk is not None else "h" + hashlib.sha256(username.casefold().encode()).hexdigest()[:32]
     address = request.META.get("REMOTE_ADDR", "-") if request is not None else "-"
     return [(f"login-fail:acct:{account}", settings.AULA_LOGIN_FAILURES_PER_ACCOUNT),
             (f"login-fail:ip:{address}", settings.AULA_LOGIN_FAILURES_PER_IP)]
 
 
-def login_throttled(request, username: str) -> bool:
-    keys = _throttle_keys(request, username)
-    counts = cache.get_many([key for key, _ in keys])
-    return any(counts.get(key, 0) >= limit for key, limit in keys)
-
-
-def login_failed(request, username: str) -> None:
-    """Count a failed attempt. `add` then `incr` are each atomic in Redis: concurrent guesses all count."""
-    for key, _ in _throttle_keys(request, username):
-        cache.add(key, 0, settings.AULA_LOGIN_WINDOW_SECONDS)
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.add(key, 1, settings.AULA_LOGIN_WINDOW_SECONDS)
-
-
-def login_succeeded(request, username: str) -> None:
-    cache.delete(_throttle_keys(request, username)[0][0])  # the account's count; the address keeps its own
+def count_failure(key: str) -> int:
+    """`add` then `incr` are each atomic in Redis: concurrent failures are all counted."""
+    cache.add(key, 0, settings.AULA_LOGIN_WINDOW_SECONDS)
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.add(key, 1, settings.AULA_LOGIN_WINDOW_SECONDS)
+        return 1
 
 
 class ThrottledFormMixin:
@@ -76,16 +69,19 @@ class ThrottledFormMixin:
     throttled = False
 
     def clean(self):
-        username = self.data.get("username", "") or ""
-        if login_throttled(self.request, username):
+        keys = _throttle_keys(self.request, self.data.get("username", "") or "")
+        # Every attempt is counted before the password is checked, so concurrent guesses cannot all slip in
+        # under the limit; a success then takes its count back.
+        counts = [count_failure(key) for key, _ in keys]
+        if any(count > limit for count, (_, limit) in zip(counts, keys, strict=True)):
             self.throttled = True
             raise ValidationError("Too many sign-in attempts. Wait a few minutes and try again.", code="throttled")
+        data = super().clean()
+        cache.delete(keys[0][0])  # the account starts afresh
         try:
-            data = super().clean()
-        except ValidationError:
-            login_failed(self.request, username)
-            raise
-        login_succeeded(self.request, username)
+            cache.decr(keys[1][0])  # the address (a whole school behind one NAT) only loses this attempt
+        except ValueError:
+            pass
         return data
 
 

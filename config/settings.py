@@ -326,9 +326,10 @@ CSRF_COOKIE_SAMESITE = "Lax"
 AULA_STAFF_IDLE_SECONDS = _int("AULA_STAFF_IDLE_SECONDS", 30 * 60, minimum=60)
 AULA_STAFF_MAX_SESSION_SECONDS = _int("AULA_STAFF_MAX_SESSION_SECONDS", 8 * 3600, minimum=300)
 # Sign-in throttling (classrooms/auth.py): failed attempts per account and per client address within the
-# window; above either, sign-in answers 429 until the window has passed. Counters are atomic in Redis.
+# window; above either, sign-in answers 429 until the window has passed. Counters are atomic in Redis. The
+# per-address limit is high because a whole school often signs in from one NAT address.
 AULA_LOGIN_FAILURES_PER_ACCOUNT = _int("AULA_LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
-AULA_LOGIN_FAILURES_PER_IP = _int("AULA_LOGIN_FAILURES_PER_IP", 30, minimum=1)
+AULA_LOGIN_FAILURES_PER_IP = _int("AULA_LOGIN_FAILURES_PER_IP", 200, minimum=1)
 AULA_LOGIN_WINDOW_SECONDS = _int("AULA_LOGIN_WINDOW_SECONDS", 15 * 60, minimum=10)
 AULA_SOCKET_RECHECK_SECONDS = _int("AULA_SOCKET_RECHECK_SECONDS", 30, minimum=1)
 # Per-action limits for live rooms, "action=count/seconds" (defaults in config/realtime/ratelimit.py).

@@ -7,7 +7,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 
-from classrooms.admin import TenantAdmin, staff_scope
+from classrooms.admin import TenantAdmin
 from compliance.coppa import services
 from compliance.models import (
     ChildDataDeletion,
@@ -130,10 +130,6 @@ class ChildDataDeletionAdmin(_RecordAdmin):
     def token(self, obj):
         return obj.subject_token[:16] + "…"
 
-    def get_queryset(self, request):
-        # Completed records have no institution once the school row is gone; staff still see their school's.
-        return super().get_queryset(request)
-
     def save_model(self, request, obj, form, change):
         obj.pk = services.deletion_request(student=obj.student, institution=obj.institution, actor=request.user,
                                            origin=ChildDataDeletion.Origin.SCHOOL).pk
@@ -150,7 +146,7 @@ class RetentionRunAdmin(admin.ModelAdmin):
     readonly_fields = ["started_at", "finished_at", "policy", "removed"]
 
     def has_module_permission(self, request):
-        return request.user.is_superuser or staff_scope(request) is None
+        return request.user.is_superuser  # the purge is platform-wide, not one school's
 
     def has_add_permission(self, request):
         return False

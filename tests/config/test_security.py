@@ -301,3 +301,24 @@ def test_every_csv_export_goes_through_the_one_helper():
         if "csv.writer(" in text or "csv.DictWriter(" in text or "text/csv" in text:
             offenders.append(rel)
     assert offenders == []
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_staff_timeout_also_holds_on_the_async_request_path(world):
+    """Under ASGI the middleware chain runs async: the same rule, checked in the worker thread pool."""
+    from channels.db import database_sync_to_async
+    from django.test import AsyncClient
+
+    client = AsyncClient()
+    await database_sync_to_async(client.force_login)(world.staff_a)
+
+    def age():
+        session = SessionStore(client.cookies[settings.SESSION_COOKIE_NAME].value)
+        session[LOGIN_AT] = time.time()
+        session[SEEN_AT] = time.time() - settings.AULA_STAFF_IDLE_SECONDS - 5
+        session.save()
+
+    assert (await client.get(reverse("home"))).status_code == 200
+    await database_sync_to_async(age)()
+    response = await client.get(reverse("home"))
+    assert response.status_code == 302 and response["Location"].startswith(reverse("login"))

@@ -3,7 +3,8 @@
 The stores, and what happens in each (docs/compliance.md keeps the same list for people):
 - the account row and every row that hangs off it (memberships, enrollments, guardianships, chat
   messages, named poll answers, hand raises, attendance, participant states, consents, exam attempts and
-  answers): deleted with the account (foreign keys cascade);
+  answers, channel roles): deleted with the account (foreign keys cascade); a streaming channel the child
+  owns, with its streams;
 - anonymous poll answers (no user id; found by the keyed hash that made them one per person): deleted;
 - the rooms' event logs (the resume log holds chat text and names): the child's messages blanked, their
   name and id removed from every event that carried them, their written answers removed from results;
@@ -45,7 +46,6 @@ class Plan:
     exam_rooms: list[str] = field(default_factory=list)
     texts_by_poll: dict[int, list[str]] = field(default_factory=dict)
     anonymous_keys: list[str] = field(default_factory=list)
-    audited_rows: dict[int, list[str]] = field(default_factory=dict)  # content type id -> object pks
 
 
 def plan(student: User) -> Plan:
@@ -69,7 +69,6 @@ def plan(student: User) -> Plan:
             p.anonymous_keys.append(respondent)
             if text:
                 p.texts_by_poll.setdefault(poll_id, []).append(text)
-    p.audited_rows = _audited_rows_of(student)
     return p
 
 
@@ -81,23 +80,20 @@ def _exam_rooms(student: User) -> list[str]:
             for pk, inst in Attempt.objects.filter(student=student).values_list("id", "institution_id")]
 
 
-def _audited_rows_of(student: User) -> dict[int, list[str]]:
-    """Every audited row that is the child or names the child by a foreign key."""
+def _audited_rows(objs: list) -> dict[int, list[str]]:
+    """Every audited row that deleting `objs` removes (Django's own cascade collector): the audit entries
+    about those rows carry the child's name in their representation and values."""
     from auditlog.registry import auditlog
     from django.contrib.contenttypes.models import ContentType
+    from django.db.models.deletion import Collector
 
-    rows: dict[int, list[str]] = {ContentType.objects.get_for_model(User).pk: [str(student.pk)]}
-    for model in auditlog.get_models():
-        links = [f.name for f in model._meta.concrete_fields
-                 if f.is_relation and f.related_model is User and f.remote_field.on_delete.__name__ == "CASCADE"]
-        if not links:
-            continue
-        q = Q()
-        for name in links:
-            q |= Q(**{name: student.pk})
-        pks = [str(pk) for pk in model._default_manager.filter(q).values_list("pk", flat=True)]
-        if pks:
-            rows.setdefault(ContentType.objects.get_for_model(model).pk, []).extend(pks)
+    registered = set(auditlog.get_models())
+    collector = Collector(using="default")
+    collector.collect(objs)
+    rows: dict[int, list[str]] = {}
+    for model, instances in collector.data.items():
+        if model in registered:
+            rows.setdefault(ContentType.objects.get_for_model(model).pk, []).extend(str(o.pk) for o in instances)
     return rows
 
 
@@ -111,13 +107,25 @@ def erase_database(student: User, p: Plan, *, token: str) -> dict[str, int]:
     count, _ = PollAnswer.objects.filter(user__isnull=True, respondent__in=p.anonymous_keys).delete()
     removed["anonymous_poll_answers"] = count
     removed["login_sessions"] = _end_login_sessions(p.user_id)
-    _, by_model = student.delete()
-    for label, n in by_model.items():
-        if n:
-            removed[label] = n
+    from streaming.models import Channel
+
+    audited: dict[int, list[str]] = {}
+    # A channel protects its owner from deletion: a child's own channel (and its streams) goes first.
+    channels = list(Channel.objects.filter(owner=student))
+    deleted = []
+    if channels:
+        audited = _audited_rows(channels)
+        deleted.append(Channel.objects.filter(pk__in=[c.pk for c in channels]).delete()[1])
+    for content_type_id, pks in _audited_rows([student]).items():
+        audited.setdefault(content_type_id, []).extend(pks)
+    deleted.append(student.delete()[1])
+    for by_model in deleted:
+        for label, n in by_model.items():
+            if n:
+                removed[label] = removed.get(label, 0) + n
     # After the delete: django-auditlog has just written a "deleted" entry (with every field) for the
     # account and each cascaded audited row; those are redacted with the older ones.
-    removed["audit_entries_redacted"] = _redact_audit_trail(p, token)
+    removed["audit_entries_redacted"] = _redact_audit_trail(p.user_id, audited, token)
     return removed
 
 
@@ -165,17 +173,17 @@ def _scrub_room_log(p: Plan) -> int:
     return changed
 
 
-def _redact_audit_trail(p: Plan, token: str) -> int:
+def _redact_audit_trail(user_id: int, audited: dict[int, list[str]], token: str) -> int:
     from auditlog.models import LogEntry
 
     about = Q()
-    for content_type_id, pks in p.audited_rows.items():
+    for content_type_id, pks in audited.items():
         about |= Q(content_type_id=content_type_id, object_pk__in=pks)
     label = f"(deleted child {token[:12]})"
     count = LogEntry.objects.filter(about).update(
         object_repr=label, changes=None, changes_text="", serialized_data=None, additional_data=None)
     # Entries the child made keep the action, not who or where from.
-    count += LogEntry.objects.filter(actor_id=p.user_id).update(
+    count += LogEntry.objects.filter(actor_id=user_id).update(
         actor=None, actor_email=None, remote_addr=None, remote_port=None)
     return count
 

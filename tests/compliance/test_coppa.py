@@ -272,6 +272,8 @@ def _child_with_a_history(world) -> tuple[User, dict]:
     now = timezone.now().timestamp()
     classroom_services.attendance_interval_record(session_id=session.pk, user_id=child.pk, conn_id="c-kid",
                                                   joined_at=now - 60, left_at=now)
+    from streaming import services as streaming_services
+    streaming_services.channel_upsert(owner=child, slug="kid-tv", title="Zebulon's channel")
     return child, {"named": named, "anonymous": anonymous}
 
 
@@ -323,6 +325,8 @@ async def test_deletion_removes_the_child_everywhere_closes_the_socket_and_leave
         assert not PollAnswer.objects.filter(poll=polls["anonymous"]).exists()  # found by its keyed hash
         assert not AttendanceInterval.objects.filter(user_id=child_id).exists()
         assert not ParentalConsent.objects.filter(student_id=child_id).exists()
+        from streaming.models import Channel
+        assert not Channel.objects.filter(slug="kid-tv").exists()  # it protected its owner from deletion
         assert _everything_that_mentions(child_id) == []
         # The classmate's data is untouched, including their answer in the same poll's results.
         assert ChatMessage.objects.filter(author=world.student_a, body="hi everyone").exists()

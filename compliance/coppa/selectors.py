@@ -105,12 +105,6 @@ def _student_enrollments(user):
     return Enrollment.objects.filter(user=user, role=Role.STUDENT, is_active=True)
 
 
-def student_institution_ids(user) -> set[int]:
-    """Schools where `user` is an active student (by membership or by enrollment)."""
-    return set(_student_memberships(user).values_list("institution_id", flat=True)) | set(
-        _student_enrollments(user).values_list("institution_id", flat=True))
-
-
 def consents_for(student) -> list[ParentalConsent]:
     """A child's consent records, newest first (the guardian page and the admin)."""
     return list(ParentalConsent.objects.filter(student=student).select_related("institution"))

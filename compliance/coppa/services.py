@@ -156,8 +156,12 @@ def child_data_delete(*, deletion: ChildDataDeletion, actor: User | None) -> Chi
     keep only the tokenised record (docs/compliance.md lists every store). Safe to run twice."""
     from compliance.coppa import erasure
 
-    if actor is not None and deletion.institution_id is not None:
-        _require_staff_for(actor, deletion.institution_id)
+    if actor is not None:
+        if deletion.institution_id is None:
+            if not actor.is_superuser:
+                raise PermissionDenied("Only platform administrators carry out a request without a school.")
+        else:
+            _require_staff_for(actor, deletion.institution_id, deletion.student)
     with transaction.atomic():
         deletion = ChildDataDeletion.objects.select_for_update().get(pk=deletion.pk)
         if deletion.completed_at is not None:

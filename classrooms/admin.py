@@ -102,7 +102,7 @@ class DistrictAdmin(TenantAdmin):
 @admin.register(Institution)
 class InstitutionAdmin(TenantAdmin):
     tenant_field = "id"
-    list_display = ["name", "district", "slug", "timezone", "school_authorizes_coppa"]
+    list_display = ["name", "district", "slug", "timezone"]
     list_filter = ["district"]
     search_fields = ["name", "slug"]
 

@@ -1,6 +1,15 @@
-"""Sign-in by email or username (case-insensitive), on Django's ModelBackend rules."""
+"""Sign-in by email or username (case-insensitive), on Django's ModelBackend rules, throttled per account
+and per client address."""
 
+import hashlib
+
+from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.views import LoginView
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db.models import Q
 
 from classrooms.models import User
@@ -27,3 +36,73 @@ class EmailOrUsernameBackend(ModelBackend):
             return None
         user = next(iter(User.objects.raw("SELECT * FROM classrooms_user WHERE id = %s", [pk])), None)
         return user if user is not None and self.user_can_authenticate(user) else None
+
+
+# --- sign-in throttling --------------------------------------------------------------------------------
+
+def _throttle_keys(request, username: str) -> list[tuple[str, int]]:
+    """(cache key, limit) per account and per client address. An existing account is counted by its id
+    (its e-mail and its username are one account); an unknown name by a hash, never the name itself."""
+    username = username.strip()
+    pk = User.objects.filter(Q(email__iexact=username) | Q(username__iexact=username)).values_list(
+        "pk", flat=True).first() if username else None
+    account = f"u{pk}" if pk is not None else "h" + hashlib.sha256(username.casefold().encode()).hexdigest()[:32]
+    address = request.META.get("REMOTE_ADDR", "-") if request is not None else "-"
+    return [(f"login-fail:acct:{account}", settings.AULA_LOGIN_FAILURES_PER_ACCOUNT),
+            (f"login-fail:ip:{address}", settings.AULA_LOGIN_FAILURES_PER_IP)]
+
+
+def count_failure(key: str) -> int:
+    """`add` then `incr` are each atomic in Redis: concurrent failures are all counted."""
+    cache.add(key, 0, settings.AULA_LOGIN_WINDOW_SECONDS)
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.add(key, 1, settings.AULA_LOGIN_WINDOW_SECONDS)
+        return 1
+
+
+class ThrottledFormMixin:
+    """For Django's AuthenticationForm and the admin's: refuse without checking the password while the
+    account or the address is over its limit, and count each failure."""
+
+    throttled = False
+
+    def clean(self):
+        keys = _throttle_keys(self.request, self.data.get("username", "") or "")
+        # Every attempt is counted before the password is checked, so concurrent guesses cannot all slip in
+        # under the limit; a success then takes its count back.
+        counts = [count_failure(key) for key, _ in keys]
+        if any(count > limit for count, (_, limit) in zip(counts, keys, strict=True)):
+            self.throttled = True
+            raise ValidationError("Too many sign-in attempts. Wait a few minutes and try again.", code="throttled")
+        data = super().clean()
+        cache.delete(keys[0][0])  # the account starts afresh
+        try:
+            cache.decr(keys[1][0])  # the address (a whole school behind one NAT) only loses this attempt
+        except ValueError:
+            pass
+        return data
+
+
+class ThrottledAuthenticationForm(ThrottledFormMixin, AuthenticationForm):
+    pass
+
+
+class ThrottledAdminAuthenticationForm(ThrottledFormMixin, AdminAuthenticationForm):
+    pass
+
+
+class ThrottledLoginView(LoginView):
+    """The sign-in page. A throttled attempt answers 429 with Retry-After and says why. Django's login()
+    gives the session a new key, so a session id planted before sign-in is worthless after it."""
+
+    form_class = ThrottledAuthenticationForm
+    redirect_authenticated_user = True
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        if form.throttled:
+            response.status_code = 429
+            response["Retry-After"] = str(settings.AULA_LOGIN_WINDOW_SECONDS)
+        return response

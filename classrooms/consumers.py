@@ -21,6 +21,8 @@ from pydantic import Field
 from classrooms import events, realtime, selectors, services
 from classrooms.models import ChatMessage, Enrollment, LiveSession, Poll, PollAnswer, Role, User
 from classrooms.receivers import session_presence_audience, state_seconds
+from compliance.coppa import selectors as coppa
+from compliance.models import PersonalInfoFeature
 from config.realtime import presence
 from config.realtime.consumer import FrameError, Refused, RoomConsumer
 from config.realtime.hub import hub
@@ -191,6 +193,7 @@ class LiveSessionConsumer(RoomConsumer):
         verdicts = {}
         for consumer in consumers:
             selectors.forget_scope(consumer.user)  # later scope checks on this socket read afresh
+            coppa.forget_cover(consumer.user)  # a withdrawn consent applies from the next frame on
             if status is None or consumer.user.pk not in enrolled:
                 verdicts[consumer] = CloseCode.FORBIDDEN
             elif status == LiveSession.Status.ENDED:
@@ -357,20 +360,24 @@ class LiveSessionConsumer(RoomConsumer):
         if not verdict.allowed:
             raise FrameError(ErrorCode.RATE_LIMITED, "Slow down.", retry_after=round(verdict.retry_after, 2))
 
-    async def _call(self, fn, **kwargs):
+    async def _call(self, fn, consent: str | None = None, **kwargs):
         """Run one service in a worker thread with the auditlog actor set to this socket's user.
 
         The session row is read afresh (its status may have changed since connect)."""
         def run():
-            with set_actor(self.user):
-                session = LiveSession.objects.select_related("course").get(pk=self.session.pk)
-                return fn(session=session, **kwargs)
+            session = LiveSession.objects.select_related("course").get(pk=self.session.pk)
+            return fn(session=session, **kwargs)
 
-        return await self._run(run)
+        return await self._run(run, consent=consent)
 
-    async def _run(self, fn):
-        """`_call` for work that loads what it needs itself."""
+    async def _run(self, fn, consent: str | None = None):
+        """`_call` for work that loads what it needs itself. With `consent`, the COPPA gate is checked first,
+        in the same worker thread: no query once the socket knows the answer (compliance/coppa/selectors.py)."""
         def run():
+            if consent is not None:
+                reason = coppa.consent_block_reason(self.user, consent, institution_id=self.session.institution_id)
+                if reason:
+                    raise FrameError(coppa.CONSENT_REQUIRED, reason, feature=consent)
             with set_actor(self.user):
                 return fn()
 
@@ -402,8 +409,8 @@ class LiveSessionConsumer(RoomConsumer):
 
     async def on_chat_send(self, msg: ChatSend) -> None:
         await self._limit("chat")
-        message = await self._call(services.chat_message_post, author=self.user, body=msg.body,
-                                   client_ref=msg.ref or "")
+        message = await self._call(services.chat_message_post, consent=PersonalInfoFeature.CHAT, author=self.user,
+                                   body=msg.body, client_ref=msg.ref or "")
         await self.ack(msg.ref, seq=message.seq, id=message.pk)
 
     async def on_chat_delete(self, msg: ChatDelete) -> None:
@@ -439,9 +446,10 @@ class LiveSessionConsumer(RoomConsumer):
     async def on_poll_answer(self, msg: PollAnswerMsg) -> None:
         await self._limit("poll_answer")
         try:
+            # Written answers collect what a child types; choosing an option does not (COPPA gate on text only).
             _, created = await self._run(lambda: services.poll_answer(
                 poll_id=msg.poll_id, session_id=self.session.pk, user=self.user, attempt_id=msg.attempt_id,
-                positions=msg.positions, text=msg.text))
+                positions=msg.positions, text=msg.text), consent=PersonalInfoFeature.FREE_TEXT if msg.text else None)
         except Poll.DoesNotExist:
             raise FrameError(ErrorCode.NOT_FOUND, "No such poll.") from None
         await self.ack(msg.ref, poll_id=msg.poll_id, duplicate=not created)

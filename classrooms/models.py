@@ -58,8 +58,6 @@ class Institution(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=64, unique=True)
     timezone = models.CharField(max_length=64, default="UTC")
-    # COPPA: the school may consent on parents' behalf for educational use only (FTC COPPA FAQ N.1).
-    school_authorizes_coppa = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

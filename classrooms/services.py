@@ -16,7 +16,7 @@ import uuid as uuid_module
 from auditlog.models import LogEntry
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from classrooms import events, realtime, selectors
@@ -75,11 +75,8 @@ def district_upsert(*, slug: str, name: str) -> District:
     return upsert(District, slug=slug, defaults={"name": name})
 
 
-def institution_upsert(*, district: District, slug: str, name: str, timezone: str = "UTC",
-                       school_authorizes_coppa: bool = False) -> Institution:
-    return upsert(Institution, slug=slug,
-                  defaults={"district": district, "name": name, "timezone": timezone,
-                            "school_authorizes_coppa": school_authorizes_coppa})
+def institution_upsert(*, district: District, slug: str, name: str, timezone: str = "UTC") -> Institution:
+    return upsert(Institution, slug=slug, defaults={"district": district, "name": name, "timezone": timezone})
 
 
 def user_upsert(*, email: str, username: str | None = None, password: str | None = None,
@@ -691,12 +688,15 @@ def attendance_interval_record(*, session_id: int, user_id: int, conn_id: str, j
         return None
     from datetime import UTC, datetime
 
-    interval, _ = AttendanceInterval.objects.get_or_create(
-        conn_id=conn_id,
-        defaults={"institution_id": session.institution_id, "session_id": session_id, "user_id": user_id,
-                  "joined_at": datetime.fromtimestamp(joined_at, UTC), "left_at": datetime.fromtimestamp(left_at, UTC),
-                  "active_seconds": active, "idle_seconds": idle, "away_seconds": away, "resumed": resumed,
-                  "end_reason": reason})
+    try:
+        interval, _ = AttendanceInterval.objects.get_or_create(
+            conn_id=conn_id,
+            defaults={"institution_id": session.institution_id, "session_id": session_id, "user_id": user_id,
+                      "joined_at": datetime.fromtimestamp(joined_at, UTC),
+                      "left_at": datetime.fromtimestamp(left_at, UTC), "active_seconds": active,
+                      "idle_seconds": idle, "away_seconds": away, "resumed": resumed, "end_reason": reason})
+    except IntegrityError:
+        return None  # the account was deleted (COPPA deletion) while its socket was still open
     return interval
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from zoneinfo import ZoneInfo
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Q
-from django.http import Http404, HttpResponse
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.text import slugify
@@ -16,6 +15,9 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from classrooms import selectors, services
 from classrooms.models import AttendanceRecord, Feature, LiveSession, Role
+from compliance.coppa import selectors as coppa
+from compliance.models import PersonalInfoFeature
+from config.exports import csv_response, csv_safe  # noqa: F401  (csv_safe: the one CSV cell rule, re-exported)
 
 IDLE_AFTER_SECONDS = 180  # no keyboard, mouse or touch input for this long: the page reports "idle"
 _TEACHING_ROLES = {Role.TEACHER, Role.TA}
@@ -57,9 +59,14 @@ def session_room(request, session_id: int):
         closed_reason = "ended"
     elif selectors.is_removed(session, request.user):
         closed_reason = "removed"
+    # COPPA: what this student may not use here, and why (the socket refuses the same with consent_required).
+    consent_blocks = [reason for reason in (
+        coppa.consent_block_reason(request.user, feature, institution_id=session.institution_id)
+        for feature in PersonalInfoFeature.values) if reason]
     return render(request, "classrooms/session_room.html", {
         "session": session,
         "role": role,
+        "consent_blocks": consent_blocks,
         # Only decides which panels render: the socket re-checks every privileged action.
         "can_moderate": role in _TEACHING_ROLES,
         "joinable": not closed_reason,
@@ -115,18 +122,6 @@ def session_attendance(request, session_id: int):
     })
 
 
-_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n")
-
-
-def csv_safe(value) -> str:
-    """A cell a spreadsheet will not run: text that could start a formula is prefixed with a quote
-    (OWASP "CSV injection"). Leading spaces are looked through, since some spreadsheets skip them."""
-    text = "" if value is None else str(value)
-    if text.startswith(_FORMULA_TRIGGERS) or text.lstrip(" ").startswith(_FORMULA_TRIGGERS):
-        return "'" + text
-    return text
-
-
 CSV_COLUMNS = [
     "student", "username", "status", "first_join", "last_leave", "present_minutes", "active_minutes",
     "idle_minutes", "reconnects", "chat_messages", "poll_answers", "hand_raises", "engagement_score",
@@ -143,15 +138,10 @@ def session_attendance_csv(request, session_id: int):
         return timezone.localtime(value, tz).isoformat(timespec="seconds") if value else ""
 
     filename = f"attendance-{slugify(session.course.code) or 'course'}-{session.pk}.csv"
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["Cache-Control"] = "no-store"  # student records
-    response.write("\ufeff")  # lets spreadsheet apps detect UTF-8 names
-    writer = csv.writer(response, quoting=csv.QUOTE_ALL)
-    writer.writerow(CSV_COLUMNS)
+    response, writer = csv_response(filename, CSV_COLUMNS)
     for r in _attendance_records(request, session):
-        writer.writerow([csv_safe(v) for v in (
+        writer.writerow([
             r.user.public_name, r.user.username, r.status, when(r.first_join), when(r.last_leave),
             _minutes(r.present_seconds), _minutes(r.active_seconds), _minutes(r.idle_seconds), r.reconnects,
-            r.chat_messages, r.poll_answers, r.hand_raises, f"{r.engagement_score:.3f}")])
+            r.chat_messages, r.poll_answers, r.hand_raises, f"{r.engagement_score:.3f}"])
     return response

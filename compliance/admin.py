@@ -15,3 +15,5 @@ class DistrictAPIClientAdmin(TenantAdmin):
 
     def has_module_permission(self, request):
         return request.user.is_superuser
+
+from compliance.coppa import admin as coppa_admin  # noqa: E402, F401  (registers the COPPA records' admin)

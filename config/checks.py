@@ -21,7 +21,7 @@ def websocket_security(app_configs=None, **kwargs):
     if not origins:
         issues.append(Error("AULA_WS_ALLOWED_ORIGINS is empty: no browser can open a WebSocket.", id="aula.E001"))
     for origin in origins:
-        if normalise_origin(origin) is None or not origin.startswith("https://"):
+        if normalise_origin(origin) is None or not origin.startswith("https://") or "*" in origin:
             issues.append(Error(f"WebSocket origin {origin!r} is not an exact https:// origin.", id="aula.E002"))
     if _version_tuple(version("daphne")) < (4, 2, 2):
         issues.append(Error("daphne < 4.2.2 accepts unbounded WebSocket frames; upgrade.", id="aula.E003"))

@@ -118,7 +118,9 @@ MIDDLEWARE = [
     "config.observability.UserContextMiddleware",
     "config.http.AuditMiddleware",  # django-auditlog's, async-capable
     "django.contrib.messages.middleware.MessageMiddleware",
+    "config.security.StaffSessionTimeoutMiddleware",  # after messages: it tells the person why
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.security.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -271,7 +273,9 @@ CELERY_TASK_ROUTES = {
     "exams.tasks.notification_send": {"queue": "bulk"},
     "exams.tasks.grade_sync_deliver": {"queue": "bulk"},
     "exams.tasks.transcript_generate": {"queue": "bulk"},
+    "compliance.coppa.tasks.retention_purge": {"queue": "bulk"},
 }
+CELERY_IMPORTS = ["compliance.coppa.tasks"]  # tasks outside an app's tasks.py
 # The one place where periodic work is scheduled: each job names its queue and an expiry, so a beat
 # tick that waited behind a backlog is dropped instead of piling up.
 CELERY_BEAT_SCHEDULE = {
@@ -295,6 +299,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=17),
         "options": {"queue": "bulk", "expires": 3000},
     },
+    "coppa-retention-purge": {
+        "task": "compliance.coppa.tasks.retention_purge",
+        "schedule": crontab(hour=3, minute=41),  # daily; idempotent, so a missed day is caught up next run
+        "options": {"queue": "bulk", "expires": 6 * 3600},
+    },
 }
 
 # --- Auth, sessions, passwords -----------------------------------------------------------------------
@@ -313,6 +322,17 @@ SESSION_COOKIE_AGE = _int("AULA_SESSION_AGE_SECONDS", 12 * 3600, minimum=300)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = False  # the page's JS reads it for fetch() POSTs
+CSRF_COOKIE_SAMESITE = "Lax"
+# Staff (admin users) are signed out after this long without a request, and this long after signing in
+# whatever they do (config/security.StaffSessionTimeoutMiddleware).
+AULA_STAFF_IDLE_SECONDS = _int("AULA_STAFF_IDLE_SECONDS", 30 * 60, minimum=60)
+AULA_STAFF_MAX_SESSION_SECONDS = _int("AULA_STAFF_MAX_SESSION_SECONDS", 8 * 3600, minimum=300)
+# Sign-in throttling (classrooms/auth.py): failed attempts per account and per client address within the
+# window; above either, sign-in answers 429 until the window has passed. Counters are atomic in Redis. The
+# per-address limit is high because a whole school often signs in from one NAT address.
+AULA_LOGIN_FAILURES_PER_ACCOUNT = _int("AULA_LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
+AULA_LOGIN_FAILURES_PER_IP = _int("AULA_LOGIN_FAILURES_PER_IP", 200, minimum=1)
+AULA_LOGIN_WINDOW_SECONDS = _int("AULA_LOGIN_WINDOW_SECONDS", 15 * 60, minimum=10)
 AULA_SOCKET_RECHECK_SECONDS = _int("AULA_SOCKET_RECHECK_SECONDS", 30, minimum=1)
 # Per-action limits for live rooms, "action=count/seconds" (defaults in config/realtime/ratelimit.py).
 AULA_RATE_LIMITS = env.list("AULA_RATE_LIMITS", default=[])
@@ -413,6 +433,8 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     "classrooms.Enrollment",
     "classrooms.LiveSession",
     "compliance.DistrictAPIClient",
+    "compliance.ParentalConsent",
+    "compliance.SchoolAuthorization",
     "exams.Exam",
     "exams.Accommodation",
     "exams.CloseExtension",
@@ -425,6 +447,18 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     "streaming.Stream",
 )
 AUDITLOG_DISABLE_REMOTE_ADDR = False
+
+# --- COPPA: retention (docs/compliance.md, "COPPA and retention") ------------------------------------------
+# What children under 13 wrote (chat messages, written poll answers) is deleted this many days after it
+# was written; the account of a child with nothing active at any school and no sign-in for
+# AULA_RETENTION_CHILD_INACTIVE_DAYS is deleted with everything in it; the tokenised records of deletions
+# are kept AULA_RETENTION_DELETION_RECORD_DAYS. The purge runs daily (CELERY_BEAT_SCHEDULE).
+AULA_RETENTION_CHILD_CONTENT_DAYS = _int("AULA_RETENTION_CHILD_CONTENT_DAYS", 365, minimum=1)
+AULA_RETENTION_CHILD_INACTIVE_DAYS = _int("AULA_RETENTION_CHILD_INACTIVE_DAYS", 365, minimum=1)
+AULA_RETENTION_DELETION_RECORD_DAYS = _int("AULA_RETENTION_DELETION_RECORD_DAYS", 3 * 365, minimum=1)
+# Key of the keyed hash that stands for a deleted child in records (default: derived from SECRET_KEY; set
+# your own so that rotating SECRET_KEY does not change the tokens).
+AULA_COPPA_TOKEN_KEY = env.str("AULA_COPPA_TOKEN_KEY", default="") or f"coppa-token:{SECRET_KEY}"
 
 # --- Email and outbound integrations ----------------------------------------------------------------
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
@@ -471,9 +505,29 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True
     SECURE_CONTENT_TYPE_NOSNIFF = True
     SECURE_REFERRER_POLICY = "same-origin"
+    SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
     X_FRAME_OPTIONS = "DENY"
     if not AULA_WS_ALLOWED_ORIGINS:
         raise ImproperlyConfigured("AULA_WS_ALLOWED_ORIGINS must list the https:// origins of the site")
     for _origin in AULA_WS_ALLOWED_ORIGINS:
         if not _origin.startswith("https://"):
             raise ImproperlyConfigured(f"AULA_WS_ALLOWED_ORIGINS entry {_origin!r} must be https:// in production")
+
+# Content Security Policy (config/security.ContentSecurityPolicyMiddleware): scripts, styles and sockets from
+# this site only, no plugins, no framing. Pages load no inline script (static/aula/*.js); the WebSocket
+# origins are added to connect-src as ws(s)://. AULA_CSP replaces the whole policy; AULA_CSP_REPORT_ONLY
+# sends it as Content-Security-Policy-Report-Only (to try a change before enforcing it).
+AULA_CSP = env.str("AULA_CSP", default="") or "; ".join([
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "font-src 'self'",
+    "connect-src 'self' " + " ".join(o.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+                                     for o in AULA_WS_ALLOWED_ORIGINS),
+    "object-src 'none'",
+    "base-uri 'self'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+AULA_CSP_REPORT_ONLY = env.bool("AULA_CSP_REPORT_ONLY", default=False)

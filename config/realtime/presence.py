@@ -439,3 +439,30 @@ async def shutdown() -> None:
         for task in (t._flush_task, t._loop_task):
             if task:
                 task.cancel()
+
+
+def forget_user(room_keys: list[str], user_id: int) -> int:
+    """Sync: remove every presence entry of one user from these rooms now (a deleted account's name must not
+    stay in Redis until its TTL). Returns how many connections were removed. Idempotent."""
+    removed = 0
+    clients: dict[int, redis.Redis] = {}
+    try:
+        for room_key in room_keys:
+            index = shard_index(room_key, len(settings.REDIS_REALTIME_SHARDS))
+            client = clients.get(index)
+            if client is None:
+                client = clients[index] = redis.Redis.from_url(settings.REDIS_REALTIME_SHARDS[index])
+            metas_key, hb_key, users_key, _ = _keys(room_key)
+            conns = [conn for conn, raw in client.hgetall(metas_key).items()
+                     if json.loads(raw).get("user_id") == user_id]
+            pipe = client.pipeline()
+            for conn in conns:
+                pipe.hdel(metas_key, conn)
+                pipe.zrem(hb_key, conn)
+            pipe.hdel(users_key, str(user_id))
+            pipe.execute()
+            removed += len(conns)
+    finally:
+        for client in clients.values():
+            client.close()
+    return removed

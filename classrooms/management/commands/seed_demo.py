@@ -31,6 +31,7 @@ STAFF_PERMISSIONS = {
     "exams": {"exam": "view change add", "questionbank": "view change add", "question": "view change add",
               "section": "view change add", "accommodation": "view change add", "attempt": "view",
               "gradesync": "view"},
+    "compliance": {"parentalconsent": "view add", "schoolauthorization": "view add", "childdatadeletion": "view add"},
 }
 # Demo API client credentials (development only; printed so the API can be tried at once).
 DEMO_CLIENT_ID = "lakeview-sis-demo"
@@ -91,8 +92,7 @@ class Command(BaseCommand):
         today = timezone.localdate()
         district = services.district_upsert(slug="lakeview", name="Lakeview Unified School District")
         north = services.institution_upsert(district=district, slug="northside-middle",
-                                            name="Northside Middle School", timezone="America/Chicago",
-                                            school_authorizes_coppa=False)
+                                            name="Northside Middle School", timezone="America/Chicago")
         south = services.institution_upsert(district=district, slug="southside-high",
                                             name="Southside High School", timezone="America/Chicago")
         group = staff_group()

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from classrooms import selectors, services
 from classrooms.models import AttendanceRecord, Feature, LiveSession, Role
+from compliance import audit
 
 IDLE_AFTER_SECONDS = 180  # no keyboard, mouse or touch input for this long: the page reports "idle"
 _TEACHING_ROLES = {Role.TEACHER, Role.TA}
@@ -90,10 +91,16 @@ def _attendance_records(request, session: LiveSession) -> list[AttendanceRecord]
     return sorted(records, key=lambda r: (r.user.public_name.casefold(), r.user_id))
 
 
+def _viewer_role(request, session: LiveSession) -> str:
+    role = selectors.enrollment_role(request.user, session.course)
+    return role if role in _TEACHING_ROLES else audit.request_role(request)
+
+
 def _minutes(seconds: int) -> float:
     return round((seconds or 0) / 60, 1)
 
 
+@audit.reads("classrooms.AttendanceRecord")
 @login_required
 @require_http_methods(["GET", "POST"])
 def session_attendance(request, session_id: int):
@@ -103,6 +110,7 @@ def session_attendance(request, session_id: int):
         messages.success(request, f"Attendance recomputed for {len(records)} student(s).")
         return redirect("session-attendance", session_id=session.pk)
     records = _attendance_records(request, session)
+    audit.record_request_access(request, records, purpose="attendance.view", role=_viewer_role(request, session))
     rows = [{"record": r, "present_minutes": _minutes(r.present_seconds),
              "active_minutes": _minutes(r.active_seconds), "idle_minutes": _minutes(r.idle_seconds)}
             for r in records]
@@ -133,6 +141,7 @@ CSV_COLUMNS = [
 ]
 
 
+@audit.reads("classrooms.AttendanceRecord")
 @login_required
 @require_GET
 def session_attendance_csv(request, session_id: int):
@@ -149,7 +158,10 @@ def session_attendance_csv(request, session_id: int):
     response.write("\ufeff")  # lets spreadsheet apps detect UTF-8 names
     writer = csv.writer(response, quoting=csv.QUOTE_ALL)
     writer.writerow(CSV_COLUMNS)
-    for r in _attendance_records(request, session):
+    records = _attendance_records(request, session)
+    audit.record_request_access(request, records, purpose="attendance.export", via="export",
+                                role=_viewer_role(request, session))
+    for r in records:
         writer.writerow([csv_safe(v) for v in (
             r.user.public_name, r.user.username, r.status, when(r.first_join), when(r.last_leave),
             _minutes(r.present_seconds), _minutes(r.active_seconds), _minutes(r.idle_seconds), r.reconnects,

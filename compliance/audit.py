@@ -123,12 +123,19 @@ _job: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("a
 
 
 def _context_value(key: str):
+    """The actor / remote address of auditlog's current context (the middleware's, or `set_actor`'s). auditlog
+    never clears its context variable; it is current while its pre_save receiver is still connected."""
     from auditlog.context import auditlog_value
+    from django.db.models.signals import pre_save
 
     try:
-        value = auditlog_value.get().get(key)
+        context = auditlog_value.get()
     except LookupError:
         return None
+    duid = context.get("signal_duid")
+    if duid is None or not any(receiver[0][0] == duid for receiver in pre_save.receivers):
+        return None
+    value = context.get(key)
     return value() if callable(value) else value
 
 
@@ -287,7 +294,7 @@ class AuditedAPIMixin:
         if args and "data" not in kwargs and self.request.method in ("GET", "HEAD"):
             shown = list(args[0]) if kwargs.get("many") else [args[0]]
             record_api_read(self.request, shown, categories=self.disclosure_categories,
-                            purpose=f"api.{getattr(self, 'action', None) or type(self).__name__}")
+                            purpose="api.list" if kwargs.get("many") else "api.retrieve")
         return serializer
 
 
@@ -411,6 +418,9 @@ BULK_POLICY: dict[str, str] = {
     "classrooms.AttendanceRecord": AUDIT,
 }
 _in_bulk = contextvars.ContextVar("aula_audit_in_bulk", default=False)
+# Inside a deletion (django's Collector): on_delete=SET_NULL updates of dependent rows are its consequence,
+# logged per row like an audited bulk update, never refused (deleting a person must stay possible).
+_cascade = contextvars.ContextVar("aula_audit_cascade", default=False)
 
 
 def _policy(model) -> str | None:
@@ -460,7 +470,7 @@ def _audited_update(self, **kwargs):
         raise AuditTrailReadOnly(f"{model._meta.label} rows are append-only")
     if _in_bulk.get() or not _policy(model):
         return _original["update"](self, **kwargs)
-    if _policy(model) == REFUSE:
+    if _policy(model) == REFUSE and not _cascade.get():
         _refuse(model, "QuerySet.update")
     names = [model._meta.get_field(k).attname for k in kwargs]
     with transaction.atomic():
@@ -517,6 +527,14 @@ def _audited_bulk_create(self, objs, *args, **kwargs):
     return created
 
 
+def _collector_delete(self, *args, **kwargs):
+    token = _cascade.set(True)
+    try:
+        return _original["collector_delete"](self, *args, **kwargs)
+    finally:
+        _cascade.reset(token)
+
+
 def _guarded_delete(self):
     if _append_only(self.model) and not _purging.get():
         raise AuditTrailReadOnly(f"{self.model._meta.label} rows are append-only")
@@ -536,13 +554,17 @@ def install_bulk_write_policy() -> None:
     _original.update(update=qs.update, bulk_update=qs.bulk_update, bulk_create=qs.bulk_create, delete=qs.delete)
     qs.update, qs.bulk_update, qs.bulk_create = _audited_update, _audited_bulk_update, _audited_bulk_create
     qs.delete = _guarded_delete
+    from django.db.models.deletion import Collector
+
+    _original["collector_delete"] = Collector.delete
+    Collector.delete = _collector_delete
     qs.update.alters_data = qs.bulk_update.alters_data = qs.bulk_create.alters_data = qs.delete.alters_data = True
     qs.delete.queryset_only = True
     from auditlog.models import LogEntry
     from django.db.models.signals import pre_delete, pre_save
 
-    from compliance.models import Disclosure
+    from compliance.models import AccessEntry, Disclosure
 
-    for model in (LogEntry, Disclosure):
+    for model in (LogEntry, AccessEntry, Disclosure):
         pre_save.connect(refuse_trail_change, sender=model, dispatch_uid=f"ferpa-append-only-save-{model.__name__}")
         pre_delete.connect(refuse_trail_change, sender=model, dispatch_uid=f"ferpa-append-only-del-{model.__name__}")

@@ -34,9 +34,14 @@ def record_vendor_export(*, party: str, students: Iterable[tuple[int, int]], cat
                          interest: str, reference: str, basis: str = Disclosure.Basis.SCHOOL_OFFICIAL) -> int:
     """Student data sent to a vendor (an LMS grade sync, an export): idempotent per `reference`, so a retried
     delivery is recorded once."""
-    rows = _rows(students, receiving_party=party[:200], basis=basis, legitimate_interest=interest[:500],
-                 data_categories=sorted(set(categories)), disclosed_at=timezone.now(),
-                 via=Disclosure.Via.VENDOR_EXPORT, reference=reference[:100])
+    reference = reference[:100]
+    students = set(students)
+    done = set(Disclosure.objects.filter(reference=reference, student_id__in=[s for s, _ in students])
+               .values_list("student_id", flat=True))
+    rows = _rows({(s, i) for s, i in students if s not in done}, receiving_party=party[:200], basis=basis,
+                 legitimate_interest=interest[:500], data_categories=sorted(set(categories)),
+                 disclosed_at=timezone.now(), via=Disclosure.Via.VENDOR_EXPORT, reference=reference)
+    # ignore_conflicts: two deliveries racing past the check above still record one row (unique constraint).
     return len(Disclosure.objects.bulk_create(rows, ignore_conflicts=True))
 
 

@@ -39,18 +39,19 @@ class Command(BaseCommand):
         if end:
             until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tz)
             accesses, disclosed = accesses.filter(timestamp__lt=until), disclosed.filter(disclosed_at__lt=until)
+        accesses, disclosed = list(accesses.order_by("timestamp", "pk")), list(disclosed.order_by("disclosed_at", "pk"))
         with audit.job("manage.py ferpa_record", via="command"):
             audit.record_access(actor=None, objects=[user], purpose="ferpa.record_export", role="operator")
         writer = csv.writer(self.stdout, quoting=csv.QUOTE_ALL)
         writer.writerow(["kind", "time", "party", "role_or_basis", "purpose_or_interest", "record_or_categories",
                          "via", "path", "institution_id"])
-        for e in accesses.order_by("timestamp", "pk"):
+        for e in accesses:
             data = e.additional_data or {}
             party = e.actor_email or (f"district API client {data['client']}" if data.get("client") else "system")
             writer.writerow([csv_safe(v) for v in ("access", e.timestamp.isoformat(), party, data.get("role"),
                                                    data.get("purpose"), e.object_repr, data.get("via"),
                                                    data.get("path"), data.get("institution"))])
-        for d in disclosed.order_by("disclosed_at", "pk"):
+        for d in disclosed:
             writer.writerow([csv_safe(v) for v in ("disclosure", d.disclosed_at.isoformat(), d.receiving_party,
                                                    d.get_basis_display(), d.legitimate_interest,
                                                    ", ".join(d.data_categories or []), d.get_via_display(), "",

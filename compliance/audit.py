@@ -390,32 +390,35 @@ def refuse_trail_change(sender, instance, **kwargs) -> None:
 
 
 REFUSE, AUDIT = "refuse", "audit"
-# Per auditlog-tracked model (settings.AUDITLOG_INCLUDE_TRACKING_MODELS). Refused: identity, tenancy,
-# permissions, consent-relevant and exam-rule rows, each with a service that checks the actor and keeps
-# derived state in step (is_staff, deadlines); a bulk write would skip both. Audited: roster rows a
-# district SIS import may write by the thousand (courses, enrollments) and attendance, derived in batches
-# from intervals; each row still gets its own entry, in one insert per statement.
+# Per auditlog-tracked model (settings.AUDITLOG_INCLUDE_TRACKING_MODELS).
+# Refused: rows whose one write path does more than the write. Accounts and tenancy (User, District,
+# Institution, DistrictRole, Guardianship): the services check the actor's reach and keep is_staff and
+# consent links right; a bulk write could grant admin or reach another school. Live and exam state
+# (SessionControl, ParticipantState, Poll, Exam, Accommodation, CloseExtension, streaming): the services
+# publish the change to the sockets and recompute deadlines; a bulk write would leave rooms and timers wrong.
+# Audited: rows that imports and operators legitimately change many at a time (roster sync, staff offboarding,
+# rescheduling, deactivating an API client, re-queuing grade deliveries, attendance derived in batches).
 BULK_POLICY: dict[str, str] = {
     "classrooms.User": REFUSE,
     "classrooms.District": REFUSE,
     "classrooms.Institution": REFUSE,
-    "classrooms.Membership": REFUSE,
     "classrooms.DistrictRole": REFUSE,
     "classrooms.Guardianship": REFUSE,
-    "classrooms.LiveSession": REFUSE,
     "classrooms.SessionControl": REFUSE,
     "classrooms.ParticipantState": REFUSE,
     "classrooms.Poll": REFUSE,
-    "compliance.DistrictAPIClient": REFUSE,
     "exams.Exam": REFUSE,
     "exams.Accommodation": REFUSE,
     "exams.CloseExtension": REFUSE,
-    "exams.GradeSync": REFUSE,
     "streaming.Channel": REFUSE,
     "streaming.Stream": REFUSE,
     "classrooms.Course": AUDIT,
     "classrooms.Enrollment": AUDIT,
+    "classrooms.Membership": AUDIT,
+    "classrooms.LiveSession": AUDIT,
     "classrooms.AttendanceRecord": AUDIT,
+    "compliance.DistrictAPIClient": AUDIT,
+    "exams.GradeSync": AUDIT,
 }
 _in_bulk = contextvars.ContextVar("aula_audit_in_bulk", default=False)
 # Inside a deletion (django's Collector): on_delete=SET_NULL updates of dependent rows are its consequence,

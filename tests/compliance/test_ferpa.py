@@ -391,6 +391,42 @@ def test_bulk_writes_are_refused_on(label, world):
         model.objects.bulk_create([])
 
 
+AUDITED_UPDATES = {
+    "classrooms.Course": {"title": "Renamed"},
+    "classrooms.Enrollment": {"is_active": False},
+    "classrooms.Membership": {"grade_level": "9"},
+    "classrooms.LiveSession": {"title": "Moved"},
+    "classrooms.AttendanceRecord": {"reconnects": 7},
+    "compliance.DistrictAPIClient": {"name": "Renamed SIS"},
+    "exams.GradeSync": {"last_error": "requeued"},
+}
+
+
+@pytest.mark.parametrize("label", sorted(AUDITED_UPDATES))
+def test_bulk_update_is_audited_per_row_on(label, world):
+    from django.apps import apps
+
+    from exams.models import Attempt, GradeSync
+    from exams.services import exam_upsert
+
+    make_api_client(world.district)
+    services.attendance_compute(session=ended_session(world))
+    attempt = Attempt.objects.create(institution=world.school_a, exam=exam_upsert(course=world.course_a, title="E"),
+                                     student=world.student_a, seed=1)
+    GradeSync.objects.create(institution=world.school_a, attempt=attempt, idempotency_key="k", payload={})
+    model = apps.get_model(label)
+    rows = set(model.objects.values_list("pk", flat=True))
+    assert rows
+    with set_actor(world.staff_a):
+        assert model.objects.all().update(**AUDITED_UPDATES[label]) == len(rows)
+    entries = LogEntry.objects.filter(additional_data__bulk="update",
+                                      content_type=ContentType.objects.get_for_model(model))
+    assert {e.object_id for e in entries} == rows
+    field, value = next(iter(AUDITED_UPDATES[label].items()))
+    assert {e.actor_id for e in entries} == {world.staff_a.pk}
+    assert all(e.changes.get(field, [None, str(value)])[1] == str(value) for e in entries)
+
+
 def test_bulk_update_on_enrollments_is_audited_per_row(world):
     rows = list(Enrollment.objects.filter(course=world.course_a))
     with set_actor(world.staff_a):
@@ -587,7 +623,11 @@ def test_vendor_export_of_a_grade_is_recorded_once(world, settings):
 
 def test_policy_tables_name_real_models():
     """A typo in a label would make its rule silently not apply."""
+    from auditlog.registry import auditlog
     from django.apps import apps
 
     for label in [*audit.BULK_POLICY, *audit.STUDENT_RECORDS]:
         apps.get_model(label)  # raises LookupError for an unknown label
+    tracked = {m._meta.label for m in auditlog.get_models()}
+    assert tracked == set(audit.BULK_POLICY)  # every audited model has a chosen bulk-write policy
+    assert {label for label, p in audit.BULK_POLICY.items() if p == audit.AUDIT} == set(AUDITED_UPDATES)

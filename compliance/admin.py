@@ -178,7 +178,7 @@ class ReadOnlyTrailAdmin(admin.ModelAdmin):
     def _record_export(self, request, student_ids, purpose: str) -> None:
         # Handing out a student's access or disclosure record is itself recorded, as a read of the student.
         audit.record_request_access(request, [User(pk=pk) for pk in set(student_ids) if pk], purpose=purpose,
-                                    via="export")
+                                    via="export", scope=staff_scope(request))
 
 
 @admin.register(AccessEntry)

@@ -145,17 +145,20 @@ def _repr(model, pk) -> str:
 
 
 def record_access(*, actor, objects: Iterable[models.Model], purpose: str, path: str = "", via: str = "",
-                  role: str | None = None, remote_addr: str | None = None, client=None) -> list[Access]:
+                  role: str | None = None, remote_addr: str | None = None, client=None,
+                  scope: frozenset[int] | None = None) -> list[Access]:
     """Write one ACCESS entry per student record in `objects`, in one bulk insert; returns what was read.
 
     `actor` is the person (None for a job or a district API client, named by `client`); `role` their role
     for this read (teacher, ta, school_staff, platform_admin, student, district_client, system); `path` the
-    URL, socket path or job name; `via` the channel (admin, page, export, api, websocket, task, command)."""
+    URL, socket path or job name; `via` the channel (admin, page, export, api, websocket, task, command);
+    `scope` the institutions the actor reached the records through (a student's user row belongs to each of
+    their schools: only those in the actor's scope are entered, so no school learns of another's staff)."""
     from auditlog.cid import get_cid
     from auditlog.models import LogEntry
     from django.contrib.contenttypes.models import ContentType
 
-    accesses = resolve(objects)
+    accesses = [a for a in resolve(objects) if scope is None or a.institution_id in scope]
     if not accesses:
         return []
     job = _job.get()
@@ -203,13 +206,19 @@ def request_role(request, default: str = "school_staff") -> str:
 
 
 def record_request_access(request, objects, *, purpose: str, via: str = "page", role: str | None = None,
-                          client=None) -> list[Access]:
+                          client=None, scope: frozenset[int] | None = None) -> list[Access]:
     user = getattr(request, "user", None)
     actor = user if user is not None and user.is_authenticated else None
     return record_access(actor=actor, objects=objects, purpose=purpose, path=request.path, via=via,
                          role=role or (None if client is not None else request_role(request)),
                          remote_addr=_context_value("remote_addr") or request.META.get("REMOTE_ADDR"),
-                         client=client)
+                         client=client, scope=scope)
+
+
+def _admin_scope(request) -> frozenset[int] | None:
+    from classrooms.admin import staff_scope
+
+    return staff_scope(request)
 
 
 def record_socket_access(consumer, objects, *, purpose: str, role: str) -> list[Access]:
@@ -240,7 +249,8 @@ class AuditedAdminMixin:
         cl = super().get_changelist_instance(request)
         if request.method == "GET":
             purpose = "admin.search" if cl.query else "admin.changelist"
-            record_request_access(request, list(cl.result_list), purpose=purpose, via="admin")
+            record_request_access(request, list(cl.result_list), purpose=purpose, via="admin",
+                                  scope=_admin_scope(request))
         return cl
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
@@ -248,7 +258,8 @@ class AuditedAdminMixin:
             shown = [obj]
             for inline in context.get("inline_admin_formsets", []):
                 shown += [form.instance for form in inline.formset.initial_forms]
-            record_request_access(request, shown, purpose="admin.change_view", via="admin")
+            record_request_access(request, shown, purpose="admin.change_view", via="admin",
+                                  scope=_admin_scope(request))
         return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
 
@@ -266,7 +277,8 @@ def _admin_autocomplete_view():
         def get(self, request, *args, **kwargs):
             response = super().get(request, *args, **kwargs)
             if getattr(self, "_shown", None):
-                record_request_access(request, self._shown, purpose="admin.autocomplete", via="admin")
+                record_request_access(request, self._shown, purpose="admin.autocomplete", via="admin",
+                                      scope=_admin_scope(request))
             return response
 
     return AuditedAutocompleteJsonView
@@ -300,12 +312,13 @@ class AuditedAPIMixin:
 
 def record_api_read(request, objects, *, categories, purpose: str) -> list[Access]:
     from compliance import disclosures
-    from compliance.selectors import api_client_for_token
+    from compliance.selectors import api_client_for_token, institution_ids_for_request
 
     token = getattr(request, "auth", None)
     client = api_client_for_token(token) if token is not None and hasattr(token, "application_id") else None
     with transaction.atomic():
-        accesses = record_request_access(request, objects, purpose=purpose, via="api", client=client)
+        accesses = record_request_access(request, objects, purpose=purpose, via="api", client=client,
+                                         scope=institution_ids_for_request(request))
         if client is not None and accesses:
             disclosures.record_api_client_disclosure(client=client, accesses=accesses, categories=categories)
     return accesses

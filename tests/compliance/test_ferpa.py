@@ -85,6 +85,13 @@ def test_admin_search_is_recorded_as_search(as_staff_a, world):
     assert "student_a" not in entries[0].object_repr  # no names in the entry itself
 
 
+def test_a_student_of_two_schools_is_entered_only_at_the_school_the_staff_reached_them_through(as_staff_a, world):
+    factories.enroll(world.course_c, world.student_a)  # also a student of another district's school
+    as_staff_a.get(reverse("admin:classrooms_user_changelist"), {"q": "student_a"})
+    entries = of_student(world.student_a, additional_data__purpose="admin.search")
+    assert [data(e)["institution"] for e in entries] == [world.school_a.pk]  # school C learns nothing
+
+
 def test_admin_autocomplete_is_recorded(as_staff_a, world):
     response = as_staff_a.get(reverse("admin:autocomplete"), {
         "app_label": "classrooms", "model_name": "enrollment", "field_name": "user", "term": "student"})

@@ -68,8 +68,8 @@ def grade_sync_deliver(self, sync_id: int) -> str:
     status = services.grade_sync_attempt(sync_id=sync_id)
     if status == GradeSync.Status.DELIVERED:  # a grade sent to the LMS: a vendor disclosure (recorded once)
         with audit.job(self.name):
-            audit.record_access(actor=None, objects=[GradeSync(pk=sync_id)], purpose="lms.grade_sync")
-            disclosures.record_grade_sync(sync_id=sync_id)
+            if disclosures.record_grade_sync(sync_id=sync_id):
+                audit.record_access(actor=None, objects=[GradeSync(pk=sync_id)], purpose="lms.grade_sync")
     if status == GradeSync.Status.FAILED:
         tries = GradeSync.objects.filter(pk=sync_id).values_list("tries", flat=True).first() or 1
         grade_sync_deliver.apply_async(args=[sync_id], countdown=lms.backoff(tries), queue="bulk")

@@ -628,6 +628,42 @@ def test_vendor_export_of_a_grade_is_recorded_once(world, settings):
         world.student_a, "vendor_export", ["grades"], "LMS grade webhook (lms.example.test)")
 
 
+def test_grade_delivery_task_records_the_vendor_disclosure_and_the_read_once(world, settings):
+    import http.server
+    import socketserver
+    import threading
+
+    from exams.models import Attempt, GradeSync
+    from exams.services import exam_upsert
+    from exams.tasks import grade_sync_deliver
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    attempt = Attempt.objects.create(institution=world.school_a, exam=exam_upsert(course=world.course_a, title="E"),
+                                     student=world.student_a, seed=1, state=Attempt.State.SUBMITTED)
+    sync = GradeSync.objects.create(institution=world.school_a, attempt=attempt, idempotency_key="k2",
+                                    payload={"score": "1"})
+    with socketserver.TCPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        settings.AULA_LMS_GRADE_WEBHOOK = f"http://127.0.0.1:{server.server_address[1]}/grades"
+        settings.AULA_LMS_GRADE_SECRET = "s" * 40
+        assert grade_sync_deliver(sync.pk) == GradeSync.Status.DELIVERED
+        assert grade_sync_deliver(sync.pk) == GradeSync.Status.DELIVERED  # a redelivered task
+        server.shutdown()
+    assert [(d.student_id, d.via, d.reference) for d in Disclosure.objects.all()] == [
+        (world.student_a.pk, "vendor_export", "gradesync:k2")]
+    entries = of_student(world.student_a, additional_data__purpose="lms.grade_sync")
+    assert [(e.object_id, data(e)["via"], data(e)["path"]) for e in entries] == [
+        (sync.pk, "task", "exams.tasks.grade_sync_deliver")]
+
+
 def test_policy_tables_name_real_models():
     """A typo in a label would make its rule silently not apply."""
     from auditlog.registry import auditlog

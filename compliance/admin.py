@@ -263,6 +263,13 @@ class ManualDisclosureForm(forms.ModelForm):
         fields = ["student", "institution", "receiving_party", "basis", "legitimate_interest", "data_categories",
                   "disclosed_at"]
 
+    def clean(self):
+        data = super().clean()
+        student, institution = data.get("student"), data.get("institution")
+        if student and institution and institution.pk not in {a.institution_id for a in audit.resolve([student])}:
+            raise forms.ValidationError("This person is not a student of that school.")
+        return data
+
 
 @admin.register(Disclosure)
 class DisclosureAdmin(ReadOnlyTrailAdmin, TenantAdmin):

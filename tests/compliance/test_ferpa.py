@@ -15,6 +15,7 @@ import pytest
 from auditlog.context import set_actor
 from auditlog.models import LogEntry
 from channels.db import database_sync_to_async
+from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
@@ -608,6 +609,15 @@ def test_staff_cannot_record_or_see_another_schools_disclosures(client, world):
         "basis": "emergency", "legitimate_interest": "y", "data_categories": ["health"],
         "disclosed_at_0": str(timezone.localdate()), "disclosed_at_1": "10:00:00"})
     assert response.status_code == 200  # the form refuses another school and its students
+    district_admin = factories.user("district_admin", staff=True)
+    services.district_admin_grant(user=district_admin, district=world.district)
+    district_admin.groups.add(Group.objects.get(name="School staff"))
+    client.force_login(district_admin)
+    response = client.post(reverse("admin:compliance_disclosure_add"), {
+        "student": world.student_b.pk, "institution": world.school_a.pk, "receiving_party": "x",
+        "basis": "emergency", "legitimate_interest": "y", "data_categories": ["health"],
+        "disclosed_at_0": str(timezone.localdate()), "disclosed_at_1": "10:00:00"})
+    assert b"not a student of that school" in response.content  # both in reach, but not each other's
     assert Disclosure.objects.get() == theirs
 
 

@@ -133,7 +133,7 @@ def _context_value(key: str):
     except LookupError:
         return None
     duid = context.get("signal_duid")
-    if duid is None or not any(receiver[0][0] == duid for receiver in pre_save.receivers):
+    if duid is None or not any(receiver[0][0] == duid for receiver in list(pre_save.receivers)):
         return None
     value = context.get(key)
     return value() if callable(value) else value

@@ -241,7 +241,7 @@ def job(name: str, *, via: str = "task"):
 
 class AuditedAdminMixin:
     """Admin reads of student records: the changelist page shown (search included), the change view with its
-    inline rows. Deletion from the changelist goes row by row (bulk deletes are audited per row anyway)."""
+    inline rows, the delete confirmation and history pages of one record."""
 
     ferpa_audited = True
 
@@ -252,6 +252,21 @@ class AuditedAdminMixin:
             record_request_access(request, list(cl.result_list), purpose=purpose, via="admin",
                                   scope=_admin_scope(request))
         return cl
+
+    def delete_view(self, request, object_id, extra_context=None):
+        response = super().delete_view(request, object_id, extra_context)
+        self._record_object_page(request, response, "admin.delete_view")  # the row and what it takes along
+        return response
+
+    def history_view(self, request, object_id, extra_context=None):
+        response = super().history_view(request, object_id, extra_context)
+        self._record_object_page(request, response, "admin.history")  # past values of the record's fields
+        return response
+
+    def _record_object_page(self, request, response, purpose: str) -> None:
+        obj = (getattr(response, "context_data", None) or {}).get("object")
+        if request.method == "GET" and response.status_code == 200 and obj is not None:
+            record_request_access(request, [obj], purpose=purpose, via="admin", scope=_admin_scope(request))
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:

@@ -111,6 +111,22 @@ def test_admin_change_view_records_object_and_inline_rows(as_staff_a, world):
     assert kinds == ["enrollment", "membership", "user"]
 
 
+def test_admin_delete_confirmation_and_history_pages_are_recorded(as_staff_a, world):
+    mine = Enrollment.objects.get(user=world.student_a)
+    assert as_staff_a.get(reverse("admin:classrooms_enrollment_history", args=[mine.pk])).status_code == 200
+    assert as_staff_a.get(reverse("admin:classrooms_user_history", args=[world.student_a.pk])).status_code == 200
+    entries = of_student(world.student_a, additional_data__purpose="admin.history")
+    assert sorted(e.content_type.model for e in entries) == ["enrollment", "user"]
+    link = services.guardianship_link(guardian=world.outsider, student=world.student_a, institution=world.school_a)
+    delete_page = reverse("admin:classrooms_guardianship_delete", args=[link.pk])
+    assert as_staff_a.get(delete_page).status_code == 403  # school staff may not delete: nothing was shown
+    assert not of_student(world.student_a, additional_data__purpose="admin.delete_view")
+    as_staff_a.force_login(factories.user("root", superuser=True))
+    assert as_staff_a.get(delete_page).status_code == 200
+    entry = of_student(world.student_a, additional_data__purpose="admin.delete_view")[0]
+    assert (entry.content_type.model, data(entry)["role"]) == ("guardianship", "platform_admin")
+
+
 def test_admin_export_of_access_log_is_csv_formula_safe_and_recorded(as_staff_a, world):
     world.student_a.display_name = "=HYPERLINK(\"http://evil\")"
     world.student_a.save()

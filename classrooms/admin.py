@@ -2,7 +2,8 @@
 
 Scoping lives in `TenantAdmin.get_queryset` (changelist, change view, search, autocomplete and raw-id
 popups all start from it), in foreign-key choices, and in list filters that only offer values present in
-the scoped rows. State changes go through services.
+the scoped rows. State changes go through services. Reads of student records are recorded for FERPA
+(compliance.audit.AuditedAdminMixin: changelist, search, change view with inlines; autocomplete too).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from classrooms.models import (
     Membership,
     User,
 )
+from compliance.audit import AuditedAdminMixin
 
 
 def staff_scope(request) -> frozenset[int] | None:
@@ -42,7 +44,7 @@ class ScopedRelatedFilter(admin.RelatedOnlyFieldListFilter):
     """A list filter offering only related objects that appear in the (already scoped) changelist."""
 
 
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(AuditedAdminMixin, admin.ModelAdmin):
     tenant_field = "institution"
     # Foreign keys whose choices must be scoped too, with the path from that model to its institution.
     scoped_foreign_keys: dict[str, str] = {
@@ -131,7 +133,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(AuditedAdminMixin, DjangoUserAdmin):
     list_display = ["username", "email", "display_name", "is_active", "is_staff"]
     list_filter = ["is_active", "is_staff"]
     search_fields = ["username", "email", "display_name", "first_name", "last_name"]

@@ -21,6 +21,7 @@ from pydantic import Field
 from classrooms import events, realtime, selectors, services
 from classrooms.models import ChatMessage, Enrollment, LiveSession, Poll, PollAnswer, Role, User
 from classrooms.receivers import session_presence_audience, state_seconds
+from compliance import audit
 from compliance.coppa import selectors as coppa
 from compliance.models import PersonalInfoFeature
 from config.realtime import presence
@@ -127,7 +128,12 @@ def read_resume_token(token: str, user_id: int, session_id: int) -> str | None:
 
 
 class LiveSessionConsumer(RoomConsumer):
-    """`/ws/v1/sessions/<session_id>/[?last_seq=N&resume=<token>]`: one socket per open tab."""
+    """`/ws/v1/sessions/<session_id>/[?last_seq=N&resume=<token>]`: one socket per open tab.
+
+    FERPA: a teacher's snapshot (the roster with each student's controls) and a named poll's per-student
+    answers are recorded reads; students' presence names are directory information (docs/compliance.md)."""
+
+    ferpa_reads = ("classrooms.Enrollment", "classrooms.ParticipantState", "classrooms.PollAnswer")
 
     inbound = {
         "ping": Ping, "resume": Resume,
@@ -299,12 +305,13 @@ class LiveSessionConsumer(RoomConsumer):
                 poll_data.append(item)
             roster = None
             if self.is_staff_role:
-                roster = [
-                    {"id": e.user_id, "name": e.user.public_name, "role": e.role}
-                    for e in Enrollment.objects.filter(course_id=session.course_id, is_active=True)
-                    .select_related("user")
-                ]
-                states = {s.user_id: events.participant(s) for s in session.participant_states.all()}
+                enrollments = list(Enrollment.objects.filter(course_id=session.course_id, is_active=True)
+                                   .select_related("user"))
+                roster = [{"id": e.user_id, "name": e.user.public_name, "role": e.role} for e in enrollments]
+                participant_states = list(session.participant_states.all())
+                states = {s.user_id: events.participant(s) for s in participant_states}
+                audit.record_socket_access(self, [*enrollments, *participant_states], purpose="live.roster",
+                                           role=self.role)
             else:
                 states = {self.user.pk: events.participant(state)} if state else {}
             return {
@@ -469,7 +476,8 @@ class LiveSessionConsumer(RoomConsumer):
             poll = self._poll(session, msg.poll_id)
             if poll.anonymous:
                 return {"poll_id": poll.pk, "anonymous": True, "answers": []}
-            rows = PollAnswer.objects.filter(poll=poll).select_related("user").order_by("created_at")
+            rows = list(PollAnswer.objects.filter(poll=poll).select_related("user").order_by("created_at"))
+            audit.record_socket_access(self, rows, purpose="live.poll_details", role=self.role)
             return {"poll_id": poll.pk, "anonymous": False,
                     "answers": [{"user": events.person(a.user), "positions": a.option_positions, "text": a.text,
                                  "correct": a.is_correct} for a in rows]}

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from classrooms import selectors, services
 from classrooms.models import AttendanceRecord, Feature, LiveSession, Role
+from compliance import audit
 from compliance.coppa import selectors as coppa
 from compliance.models import PersonalInfoFeature
 from config.exports import csv_response, csv_safe  # noqa: F401  (csv_safe: the one CSV cell rule, re-exported)
@@ -97,10 +98,16 @@ def _attendance_records(request, session: LiveSession) -> list[AttendanceRecord]
     return sorted(records, key=lambda r: (r.user.public_name.casefold(), r.user_id))
 
 
+def _viewer_role(request, session: LiveSession) -> str:
+    role = selectors.enrollment_role(request.user, session.course)
+    return role if role in _TEACHING_ROLES else audit.request_role(request)
+
+
 def _minutes(seconds: int) -> float:
     return round((seconds or 0) / 60, 1)
 
 
+@audit.reads("classrooms.AttendanceRecord")
 @login_required
 @require_http_methods(["GET", "POST"])
 def session_attendance(request, session_id: int):
@@ -110,6 +117,7 @@ def session_attendance(request, session_id: int):
         messages.success(request, f"Attendance recomputed for {len(records)} student(s).")
         return redirect("session-attendance", session_id=session.pk)
     records = _attendance_records(request, session)
+    audit.record_request_access(request, records, purpose="attendance.view", role=_viewer_role(request, session))
     rows = [{"record": r, "present_minutes": _minutes(r.present_seconds),
              "active_minutes": _minutes(r.active_seconds), "idle_minutes": _minutes(r.idle_seconds)}
             for r in records]
@@ -128,6 +136,7 @@ CSV_COLUMNS = [
 ]
 
 
+@audit.reads("classrooms.AttendanceRecord")
 @login_required
 @require_GET
 def session_attendance_csv(request, session_id: int):
@@ -139,7 +148,10 @@ def session_attendance_csv(request, session_id: int):
 
     filename = f"attendance-{slugify(session.course.code) or 'course'}-{session.pk}.csv"
     response, writer = csv_response(filename, CSV_COLUMNS)
-    for r in _attendance_records(request, session):
+    records = _attendance_records(request, session)
+    audit.record_request_access(request, records, purpose="attendance.export", via="export",
+                                role=_viewer_role(request, session))
+    for r in records:
         writer.writerow([
             r.user.public_name, r.user.username, r.status, when(r.first_join), when(r.last_leave),
             _minutes(r.present_seconds), _minutes(r.active_seconds), _minutes(r.idle_seconds), r.reconnects,

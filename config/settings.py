@@ -423,7 +423,8 @@ OAUTH2_PROVIDER = {
 # --- Audit (django-auditlog) -------------------------------------------------------------------------
 # The reviewed list of audited models. Secrets and credentials are excluded, personal fields masked.
 AUDITLOG_INCLUDE_TRACKING_MODELS = (
-    {"model": "classrooms.User", "exclude_fields": ["password", "last_login"]},
+    # FERPA: a child's birth date and an accommodation's note (often health information) are masked.
+    {"model": "classrooms.User", "exclude_fields": ["password", "last_login"], "mask_fields": ["date_of_birth"]},
     "classrooms.District",
     "classrooms.Institution",
     "classrooms.Membership",
@@ -436,7 +437,7 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     "compliance.ParentalConsent",
     "compliance.SchoolAuthorization",
     "exams.Exam",
-    "exams.Accommodation",
+    {"model": "exams.Accommodation", "mask_fields": ["note"]},
     "exams.CloseExtension",
     "exams.GradeSync",
     "classrooms.SessionControl",

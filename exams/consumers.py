@@ -11,6 +11,8 @@ from auditlog.context import set_actor
 from django.utils import timezone
 from pydantic import Field
 
+from classrooms.selectors import enrollment_role
+from compliance import audit
 from config.realtime import presence
 from config.realtime.consumer import FrameError, Refused, RoomConsumer
 from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping
@@ -184,7 +186,10 @@ class ExtraTime(Inbound):
 
 
 class ProctorConsumer(RoomConsumer):
-    """`/ws/v1/exams/<exam_id>/proctor/`: the live proctor board for the exam's teachers."""
+    """`/ws/v1/exams/<exam_id>/proctor/`: the live proctor board for the exam's teachers. The board's
+    snapshot (every student's attempt) is a recorded FERPA read, one insert per join."""
+
+    ferpa_reads = ("exams.Attempt",)
 
     inbound = {"ping": Ping, "extra_time": ExtraTime}
 
@@ -207,7 +212,7 @@ class ProctorConsumer(RoomConsumer):
         return None if exam and selectors.can_proctor(self.user, exam) else CloseCode.FORBIDDEN
 
     async def joined(self) -> None:
-        rows = await db_call(selectors.proctor_rows)(self.exam)
+        rows = await db_call(self._board_rows)()
         online: dict[str, int] = {}
         tracker = presence.tracker()
         for row in rows:
@@ -217,6 +222,13 @@ class ProctorConsumer(RoomConsumer):
                                                    "online": online,
                                                    "warnings": await db_call(
                                                        services.close_cut_warnings)(self.exam)}))
+
+    def _board_rows(self) -> list[dict]:
+        rows = selectors.proctor_rows(self.exam)
+        audit.record_socket_access(
+            self, [Attempt(pk=r["attempt_id"], student_id=r["student"]["id"], institution_id=self.exam.institution_id)
+                   for r in rows], purpose="exam.proctor_board", role=enrollment_role(self.user, self.exam.course_id))
+        return rows
 
     async def on_extra_time(self, msg: ExtraTime) -> None:
         def run():

@@ -59,21 +59,30 @@ def notification_send(notification_id: int) -> None:
     services.notification_deliver(notification_id=notification_id)
 
 
-@shared_task(bind=True, acks_late=True, ignore_result=True, rate_limit="50/s")
+@shared_task(bind=True, acks_late=True, ignore_result=True, rate_limit="50/s", ferpa_reads=("exams.GradeSync",))
 def grade_sync_deliver(self, sync_id: int) -> str:
+    from compliance import audit, disclosures
     from exams import lms, services
     from exams.models import GradeSync
 
     status = services.grade_sync_attempt(sync_id=sync_id)
+    if status == GradeSync.Status.DELIVERED:  # a grade sent to the LMS: a vendor disclosure (recorded once)
+        with audit.job(self.name):
+            if disclosures.record_grade_sync(sync_id=sync_id):
+                audit.record_access(actor=None, objects=[GradeSync(pk=sync_id)], purpose="lms.grade_sync")
     if status == GradeSync.Status.FAILED:
         tries = GradeSync.objects.filter(pk=sync_id).values_list("tries", flat=True).first() or 1
         grade_sync_deliver.apply_async(args=[sync_id], countdown=lms.backoff(tries), queue="bulk")
     return status
 
 
-@shared_task(acks_late=True, ignore_result=True, rate_limit="10/s")
+@shared_task(acks_late=True, ignore_result=True, rate_limit="10/s", ferpa_reads=("exams.Attempt",))
 def transcript_generate(attempt_id: int) -> None:
-    """Render a transcript PDF off the hot path (bulk queue, rate-limited)."""
+    """Render a transcript PDF off the hot path (bulk queue, rate-limited); a recorded read of the attempt."""
+    from compliance import audit
     from exams import services
+    from exams.models import Attempt
 
-    services.transcript_store(attempt_id=attempt_id)
+    if services.transcript_store(attempt_id=attempt_id) is not None:
+        with audit.job("exams.tasks.transcript_generate"):
+            audit.record_access(actor=None, objects=[Attempt(pk=attempt_id)], purpose="transcript.generate")

@@ -25,6 +25,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from classrooms.models import Enrollment, Role
+from classrooms.selectors import enrollment_role
+from compliance import audit
 from exams import events, selectors, services
 from exams.models import Answer, Attempt, Exam, IntegrityEvent, Question
 
@@ -176,12 +178,15 @@ def _proctored_exam(request, exam_id: int) -> Exam:
     return exam
 
 
+@audit.reads("classrooms.Enrollment")
 @login_required
 @require_GET
 def exam_proctor(request, exam_id: int):
     exam = _proctored_exam(request, exam_id)
-    students = (Enrollment.objects.filter(course=exam.course, role=Role.STUDENT, is_active=True)
-                .select_related("user").order_by("user__last_name", "user__first_name", "user_id"))
+    students = list(Enrollment.objects.filter(course=exam.course, role=Role.STUDENT, is_active=True)
+                    .select_related("user").order_by("user__last_name", "user__first_name", "user_id"))
+    audit.record_request_access(request, students, purpose="exam.proctor_roster",
+                                role=enrollment_role(request.user, exam.course_id))
     config = {
         "exam_id": exam.pk,
         "ws_path": f"/ws/v1/exams/{exam.pk}/proctor/",
@@ -197,6 +202,7 @@ class GradeForm(forms.Form):
     feedback = forms.CharField(required=False, max_length=2000, widget=forms.Textarea)
 
 
+@audit.reads("exams.Answer", "exams.Attempt")
 @login_required
 @require_http_methods(["GET", "POST"])
 def exam_grading(request, exam_id: int):
@@ -219,8 +225,10 @@ def exam_grading(request, exam_id: int):
             messages.success(request, "Grade saved.")
         return redirect("exam-grading", exam_id=exam.pk)
     queue = list(selectors.grading_queue(exam))
-    attempts = (Attempt.objects.filter(exam=exam).exclude(state=Attempt.State.NOT_STARTED)
-                .select_related("student").order_by("student__last_name", "student__first_name", "number"))
+    attempts = list(Attempt.objects.filter(exam=exam).exclude(state=Attempt.State.NOT_STARTED)
+                    .select_related("student").order_by("student__last_name", "student__first_name", "number"))
+    audit.record_request_access(request, [*queue, *attempts], purpose="exam.gradebook",
+                                role=enrollment_role(request.user, exam.course_id))
     counts = Attempt.objects.filter(exam=exam).aggregate(
         submitted=Count("pk", filter=Q(state=Attempt.State.SUBMITTED)),
         graded=Count("pk", filter=Q(state=Attempt.State.SUBMITTED, graded_at__isnull=False)),
@@ -247,6 +255,7 @@ def _iso(value) -> str | None:
     return value.isoformat() if value else None
 
 
+@audit.reads("exams.Attempt")
 @login_required
 @require_GET
 def attempt_log(request, attempt_id: int):
@@ -255,6 +264,8 @@ def attempt_log(request, attempt_id: int):
     if attempt is None or not selectors.can_proctor(request.user, attempt.exam):
         raise Http404("No such attempt")
     intact, first_bad = services.integrity_verify(attempt)
+    audit.record_request_access(request, [attempt], purpose="exam.integrity_log_export", via="export",
+                                role=enrollment_role(request.user, attempt.exam.course_id))
     entries = [{"index": e.index, "kind": e.kind, "server_time": _iso(e.server_time),
                 "client_time": _iso(e.client_time), "data": e.data, "prev_hash": e.prev_hash, "hash": e.hash}
                for e in IntegrityEvent.objects.filter(attempt=attempt).order_by("index")]

@@ -7,10 +7,14 @@ from rest_framework import generics
 from classrooms.models import Course, Enrollment, Institution
 from compliance.api import serializers
 from compliance.api.permissions import DistrictReader, caller_scoped
+from compliance.audit import AuditedAPIMixin
 from config.api import DistrictClientThrottle
 
 
-class DistrictAPIView:
+class DistrictAPIView(AuditedAPIMixin):
+    """FERPA: objects handed to the output serializer are recorded reads, and a district client's read of
+    student records a recorded disclosure (schools and courses carry none: nothing is written for them)."""
+
     permission_classes = [DistrictReader]
     throttle_classes = [DistrictClientThrottle]
     required_scopes = ["roster.read"]

@@ -179,12 +179,17 @@ def _redact_audit_trail(user_id: int, audited: dict[int, list[str]], token: str)
     about = Q()
     for content_type_id, pks in audited.items():
         about |= Q(content_type_id=content_type_id, object_pk__in=pks)
+    from compliance.audit import retention_purge
+
     label = f"(deleted child {token[:12]})"
-    count = LogEntry.objects.filter(about).update(
-        object_repr=label, changes=None, changes_text="", serialized_data=None, additional_data=None)
-    # Entries the child made keep the action, not who or where from.
-    count += LogEntry.objects.filter(actor_id=user_id).update(
-        actor=None, actor_email=None, remote_addr=None, remote_port=None)
+    # The trail is append-only (a database trigger); this lawful erasure is the one redaction it allows,
+    # and the deletion itself is recorded (ChildDataDeletion, tokenised).
+    with retention_purge():
+        count = LogEntry.objects.filter(about).update(
+            object_repr=label, changes=None, changes_text="", serialized_data=None, additional_data=None)
+        # Entries the child made keep the action, not who or where from.
+        count += LogEntry.objects.filter(actor_id=user_id).update(
+            actor=None, actor_email=None, remote_addr=None, remote_port=None)
     return count
 
 

@@ -31,7 +31,10 @@ STAFF_PERMISSIONS = {
     "exams": {"exam": "view change add", "questionbank": "view change add", "question": "view change add",
               "section": "view change add", "accommodation": "view change add", "attempt": "view",
               "gradesync": "view"},
-    "compliance": {"parentalconsent": "view add", "schoolauthorization": "view add", "childdatadeletion": "view add"},
+    # COPPA consent and deletion records; FERPA: who accessed their students' records, and the record of
+    # disclosures (manual entries too).
+    "compliance": {"parentalconsent": "view add", "schoolauthorization": "view add", "childdatadeletion": "view add",
+                   "accessentry": "view", "disclosure": "view add"},
 }
 # Demo API client credentials (development only; printed so the API can be tried at once).
 DEMO_CLIENT_ID = "lakeview-sis-demo"

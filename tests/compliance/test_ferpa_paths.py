@@ -1,0 +1,233 @@
+"""Every read path is audited or explicitly exempt: URL routes, admin registrations, WebSocket routes, Celery
+tasks and management commands are enumerated from their registries; a new one fails here until it is either
+wired to compliance.audit or added to ALLOWED with the reason it reads no other person's student record.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from django.contrib import admin
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from compliance import audit
+
+OWN_APPS = ("classrooms", "exams", "streaming", "moderation", "analytics", "compliance", "config")
+SELF = ("the student's own attempt (self-access: FERPA 99.32(d)(1) needs no record) on the exam hot path "
+        "(2,000 students at a start); the attempt's own integrity log records its use")
+
+# Paths that read no student record of another person, each with why (docs/compliance.md).
+ALLOWED: dict[str, str] = {
+    # HTTP
+    "config.health.liveness": "probe, no data",
+    "config.health.readiness": "probe, no data",
+    "django.contrib.auth.views.LoginView": "sign-in form",
+    "django.contrib.auth.views.LogoutView": "sign-out",
+    "compliance.oauth.ThrottledTokenView": "issues API tokens, no records",
+    "drf_spectacular.views.SpectacularAPIView": "the API schema",
+    "drf_spectacular.views.SpectacularSwaggerView": "the API docs page",
+    "config.urls.api_not_found": "an error body",
+    "classrooms.views.home": "the viewer's own courses and session titles",
+    "classrooms.views.session_room": "the room's shell; students' data comes over the socket, audited there",
+    "exams.views.exam_list": "the student's own exams and attempts (self-access, exam start hot path); "
+                             "teachers see exam titles only",
+    "exams.views.exam_start": SELF,
+    "exams.views.attempt_page": SELF,
+    "exams.views.attempt_result": SELF,
+    "exams.views.exam_release": "POST only: releases grades (a write audited by its service), shows none",
+    "exams.api.views.AttemptClock": SELF,
+    "exams.api.views.AttemptAnswer": SELF,
+    "exams.api.views.AttemptSubmit": SELF,
+    "exams.api.views.AttemptEvent": SELF,
+    # WebSocket
+    "exams.consumers.AttemptConsumer": SELF,
+    "config.routing.UnknownRouteConsumer": "refuses the socket",
+    # admin: the audit trail itself (its exports are recorded; browsing is not, or each look at the log
+    # would add to it)
+    "compliance.admin.AccessEntryAdmin": "the access log; its CSV export is recorded",
+    "compliance.admin.DisclosureAdmin": "the record of disclosures; its CSV export is recorded",
+    # Celery tasks: processing that shows nothing to anyone
+    "classrooms.tasks.sessions_purge": "deletes expired login sessions and tokens",
+    "classrooms.tasks.presence_sweep": "removes presence ghosts in Redis",
+    "classrooms.tasks.attendance_compute": "derives attendance records; they are recorded when someone views them",
+    "exams.tasks.attempt_finalize_due": "closes an attempt at its deadline (system processing)",
+    "exams.tasks.attempts_close_due": "closes due attempts at a deadline (system processing)",
+    "exams.tasks.attempts_after_close": "auto-grades closed attempts (system processing)",
+    "exams.tasks.attempts_after_close_sweep": "auto-grades attempts a lost task left (system processing)",
+    "exams.tasks.attempts_sweep": "finalises attempts past their deadline (system processing)",
+    "exams.tasks.notification_send": "emails a student their own notice (self), no content beyond the exam title",
+    # management commands
+    "classrooms.management.commands.seed_demo": "writes demo data",
+}
+
+
+def dotted(obj) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def _walk(patterns, prefix=""):
+    for p in patterns:
+        if isinstance(p, URLResolver):
+            if p.namespace == "admin":
+                continue  # the admin is checked through its registry
+            yield from _walk(p.url_patterns, prefix + str(p.pattern))
+        elif isinstance(p, URLPattern):
+            yield prefix + str(p.pattern), p.callback
+
+
+def url_problems(patterns) -> list[str]:
+    """Each route's view: a DRF view with AuditedAPIMixin, a view marked with `audit.reads` whose code
+    records, or an ALLOWED one."""
+    problems = []
+    for route, callback in _walk(patterns):
+        target = getattr(callback, "cls", None) or getattr(callback, "view_class", None) or callback
+        name = dotted(target)
+        if name in ALLOWED:
+            continue
+        if inspect.isclass(target) and issubclass(target, audit.AuditedAPIMixin):
+            continue
+        reads = getattr(target, "ferpa_reads", None)
+        if not reads:
+            problems.append(f"{route} -> {name}: not audited")
+        elif "record_request_access" not in inspect.getsource(inspect.unwrap(target)):
+            problems.append(f"{route} -> {name}: declares {reads} but never calls record_request_access")
+    return problems
+
+
+def admin_problems(registry) -> list[str]:
+    problems = []
+    for model, model_admin in registry.items():
+        shown = [model, *(inline.model for inline in model_admin.inlines)]
+        if not any(audit.is_student_record_model(m) for m in shown):
+            continue
+        if dotted(type(model_admin)) not in ALLOWED and not isinstance(model_admin, audit.AuditedAdminMixin):
+            problems.append(f"{model._meta.label} admin {dotted(type(model_admin))}: not audited")
+    return problems
+
+
+def consumer_problems(patterns) -> list[str]:
+    problems = []
+    for p in patterns:
+        consumer = p.callback.consumer_class
+        name = dotted(consumer)
+        if name in ALLOWED:
+            continue
+        if not getattr(consumer, "ferpa_reads", None):
+            problems.append(f"{p.pattern} -> {name}: not audited")
+        elif "record_socket_access" not in inspect.getsource(consumer):
+            problems.append(f"{p.pattern} -> {name}: declares reads but never calls record_socket_access")
+    return problems
+
+
+def job_problems(jobs: dict[str, object]) -> list[str]:
+    """Tasks (by name) and commands (by module): declared with `ferpa_reads` and recording, or ALLOWED."""
+    problems = []
+    for name, job in jobs.items():
+        if name in ALLOWED:
+            continue
+        source = inspect.getsource(getattr(job, "run", None) or type(job))
+        if not getattr(job, "ferpa_reads", None):
+            problems.append(f"{name}: not audited")
+        elif "record_access" not in source:
+            problems.append(f"{name}: declares reads but never calls record_access")
+    return problems
+
+
+def our_tasks() -> dict[str, object]:
+    import classrooms.tasks  # noqa: F401  (registers the tasks)
+    import exams.tasks  # noqa: F401
+    from config.celery import app
+
+    return {name: task for name, task in app.tasks.items() if name.startswith(OWN_APPS)}
+
+
+def our_commands() -> dict[str, object]:
+    from django.core.management import get_commands, load_command_class
+
+    return {f"{app}.management.commands.{name}": load_command_class(app, name)
+            for name, app in get_commands().items() if app.startswith(OWN_APPS)}
+
+
+def test_every_url_route_is_audited_or_exempt():
+    assert url_problems(get_resolver().url_patterns) == []
+
+
+def test_every_admin_showing_student_records_is_audited():
+    assert admin_problems(admin.site._registry) == []
+    # The autocomplete (select2) endpoint of every admin is the audited one.
+    assert not hasattr(admin.site.autocomplete_view, "__self__")
+
+
+def test_every_websocket_route_is_audited_or_exempt():
+    from config.routing import websocket_urlpatterns
+
+    assert consumer_problems(websocket_urlpatterns) == []
+
+
+def test_every_task_and_command_is_audited_or_exempt():
+    jobs = {**our_tasks(), **our_commands()}
+    assert "exams.tasks.transcript_generate" in jobs and "compliance.management.commands.ferpa_record" in jobs
+    assert job_problems(jobs) == []
+
+
+def test_the_allowlist_has_no_stale_entries():
+    from config.routing import websocket_urlpatterns
+
+    known = {dotted(getattr(cb, "cls", None) or getattr(cb, "view_class", None) or cb)
+             for _, cb in _walk(get_resolver().url_patterns)}
+    known |= {dotted(p.callback.consumer_class) for p in websocket_urlpatterns}
+    known |= {dotted(type(ma)) for ma in admin.site._registry.values()}
+    known |= set(our_tasks()) | set(our_commands())
+    assert {"classrooms.views.session_attendance", "exams.consumers.ProctorConsumer",
+            "classrooms.admin.EnrollmentAdmin", "exams.tasks.transcript_generate"} <= known  # enumeration works
+    assert set(ALLOWED) - known == set()
+
+
+# --- the checks fail on a new, unaudited path ----------------------------------------------------------------------
+
+def _unaudited_view(request):
+    from classrooms.models import Enrollment
+
+    return list(Enrollment.objects.all())
+
+
+@audit.reads("classrooms.Enrollment")
+def _declared_but_silent(request):
+    return None
+
+
+def test_the_checks_catch_a_new_unaudited_path():
+    from channels.generic.websocket import AsyncWebsocketConsumer
+    from django.urls import path
+
+    from classrooms.models import Enrollment
+
+    urls = [path("roster/", _unaudited_view), path("silent/", _declared_but_silent)]
+    assert [p.split(":")[0] for p in url_problems(urls)] == [
+        "roster/ -> tests.compliance.test_ferpa_paths._unaudited_view",
+        "silent/ -> tests.compliance.test_ferpa_paths._declared_but_silent"]
+
+    class PlainEnrollmentAdmin(admin.ModelAdmin):
+        pass
+
+    assert admin_problems({Enrollment: PlainEnrollmentAdmin(Enrollment, admin.site)})
+
+    class RosterConsumer(AsyncWebsocketConsumer):
+        pass
+
+    assert consumer_problems([path("ws/roster/", RosterConsumer.as_asgi())])
+
+    class Job:
+        ferpa_reads = None
+
+        def run(self):
+            return None
+
+    assert job_problems({"exams.tasks.new_report": Job()}) == ["exams.tasks.new_report: not audited"]
+
+
+@pytest.mark.parametrize("label", ["classrooms.Course", "nope.Model"])
+def test_reads_refuses_models_that_are_not_student_records(label):
+    with pytest.raises(ValueError):
+        audit.reads(label)

@@ -441,6 +441,10 @@ BULK_POLICY: dict[str, str] = {
     "exams.CloseExtension": REFUSE,
     "streaming.Channel": REFUSE,
     "streaming.Stream": REFUSE,
+    # COPPA consent and school authorization change only through compliance.coppa.services, row by row
+    # (evidence, revocation time, the consent gate's cached answer).
+    "compliance.ParentalConsent": REFUSE,
+    "compliance.SchoolAuthorization": REFUSE,
     "classrooms.Course": AUDIT,
     "classrooms.Enrollment": AUDIT,
     "classrooms.Membership": AUDIT,

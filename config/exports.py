@@ -44,3 +44,8 @@ def csv_response(filename: str, header: list[str]) -> tuple[HttpResponse, _SafeW
     writer = _SafeWriter(csv.writer(response, quoting=csv.QUOTE_ALL))
     writer.writerow(header)
     return response, writer
+
+
+def csv_writer(stream) -> _SafeWriter:
+    """A writer to any text stream (a management command's stdout) whose every cell goes through `csv_safe`."""
+    return _SafeWriter(csv.writer(stream, quoting=csv.QUOTE_ALL))

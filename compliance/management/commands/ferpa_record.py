@@ -4,16 +4,15 @@ on). Reading it is itself recorded, with the command as its path."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from classrooms.models import User
-from classrooms.views import csv_safe
 from compliance import audit
 from compliance.models import AccessEntry, Disclosure
+from config.exports import csv_writer
 
 
 class Command(BaseCommand):
@@ -42,17 +41,15 @@ class Command(BaseCommand):
         accesses, disclosed = list(accesses.order_by("timestamp", "pk")), list(disclosed.order_by("disclosed_at", "pk"))
         with audit.job("manage.py ferpa_record", via="command"):
             audit.record_access(actor=None, objects=[user], purpose="ferpa.record_export", role="operator")
-        writer = csv.writer(self.stdout, quoting=csv.QUOTE_ALL)
+        writer = csv_writer(self.stdout)  # formula-safe cells
         writer.writerow(["kind", "time", "party", "role_or_basis", "purpose_or_interest", "record_or_categories",
                          "via", "path", "institution_id"])
         for e in accesses:
             data = e.additional_data or {}
             party = e.actor_email or (f"district API client {data['client']}" if data.get("client") else "system")
-            writer.writerow([csv_safe(v) for v in ("access", e.timestamp.isoformat(), party, data.get("role"),
-                                                   data.get("purpose"), e.object_repr, data.get("via"),
-                                                   data.get("path"), data.get("institution"))])
+            writer.writerow(["access", e.timestamp.isoformat(), party, data.get("role"), data.get("purpose"),
+                             e.object_repr, data.get("via"), data.get("path"), data.get("institution")])
         for d in disclosed:
-            writer.writerow([csv_safe(v) for v in ("disclosure", d.disclosed_at.isoformat(), d.receiving_party,
-                                                   d.get_basis_display(), d.legitimate_interest,
-                                                   ", ".join(d.data_categories or []), d.get_via_display(), "",
-                                                   d.institution_id)])
+            writer.writerow(["disclosure", d.disclosed_at.isoformat(), d.receiving_party, d.get_basis_display(),
+                             d.legitimate_interest, ", ".join(d.data_categories or []), d.get_via_display(), "",
+                             d.institution_id])

@@ -10,7 +10,8 @@ class HeaderOnlyOAuth2Scheme(DjangoOAuthToolkitScheme):
 
     def get_security_requirement(self, auto_schema):
         requirement = super().get_security_requirement(auto_schema)
-        required = getattr(auto_schema.view, "required_scopes", None)
+        view = auto_schema.view
+        required = getattr(view, "method_scopes", {}).get(auto_schema.method) or getattr(view, "base_scopes", None)
         if requirement is None and required:
             return {self.name: list(required)}
         return requirement

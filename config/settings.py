@@ -258,6 +258,8 @@ CELERY_TASK_ALWAYS_EAGER = False
 AULA_DEADLINE_CONCURRENCY = _int("AULA_DEADLINE_CONCURRENCY", 4, minimum=1)
 # Routing by task name, in one place (the task `queue=` attribute is deprecated in Celery 5).
 CELERY_TASK_ROUTES = {
+    "compliance.tasks.district_export_build": {"queue": "bulk"},
+    "compliance.tasks.district_dispose": {"queue": "bulk"},
     "classrooms.tasks.sessions_purge": {"queue": "bulk"},
     "classrooms.tasks.presence_sweep": {"queue": "default"},
     "classrooms.tasks.attendance_compute": {"queue": "bulk"},
@@ -380,6 +382,7 @@ OAUTH2_PROVIDER = {
         "roster.write": "Create and update roster data",
         "results.read": "Read exam results and attendance",
         "audit.read": "Read access and disclosure logs",
+        "district.export": "Export all of the district's data",
     },
     "DEFAULT_SCOPES": ["roster.read"],
     "SCOPES_BACKEND_CLASS": "compliance.oauth.DistrictClientScopes",

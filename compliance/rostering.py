@@ -139,6 +139,7 @@ class Roster:
             if Institution.objects.filter(slug=slug).exclude(district=self.district).exists():
                 raise ValidationError({"identifier": "This school cannot be created; ask Aula support."})
             school = classroom_services.institution_upsert(district=self.district, slug=slug, name=rec["name"])
+            self.ids = self.ids | {school.pk}
         elif school.name != rec["name"]:
             school.name = rec["name"]
             classroom_services.institution_save(institution=school)

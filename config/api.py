@@ -87,7 +87,8 @@ def exception_handler(exc, context):
         exc = exceptions.PermissionDenied(str(exc) or None)
     elif isinstance(exc, DjangoValidationError):
         # A service refused the input (same rule as on the socket): 400 invalid, never a 500.
-        exc = exceptions.ValidationError({"non_field_errors": exc.messages})
+        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict")
+                                         else {"non_field_errors": exc.messages})
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("unhandled API error")

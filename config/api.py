@@ -32,6 +32,40 @@ class AulaPagination(CursorPagination):
     max_page_size = 1000
     ordering = "id"
 
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is not None and not (raw.isdigit() and 1 <= int(raw) <= self.max_page_size):
+            raise exceptions.ValidationError({"limit": [f"An integer from 1 to {self.max_page_size}."]})
+        return super().get_page_size(request)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1, "maximum": self.max_page_size}
+        return parameters
+
+
+MAX_ID = 2**63 - 1
+
+
+def id_parameter(name: str, description: str = ""):
+    """An integer id query parameter, as the schema documents it (the filter serializers enforce the same)."""
+    from drf_spectacular.utils import OpenApiParameter
+
+    return OpenApiParameter(name, {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                            description=description or f"Only rows of this {name} (an id of your district).")
+
+
+def query_filters(serializer_class, request) -> dict:
+    """Validate query parameters with a serializer; a parameter that is present but empty is invalid too."""
+    empty = [name for name in serializer_class().fields if request.query_params.get(name) == ""]
+    if empty:
+        raise exceptions.ValidationError({name: ["This parameter may not be empty."] for name in empty})
+    filters = serializer_class(data=request.query_params)
+    filters.is_valid(raise_exception=True)
+    return filters.validated_data
+
 
 class DistrictClientThrottle(BaseThrottle):
     """Per API client rate limit, `AULA_API_RATE` requests per window.

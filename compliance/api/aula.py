@@ -15,6 +15,7 @@ from classrooms.models import AttendanceRecord, LiveSession, User
 from compliance import district_data, selectors
 from compliance.api.base import DistrictAPIView, DistrictDetailView, DistrictListView
 from compliance.models import DistrictExport
+from config.api import id_parameter, query_filters
 from exams.models import Attempt
 
 # --- filters -------------------------------------------------------------------------------------------------
@@ -37,15 +38,8 @@ class AccessFilter(serializers.Serializer):
     until = serializers.DateTimeField(required=False)
 
 
-def _filters(serializer_class, request) -> dict:
-    filters = serializer_class(data=request.query_params)
-    filters.is_valid(raise_exception=True)
-    return filters.validated_data
-
-
 def _int_params(*names: str) -> list[OpenApiParameter]:
-    return [OpenApiParameter(n, int, description=f"Only rows of this {n} (an id of your district).")
-            for n in names]
+    return [id_parameter(n) for n in names]
 
 
 # --- live sessions and attendance ---------------------------------------------------------------------------
@@ -73,7 +67,7 @@ class LiveSessionList(LiveSessionRows, DistrictListView):
     """Live class sessions of the district's courses."""
 
     def get_queryset(self):
-        filters = _filters(SessionFilter, self.request)
+        filters = query_filters(SessionFilter, self.request)
         qs = super().get_queryset()
         if "course" in filters:
             qs = qs.filter(course_id=filters["course"])
@@ -139,7 +133,7 @@ class ResultList(DistrictListView):
     base_scopes = ["results.read"]
 
     def get_queryset(self):
-        filters = _filters(ResultFilter, self.request)
+        filters = query_filters(ResultFilter, self.request)
         qs = self.scoped(Attempt.objects.filter(state=Attempt.State.SUBMITTED).select_related("exam"))
         if "course" in filters:
             qs = qs.filter(exam__course_id=filters["course"])
@@ -181,7 +175,7 @@ class AccessLogList(DistrictListView):
     base_scopes = ["audit.read"]
 
     def get_queryset(self):
-        filters = _filters(AccessFilter, self.request)
+        filters = query_filters(AccessFilter, self.request)
         students = selectors.students_scoped_to(selectors.institution_ids_for_request(self.request))
         qs = LogEntry.objects.filter(action=LogEntry.Action.ACCESS, content_type=ContentType.objects.get_for_model(
             User), object_id__in=students.values("pk")).select_related("actor")

@@ -16,6 +16,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
 from classrooms.models import Course, District, Enrollment, Guardianship, Institution, Membership, Role, User
@@ -56,6 +57,14 @@ class OneRosterPagination(LimitOffsetPagination):
             raise ValidationError({"limit": f"An integer from 1 to {self.max_limit}."})
         return super().get_limit(request)
 
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"] = ({"type": "integer", "minimum": 1, "maximum": self.max_limit}
+                                   if parameter["name"] == self.limit_query_param
+                                   else {"type": "integer", "minimum": 0, "maximum": 10**9})
+        return parameters
+
     def get_offset(self, request):
         raw = request.query_params.get(self.offset_query_param)
         if raw is not None and not (raw.isdigit() and int(raw) <= 10**9):
@@ -63,7 +72,15 @@ class OneRosterPagination(LimitOffsetPagination):
         return super().get_offset(request)
 
 
-_PREDICATE = re.compile(r"^\s*(\w+)\s*(>=|<=|!=|>|<|=)\s*'([^']*)'\s*$")
+# Calendar dates of the years 1000-2999 (Feb 29 aside: the server takes it in leap years, the pattern leaves it
+# out), times with a UTC offset of at most 14 hours.
+_DATE = (r"[12][0-9]{3}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+         r"|02-(0[1-9]|1[0-9]|2[0-8]))")
+_TIME = r"T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-](0[0-9]|1[0-4]):[0-5][0-9])?"
+_ONE = rf"dateLastModified *(>=|<=|>|<|=) *'{_DATE}({_TIME})?'"
+# The schema documents exactly this pattern, and the server checks it before parsing.
+FILTER_PATTERN = rf"^ *{_ONE}( +AND +{_ONE})* *$"
+_PREDICATE = re.compile(r"dateLastModified *(>=|<=|>|<|=) *'([^']*)'")
 _OPS = {">": "gt", ">=": "gte", "<": "lt", "<=": "lte", "=": "exact"}
 
 
@@ -71,30 +88,25 @@ def parse_filter(raw: str | None) -> list[tuple[str, dt.datetime]]:
     """OneRoster `filter` predicates on dateLastModified, joined by AND: [(lookup, time)]."""
     if raw is None:
         return []
+    if not re.match(FILTER_PATTERN, raw):
+        raise ValidationError({"filter": ["Only dateLastModified, as in dateLastModified>'2026-01-01T00:00:00Z' "
+                                          "(predicates joined by ' AND ')."]})
     predicates = []
-    for part in re.split(r"\s+AND\s+", raw.strip()):
-        match = _PREDICATE.match(part)
-        if match is None:
-            raise ValidationError({"filter": "Use OneRoster filter syntax: dateLastModified>'2026-01-01T00:00:00Z'."})
-        name, op, value = match.groups()
-        if name != "dateLastModified":
-            raise ValidationError({"filter": "Only dateLastModified can be filtered on."})
-        if op not in _OPS:
-            raise ValidationError({"filter": f"The operator {op} is not supported for dateLastModified."})
-        when = parse_datetime(value)
-        if when is None:
-            day = parse_date(value)
-            when = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC) if day else None
-        if when is None:
-            raise ValidationError({"filter": "dateLastModified needs an ISO 8601 date or time."})
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
+    for op, value in _PREDICATE.findall(raw):
+        try:
+            when = parse_datetime(value) if "T" in value else None
+            if when is None:
+                when = dt.datetime.combine(parse_date(value), dt.time(), tzinfo=dt.UTC)
+        except (TypeError, ValueError):
+            raise ValidationError({"filter": [f"{value} is not a date or time."]}) from None
+        when = when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
         predicates.append((_OPS[op], when))
     return predicates
 
 
 COMMON_PARAMETERS = [
-    OpenApiParameter("filter", str, description="OneRoster filter on dateLastModified, e.g. "
+    OpenApiParameter("filter", {"type": "string", "pattern": FILTER_PATTERN},
+                     description="OneRoster filter on dateLastModified, e.g. "
                      "`dateLastModified>'2026-01-01T00:00:00Z'` (predicates joined by ` AND `)."),
     OpenApiParameter("sort", str, enum=["sourcedId", "dateLastModified"], description="Sort field."),
     OpenApiParameter("orderBy", str, enum=["asc", "desc"], description="Sort direction (default asc)."),
@@ -512,6 +524,7 @@ def _detail_view(rows_class, record_in, tag: str = "oneroster"):
 
     class DetailView(rows_class, DistrictDetailView):
         lookup_field = lookup_url_kwarg = "sourced_id"
+        parser_classes = [JSONParser]
         method_scopes = {"PUT": ["roster.write"]}
 
         @extend_schema(tags=[tag], responses={200: wrapped_out}, summary=f"Get one {singular} by sourcedId")

@@ -2,6 +2,7 @@
 operation, tenant-scoped)."""
 
 from django.db.models import Count, Prefetch, Q
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers as serializers_
 from rest_framework.exceptions import ValidationError
@@ -13,7 +14,7 @@ from compliance import rostering, selectors
 from compliance.api import serializers
 from compliance.api.base import DistrictAPIView, DistrictDetailView, DistrictListView
 from compliance.api.permissions import caller_scoped
-from config.api import error_body
+from config.api import error_body, id_parameter, query_filters
 
 
 @extend_schema(tags=["roster"])
@@ -51,8 +52,9 @@ def _courses(request):
 @extend_schema(
     tags=["roster"],
     parameters=[
-        OpenApiParameter("school", int, description="Only courses of this school (of your district)."),
-        OpenApiParameter("updated_since", str, description="ISO 8601 time: only courses changed since."),
+        id_parameter("school", "Only courses of this school (of your district)."),
+        OpenApiParameter("updated_since", OpenApiTypes.DATETIME, description="ISO 8601 time: only courses changed "
+                         "since."),
     ],
 )
 class CourseList(DistrictListView):
@@ -61,13 +63,12 @@ class CourseList(DistrictListView):
     serializer_class = serializers.CourseOut
 
     def get_queryset(self):
-        filters = serializers.CourseFilter(data=self.request.query_params)
-        filters.is_valid(raise_exception=True)
+        filters = query_filters(serializers.CourseFilter, self.request)
         qs = _courses(self.request)
-        if "school" in filters.validated_data:
-            qs = qs.filter(institution_id=filters.validated_data["school"])
-        if "updated_since" in filters.validated_data:
-            qs = qs.filter(updated_at__gte=filters.validated_data["updated_since"])
+        if "school" in filters:
+            qs = qs.filter(institution_id=filters["school"])
+        if "updated_since" in filters:
+            qs = qs.filter(updated_at__gte=filters["updated_since"])
         return qs
 
 

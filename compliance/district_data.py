@@ -272,8 +272,8 @@ def district_dispose(*, certificate_id: int) -> DispositionCertificate | None:
     extensions, the realtime logs of the district's rooms, the students' roster links, and the student accounts
     that no other district still has. Idempotent: a completed certificate is returned as it is."""
     with transaction.atomic():
-        certificate = (DispositionCertificate.objects.select_for_update().select_related("district", "performed_by")
-                       .filter(pk=certificate_id).first())
+        certificate = (DispositionCertificate.objects.select_for_update(of=("self",))
+                       .select_related("district", "performed_by").filter(pk=certificate_id).first())
         if certificate is None or certificate.status == DispositionCertificate.Status.DONE:
             return certificate
         district = certificate.district

@@ -9,6 +9,7 @@ STATUSES = ["active", "tobedeleted"]
 USER_ROLES = ["student", "teacher", "aide", "guardian", "parent", "relative"]
 ENROLLMENT_ROLES = ["student", "teacher", "aide"]
 SESSION_TYPES = ["schoolYear", "semester", "term", "gradingPeriod"]
+ORG_TYPES = ["district", "school"]
 
 
 class RefIn(serializers.Serializer):
@@ -30,7 +31,7 @@ def _strings(max_length: int = 100):
 
 class OrgIn(RecordIn):
     name = serializers.CharField(max_length=200)
-    type = serializers.ChoiceField(choices=["district", "school"])
+    type = serializers.ChoiceField(choices=ORG_TYPES)
     identifier = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
     parent = RefIn(required=False, allow_null=True)
 

@@ -372,6 +372,13 @@ SPECTACULAR_SETTINGS = {
     "OAUTH2_FLOWS": ["clientCredentials"],
     "OAUTH2_TOKEN_URL": "/o/token/",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "OneRosterStatusEnum": "compliance.roster_records.STATUSES",
+        "OneRosterOrgTypeEnum": "compliance.roster_records.ORG_TYPES",
+        "OneRosterSessionTypeEnum": "compliance.roster_records.SESSION_TYPES",
+        "OneRosterUserRoleEnum": "compliance.roster_records.USER_ROLES",
+        "OneRosterEnrollmentRoleEnum": "compliance.roster_records.ENROLLMENT_ROLES",
+    },
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
                              "config.api_schema.add_error_responses"],
 }

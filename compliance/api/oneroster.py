@@ -185,7 +185,7 @@ class OneRosterBase(serializers.Serializer):
 
 class OneRosterOrg(OneRosterBase):
     name = serializers.CharField()
-    type = serializers.ChoiceField(choices=["district", "school"])
+    type = serializers.ChoiceField(choices=roster_records.ORG_TYPES)
     identifier = serializers.CharField(allow_blank=True)
     parent = OneRosterRef(allow_null=True)
     children = OneRosterRef(many=True)

@@ -334,20 +334,19 @@ class OrgRows(OneRosterView):
         return super().get_object()
 
     def shape(self, records, ids):
-        schools = [r for r in records if isinstance(r, Institution)]
-        ids.load(Kind.ORG, [s.pk for s in schools])
+        children = [] if not any(isinstance(r, District) for r in records) else list(
+            self.scoped(Institution.objects.filter(district_id=self.district_id)).order_by("id")
+            .values_list("id", flat=True))
+        ids.load(Kind.ORG, [r.pk for r in records if isinstance(r, Institution)] + children)
         ids.load(Kind.DISTRICT, [self.district_id])
         district_ref = ids.ref(Kind.DISTRICT, self.district_id, "orgs", "org")
         out = []
         for r in records:
             if isinstance(r, District):
-                children = [ids.ref(Kind.ORG, pk, "orgs", "org") for pk in
-                            self.scoped(Institution.objects.filter(district_id=r.pk)).order_by("id")
-                            .values_list("id", flat=True)]
-                ids.load(Kind.ORG, [c["sourcedId"] for c in []])
                 out.append({"sourcedId": ids.get(Kind.DISTRICT, r.pk), "status": "active",
                             "dateLastModified": r.modified, "name": r.name, "type": "district",
-                            "identifier": r.slug, "parent": None, "children": children})
+                            "identifier": r.slug, "parent": None,
+                            "children": [ids.ref(Kind.ORG, pk, "orgs", "org") for pk in children]})
             else:
                 out.append({"sourcedId": ids.get(Kind.ORG, r.pk), "status": "active", "dateLastModified": r.modified,
                             "name": r.name, "type": "school",
@@ -443,7 +442,6 @@ class UserRows(OneRosterView):
 
     def shape(self, records, ids):
         pks = [r.pk for r in records]
-        scope = selectors.institution_ids_for_request(self.request)
         memberships = list(self.scoped(Membership.objects.filter(user_id__in=pks, is_active=True)).order_by("id"))
         guardianships = list(self.scoped(Guardianship.objects.filter(guardian_id__in=pks) |
                                          Guardianship.objects.filter(student_id__in=pks)).order_by("id"))
@@ -457,9 +455,10 @@ class UserRows(OneRosterView):
                        g.institution_id) for g in guardianships if g.guardian_id == r.pk]
             agents = [g.student_id for g in guardianships if g.guardian_id == r.pk]
             agents += [g.guardian_id for g in guardianships if g.student_id == r.pk]
-            active = r.is_active and bool(roles) and scope is not None and data.get("status", "active") == "active"
+            # Without an active role at the district's schools (or marked so by the SIS) a person is to be deleted.
+            active = r.is_active and bool(roles) and data.get("status", "active") == "active"
             out.append({
-                "sourcedId": ids.get(Kind.USER, r.pk), "status": _status(active or scope is None),
+                "sourcedId": ids.get(Kind.USER, r.pk), "status": _status(active),
                 "dateLastModified": r.modified, "enabledUser": r.is_active and data.get("enabledUser", True),
                 "username": r.username, "givenName": r.first_name, "familyName": r.last_name,
                 "middleName": data.get("middleName", ""), "email": r.email, "identifier": data.get("identifier", ""),

@@ -119,6 +119,8 @@ def test_rest_upsert_builds_the_roster_and_reads_back_in_oneroster_shape(client,
     assert catalog["org"]["sourcedId"] == "sch-1" and catalog["courseCode"] == "BIO"
     district = client.get(f"{OR}/orgs", **writer).json()["orgs"][0]
     assert district["type"] == "district" and "sch-1" in [c["sourcedId"] for c in district["children"]]
+    alone = client.get(f"{OR}/orgs/aula-district-{world.district.pk}", **writer).json()["org"]
+    assert alone["children"] == district["children"]
 
 
 def test_upsert_is_idempotent(client, world, writer):

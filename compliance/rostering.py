@@ -436,12 +436,18 @@ def _import_file(roster: Roster, kind: str, filename: str, content: bytes, repor
         report.errors.append({"file": filename, "line": 1, "sourcedId": None,
                               "errors": {"file": ["The header row has no sourcedId column."]}})
         return
-    created = updated = 0
+    numbered = []
     for line, row in enumerate(rows, start=2):
         if line > MAX_ROWS + 1:
             report.errors.append({"file": filename, "line": line, "sourcedId": None,
                                   "errors": {"file": [f"More than {MAX_ROWS} rows."]}})
             return
+        numbered.append((line, row))
+    if kind == "user":
+        # Guardians name their children in agentSourcedIds: people without agents first, whatever the file order.
+        numbered.sort(key=lambda item: bool((item[1].get("agentSourcedIds") or "").strip()))
+    created = updated = 0
+    for line, row in numbered:
         sourced_id = (row.get("sourcedId") or "").strip()
         try:
             # A savepoint per row: a failing row is reported and the next rows still checked.

@@ -387,3 +387,16 @@ def test_roster_import_command(world, tmp_path, capsys):
     with pytest.raises(CommandError, match="1 error"):
         call_command("roster_import", world.district.slug, str(broken))
     assert '"line": 2' in capsys.readouterr().out
+
+
+def test_csv_import_takes_guardians_before_their_children_in_the_file(client, world, writer):
+    files = {k: [list(r) for r in v] for k, v in CSV.items() if k in {"orgs.csv", "users.csv"}}
+    header, *people = files["users.csv"]
+    guardian = ["p-9", "active", "", "true", "sch-9", "parent", "marge", "Marge", "Simpson", "", "",
+                "marge@lake.test", "p-1", ""]
+    files["users.csv"] = [header, guardian, *people]
+    response = upload(client, writer, csv_zip(files))
+    assert response.status_code == 200, response.content
+    marge = client.get(f"{OR}/users/p-9", **writer).json()["user"]
+    assert [a["sourcedId"] for a in marge["agents"]] == ["p-1"] and marge["roles"][0]["role"] == "parent"
+    assert Guardianship.objects.filter(guardian__email="marge@lake.test", student__email="lisa@lake.test").exists()

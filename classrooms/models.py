@@ -27,6 +27,7 @@ class TenantQuerySet(models.QuerySet):
     """Rows that belong to one institution. `tenant_field` names the path to it."""
 
     tenant_field = "institution"
+    tenant_via_many = False  # True when tenant_field crosses a to-many relation (a row seen through many schools)
 
     def visible_to(self, user):
         """Only the rows of institutions `user` may see (the one tenant-scoping rule, in selectors)."""
@@ -35,10 +36,20 @@ class TenantQuerySet(models.QuerySet):
         return scoped(self, user)
 
 
+class DistrictQuerySet(TenantQuerySet):
+    """A district is seen through any of its schools (a to-many path: scoping keeps each district once)."""
+
+    tenant_field = "institutions"
+    tenant_via_many = True
+
+
 class District(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)  # OneRoster dateLastModified (district API delta sync)
+
+    objects = DistrictQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -81,6 +92,7 @@ class User(AbstractUser):
     email = models.EmailField(unique=True)
     display_name = models.CharField(max_length=80, blank=True)
     date_of_birth = models.DateField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)  # OneRoster dateLastModified (district API delta sync)
 
     objects = AulaUserManager()
 

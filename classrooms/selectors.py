@@ -138,7 +138,11 @@ def scoped_to(queryset: QuerySet, ids: frozenset[int] | None) -> QuerySet:
     """Restrict a TenantQuerySet to institution ids (None: no restriction, platform superuser)."""
     if ids is None:
         return queryset
-    return queryset.filter(**{f"{queryset.tenant_field}__in": ids})
+    lookup = {f"{queryset.tenant_field}__in": ids}
+    if getattr(queryset, "tenant_via_many", False):
+        # Joined through a to-many path a row would repeat once per visible school: match it by id instead.
+        return queryset.filter(pk__in=queryset.model._base_manager.filter(**lookup).values("pk"))
+    return queryset.filter(**lookup)
 
 
 def scoped(queryset: QuerySet, user) -> QuerySet:

@@ -1,10 +1,10 @@
-"""Reads for the district API: which client is calling, and which institutions it may see."""
+"""Reads for the district API: which client is calling, which institutions and people it may see."""
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
-from classrooms.models import Institution
+from classrooms.models import Enrollment, Guardianship, Institution, Membership, Role, User
 from classrooms.selectors import scoped_to, staff_institution_ids
 from compliance.models import DistrictAPIClient
 
@@ -36,3 +36,40 @@ def institution_ids_for_request(request) -> frozenset[int] | None:
 
 def api_scoped(queryset: QuerySet, request) -> QuerySet:
     return scoped_to(queryset, institution_ids_for_request(request))
+
+
+def api_district_id(request) -> int | None:
+    """The district a district client acts for (None for signed-in people)."""
+    token = getattr(request, "auth", None)
+    if token is None or not hasattr(token, "application_id"):
+        return None
+    client = api_client_for_token(token)
+    return None if client is None else client.district_id
+
+
+def district_institution_ids(district_id: int) -> frozenset[int]:
+    return frozenset(Institution.objects.filter(district_id=district_id).values_list("id", flat=True))
+
+
+def people_scoped_to(ids: frozenset[int] | None) -> QuerySet[User]:
+    """People with a membership, enrollment or guardianship (either side) at these schools."""
+    if ids is None:
+        return User.objects.all()
+    return User.objects.filter(
+        Q(pk__in=scoped_to(Membership.objects.all(), ids).values("user_id"))
+        | Q(pk__in=scoped_to(Enrollment.objects.all(), ids).values("user_id"))
+        | Q(pk__in=scoped_to(Guardianship.objects.all(), ids).values("guardian_id"))
+        | Q(pk__in=scoped_to(Guardianship.objects.all(), ids).values("student_id"))
+    )
+
+
+def students_scoped_to(ids: frozenset[int] | None) -> QuerySet[User]:
+    """Students of these schools (by membership or enrollment): whose records FERPA protects."""
+    return User.objects.filter(
+        Q(pk__in=scoped_to(Membership.objects.filter(role=Role.STUDENT), ids).values("user_id"))
+        | Q(pk__in=scoped_to(Enrollment.objects.filter(role=Role.STUDENT), ids).values("user_id"))
+    )
+
+
+def api_people(request) -> QuerySet[User]:
+    return people_scoped_to(institution_ids_for_request(request))

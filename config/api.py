@@ -7,6 +7,8 @@ Every API error is `{"error": {"code": str, "message": str, "details": object, "
 from __future__ import annotations
 
 import logging
+import math
+import time
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -14,7 +16,7 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from config.observability import request_id_var
@@ -30,18 +32,81 @@ class AulaPagination(CursorPagination):
     max_page_size = 1000
     ordering = "id"
 
+    def get_page_size(self, request):
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is not None and not (raw.isdigit() and 1 <= int(raw) <= self.max_page_size):
+            raise exceptions.ValidationError({"limit": [f"An integer from 1 to {self.max_page_size}."]})
+        return super().get_page_size(request)
 
-class DistrictClientThrottle(SimpleRateThrottle):
-    """Per API client rate limit; counters live in the shared Redis cache, so every process agrees."""
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1, "maximum": self.max_page_size}
+        return parameters
+
+
+MAX_ID = 2**63 - 1
+
+
+def id_parameter(name: str, description: str = ""):
+    """An integer id query parameter, as the schema documents it (the filter serializers enforce the same)."""
+    from drf_spectacular.utils import OpenApiParameter
+
+    return OpenApiParameter(name, {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                            description=description or f"Only rows of this {name} (an id of your district).")
+
+
+def query_filters(serializer_class, request) -> dict:
+    """Validate query parameters with a serializer; a parameter that is present but empty is invalid too."""
+    empty = [name for name in serializer_class().fields if request.query_params.get(name) == ""]
+    if empty:
+        raise exceptions.ValidationError({name: ["This parameter may not be empty."] for name in empty})
+    filters = serializer_class(data=request.query_params)
+    filters.is_valid(raise_exception=True)
+    return filters.validated_data
+
+
+class DistrictClientThrottle(BaseThrottle):
+    """Per API client rate limit, `AULA_API_RATE` requests per window.
+
+    A fixed window counted with one atomic Redis INCR per request: concurrent requests of one client, in any
+    number of processes, can never pass more than the limit (DRF's SimpleRateThrottle reads, appends and
+    writes back a history list, so concurrent requests overwrite each other and slip through)."""
 
     scope = "district_client"
+    rate: str | None = None  # "<n>/<s|min|hour|day>"; None: REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+    periods = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
-    def get_cache_key(self, request, view):
+    def limits(self) -> tuple[int, int]:
+        from django.conf import settings
+
+        rate = self.rate or settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][self.scope]
+        count, period = rate.split("/")
+        return int(count), self.periods[period[0]]
+
+    def allow_request(self, request, view) -> bool:
+        from django.core.cache import cache
+
         token = getattr(request, "auth", None)
-        app_id = getattr(getattr(token, "application", None), "pk", None)
+        app_id = getattr(token, "application_id", None)
         if app_id is None:
-            return None
-        return self.cache_format % {"scope": self.scope, "ident": f"app{app_id}"}
+            return True  # signed-in people are limited by their login, not per client
+        limit, period = self.limits()
+        now = time.time()
+        window = int(now // period)
+        key = f"throttle:{self.scope}:app{app_id}:{period}:{window}"
+        cache.add(key, 0, period + 1)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.add(key, 1, period + 1)
+            count = 1
+        self._wait = (window + 1) * period - now
+        return count <= limit
+
+    def wait(self) -> float:
+        return getattr(self, "_wait", None)
 
 
 def error_body(code: str, message: str, details=None, *, status_code: int) -> dict:
@@ -56,7 +121,8 @@ def exception_handler(exc, context):
         exc = exceptions.PermissionDenied(str(exc) or None)
     elif isinstance(exc, DjangoValidationError):
         # A service refused the input (same rule as on the socket): 400 invalid, never a 500.
-        exc = exceptions.ValidationError({"non_field_errors": exc.messages})
+        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict")
+                                         else {"non_field_errors": exc.messages})
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("unhandled API error")
@@ -69,7 +135,9 @@ def exception_handler(exc, context):
         code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
         message, details = str(detail), {}
         if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-            details = {"retry_after": int(exc.wait + 0.999)}
+            retry_after = max(1, math.ceil(exc.wait))  # DRF's header truncates: "0" would invite a retry storm
+            details = {"retry_after": retry_after}
+            response["Retry-After"] = str(retry_after)
     response.data = error_body(str(code), message, details, status_code=response.status_code)
     return response
 

@@ -262,6 +262,8 @@ CELERY_TASK_ALWAYS_EAGER = False
 AULA_DEADLINE_CONCURRENCY = _int("AULA_DEADLINE_CONCURRENCY", 4, minimum=1)
 # Routing by task name, in one place (the task `queue=` attribute is deprecated in Celery 5).
 CELERY_TASK_ROUTES = {
+    "compliance.tasks.district_export_build": {"queue": "bulk"},
+    "compliance.tasks.district_dispose": {"queue": "bulk"},
     "classrooms.tasks.sessions_purge": {"queue": "bulk"},
     "classrooms.tasks.presence_sweep": {"queue": "default"},
     "classrooms.tasks.attendance_compute": {"queue": "bulk"},
@@ -392,6 +394,15 @@ SPECTACULAR_SETTINGS = {
     "OAUTH2_FLOWS": ["clientCredentials"],
     "OAUTH2_TOKEN_URL": "/o/token/",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "OneRosterStatusEnum": "compliance.roster_records.STATUSES",
+        "OneRosterOrgTypeEnum": "compliance.roster_records.ORG_TYPES",
+        "OneRosterSessionTypeEnum": "compliance.roster_records.SESSION_TYPES",
+        "OneRosterUserRoleEnum": "compliance.roster_records.USER_ROLES",
+        "OneRosterEnrollmentRoleEnum": "compliance.roster_records.ENROLLMENT_ROLES",
+    },
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "config.api_schema.add_error_responses"],
 }
 OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
 OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth2_provider.AccessToken"
@@ -402,6 +413,7 @@ OAUTH2_PROVIDER = {
         "roster.write": "Create and update roster data",
         "results.read": "Read exam results and attendance",
         "audit.read": "Read access and disclosure logs",
+        "district.export": "Export all of the district's data",
     },
     "DEFAULT_SCOPES": ["roster.read"],
     "SCOPES_BACKEND_CLASS": "compliance.oauth.DistrictClientScopes",

@@ -27,5 +27,5 @@ class CourseOut(serializers.ModelSerializer):
 
 
 class CourseFilter(serializers.Serializer):
-    school = serializers.IntegerField(required=False, min_value=1)
+    school = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     updated_since = serializers.DateTimeField(required=False)

@@ -442,3 +442,37 @@ def test_session_users_are_not_throttled_per_client(client, world, monkeypatch):
     monkeypatch.setattr(DistrictClientThrottle, "rate", "1/min", raising=False)
     client.force_login(world.staff_a)
     assert [client.get(SCHOOLS).status_code for _ in range(3)] == [200, 200, 200]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_throttle_holds_under_concurrent_requests(live_server, client, world, monkeypatch):
+    """40 simultaneous requests of one client against a real threaded server: exactly the limit passes (the
+    counter is one atomic Redis INCR per request), every other request is a 429 with Retry-After."""
+    import time
+    import urllib.error
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(DistrictClientThrottle, "rate", "10/d", raising=False)
+    token = token_for(client, make_api_client(world.district))
+
+    def call(_):
+        request = urllib.request.Request(live_server.url + SCHOOLS, headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, None
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers.get("Retry-After")
+
+    for _attempt in range(2):  # a run that straddles midnight UTC spans two windows: run it again
+        day = int(time.time() // 86400)
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            results = list(pool.map(call, range(40)))
+        if int(time.time() // 86400) == day:
+            break
+        from django.core.cache import cache
+        cache.clear()
+    statuses = [status for status, _ in results]
+    assert statuses.count(200) == 10, statuses
+    assert statuses.count(429) == 30, statuses
+    assert all(int(retry) >= 1 for status, retry in results if status == 429)

@@ -315,14 +315,19 @@ class AuditedAPIMixin:
 
     ferpa_audited = True
     disclosure_categories: tuple[str, ...] = ("roster",)
+    # False for views that hand every record they return to `audit_records` themselves (the district API's
+    # base class, whose OneRoster views render without a serializer).
+    audit_in_serializer = True
 
     def get_serializer(self, *args, **kwargs):
         serializer = super().get_serializer(*args, **kwargs)
-        if args and "data" not in kwargs and self.request.method in ("GET", "HEAD"):
-            shown = list(args[0]) if kwargs.get("many") else [args[0]]
-            record_api_read(self.request, shown, categories=self.disclosure_categories,
-                            purpose="api.list" if kwargs.get("many") else "api.retrieve")
+        if self.audit_in_serializer and args and "data" not in kwargs and self.request.method in ("GET", "HEAD"):
+            self.audit_records(list(args[0]) if kwargs.get("many") else [args[0]], many=bool(kwargs.get("many")))
         return serializer
+
+    def audit_records(self, records: list, *, many: bool) -> None:
+        record_api_read(self.request, records, categories=self.disclosure_categories,
+                        purpose="api.list" if many else "api.retrieve")
 
 
 def record_api_read(request, objects, *, categories, purpose: str) -> list[Access]:

@@ -7,7 +7,6 @@ so neither job can read or delete another district's rows.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -52,6 +51,7 @@ from compliance.models import (
 )
 from compliance.rostering import aula_sourced_id
 from compliance.selectors import district_institution_ids, people_scoped_to, students_scoped_to
+from config.exports import csv_writer
 from config.realtime.models import RoomEvent
 from exams.models import (
     Accommodation,
@@ -130,11 +130,11 @@ def district_export_build(*, export_id: int) -> DistrictExport | None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
             for name, header, rows in oneroster_csvs(district, ids):
                 out = io.StringIO()
-                writer = csv.writer(out)
+                writer = csv_writer(out)  # the one CSV path (config.exports): formula-safe cells
                 writer.writerow(header)
                 n = 0
                 for row in rows:
-                    writer.writerow([_csv_safe(v) for v in row])
+                    writer.writerow(row)
                     n += 1
                 bundle.writestr(name, out.getvalue())
                 counts[name] = n
@@ -169,12 +169,6 @@ def _write_jsonl(bundle: zipfile.ZipFile, name: str, rows) -> int:
             handle.write(json.dumps(row, cls=DjangoJSONEncoder).encode() + b"\n")
             n += 1
     return n
-
-
-def _csv_safe(value) -> str:
-    """A cell a spreadsheet will not run as a formula (CSV injection)."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in {"=", "+", "-", "@", "\t", "\r"} else text
 
 
 def oneroster_csvs(district: District, ids: frozenset[int]):

@@ -1,6 +1,6 @@
-"""The base of every district API view: permission, throttle, tenant scope, and FERPA: every list page and
-every retrieved record reaches the output serializer through `render`, where compliance.audit's
-AuditedAPIMixin records the read of each student record (and, for a district client, the disclosure)."""
+"""The base of every district API view: permission, throttle, tenant scope, and the one place where every
+list page and every retrieved record passes (`records_read`), where compliance.audit records the read of
+each student record (and, for a district client, the disclosure to an outside party)."""
 
 from __future__ import annotations
 
@@ -35,9 +35,12 @@ class DistrictAPIView(AuditedAPIMixin, generics.GenericAPIView):
         """The caller's tenant scope (compliance.selectors.api_scoped, the one mechanism)."""
         return selectors.api_scoped(queryset, self.request)
 
-    def records_read(self, records: list) -> None:
-        """Every record a list page or a retrieve returns passes here, once, before it is rendered (the
-        FERPA access entries are written when they reach the output serializer: AuditedAPIMixin)."""
+    audit_in_serializer = False  # every record passes records_read instead, serializer or not
+
+    def records_read(self, records: list, *, many: bool = True) -> None:
+        """Every record a list page or a retrieve returns passes here, once, before it is rendered: FERPA's
+        access entries (and a district client's disclosure) are written here."""
+        self.audit_records(records, many=many)
 
     def render(self, records: list) -> list[dict]:
         return self.get_serializer(records, many=True).data
@@ -55,8 +58,8 @@ class DistrictListView(mixins.ListModelMixin, DistrictAPIView):  # the mixin mar
 class DistrictDetailView(DistrictAPIView):
     def get(self, request, *args, **kwargs):
         record = self.get_object()
-        self.records_read([record])
-        return Response(self.wrap(self.get_serializer(record).data))  # one object: recorded as a retrieve
+        self.records_read([record], many=False)
+        return Response(self.wrap(self.render([record])[0]))
 
     def wrap(self, data: dict) -> dict:
         return data

@@ -22,7 +22,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.urls import path, reverse
 from django.utils import timezone
-from rest_framework import generics, serializers
+from rest_framework import serializers
 
 from classrooms import services
 from classrooms.models import (
@@ -33,7 +33,7 @@ from classrooms.models import (
     LiveSession,
 )
 from compliance import audit, disclosures
-from compliance.api.views import DistrictAPIView
+from compliance.api.base import DistrictDetailView, DistrictListView
 from compliance.models import AccessEntry, Disclosure
 from tests import factories
 from tests.compliance.test_api import bearer, make_api_client, token_for
@@ -197,8 +197,8 @@ class EnrollmentOut(serializers.ModelSerializer):
         fields = ["id", "user", "course", "role"]
 
 
-class EnrollmentList(DistrictAPIView, generics.ListAPIView):
-    """A roster endpoint as the OneRoster views will be: DistrictAPIView brings the FERPA hooks."""
+class EnrollmentList(DistrictListView):
+    """A roster endpoint built like every API view: the base class brings the FERPA hooks."""
 
     serializer_class = EnrollmentOut
     disclosure_categories = ("roster",)
@@ -209,7 +209,7 @@ class EnrollmentList(DistrictAPIView, generics.ListAPIView):
         return caller_scoped(Enrollment.objects.all(), self.request).order_by("pk")
 
 
-class EnrollmentDetail(DistrictAPIView, generics.RetrieveAPIView):
+class EnrollmentDetail(DistrictDetailView):
     serializer_class = EnrollmentOut
     get_queryset = EnrollmentList.get_queryset
 

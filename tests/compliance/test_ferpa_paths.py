@@ -45,6 +45,13 @@ ALLOWED: dict[str, str] = {
     "exams.api.views.AttemptAnswer": SELF,
     "exams.api.views.AttemptSubmit": SELF,
     "exams.api.views.AttemptEvent": SELF,
+    # Jobs that write or delete, and show no record back
+    "compliance.management.commands.roster_import": "writes the district's roster from its own SIS files; "
+                                                    "reports only the file's own rows back (errors)",
+    "compliance.management.commands.district_dispose": "deletes a district's student data; prints counts "
+                                                       "(the disposition certificate), no records",
+    "compliance.tasks.district_dispose": "deletes a district's student data; keeps counts only",
+    "compliance.coppa.tasks.retention_purge": "deletes children's data past retention; keeps counts only",
     # WebSocket
     "exams.consumers.AttemptConsumer": SELF,
     "config.routing.UnknownRouteConsumer": "refuses the socket",
@@ -141,6 +148,8 @@ def job_problems(jobs: dict[str, object]) -> list[str]:
 
 def our_tasks() -> dict[str, object]:
     import classrooms.tasks  # noqa: F401  (registers the tasks)
+    import compliance.coppa.tasks  # noqa: F401
+    import compliance.tasks  # noqa: F401
     import exams.tasks  # noqa: F401
     from config.celery import app
 

@@ -3,18 +3,16 @@ district's students, and the district data export. Aula ids (integers); every ro
 
 from __future__ import annotations
 
-from auditlog.models import LogEntry
-from django.contrib.contenttypes.models import ContentType
 from django.http import FileResponse, Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from classrooms.models import AttendanceRecord, LiveSession, User
+from classrooms.models import AttendanceRecord, LiveSession
 from compliance import district_data, selectors
 from compliance.api.base import DistrictAPIView, DistrictDetailView, DistrictListView
-from compliance.models import DistrictExport
+from compliance.models import AccessEntry, Disclosure, DistrictExport
 from config.api import id_parameter, query_filters
 from exams.models import Attempt
 
@@ -148,44 +146,99 @@ class ResultList(DistrictListView):
 
 
 class AccessOut(serializers.ModelSerializer):
-    student = serializers.IntegerField(source="object_id")
+    """One FERPA access entry (compliance.audit): which student's record, what record, who, why, how."""
+
+    student = serializers.SerializerMethodField()
+    record = serializers.CharField(source="object_repr")
     actor = serializers.IntegerField(source="actor_id", allow_null=True)
     actor_name = serializers.SerializerMethodField()
     purpose = serializers.SerializerMethodField()
+    role = serializers.SerializerMethodField()
+    via = serializers.SerializerMethodField()
+    institution = serializers.SerializerMethodField()
 
     class Meta:
-        model = LogEntry
-        fields = ["id", "timestamp", "student", "actor", "actor_name", "purpose"]
+        model = AccessEntry
+        fields = ["id", "timestamp", "student", "record", "actor", "actor_name", "purpose", "role", "via",
+                  "institution"]
+
+    @staticmethod
+    def _data(entry, key):
+        return (entry.additional_data if isinstance(entry.additional_data, dict) else {}).get(key)
+
+    def get_student(self, entry) -> int | None:
+        return self._data(entry, "student")
 
     def get_actor_name(self, entry) -> str:
-        return str(entry.actor) if entry.actor_id else "system"
+        if entry.actor_email:
+            return entry.actor_email
+        client = self._data(entry, "client")
+        return f"district API client {client}" if client else "system"
 
     def get_purpose(self, entry) -> str:
-        data = entry.additional_data if isinstance(entry.additional_data, dict) else {}
-        return str(data.get("purpose", ""))
+        return str(self._data(entry, "purpose") or "")
+
+    def get_role(self, entry) -> str:
+        return str(self._data(entry, "role") or "")
+
+    def get_via(self, entry) -> str:
+        return str(self._data(entry, "via") or "")
+
+    def get_institution(self, entry) -> int | None:
+        return self._data(entry, "institution")
 
 
 @extend_schema(tags=["audit"], parameters=[*_int_params("student"),
                                             OpenApiParameter("since", OpenApiTypes.DATETIME),
                                             OpenApiParameter("until", OpenApiTypes.DATETIME)])
 class AccessLogList(DistrictListView):
-    """Who accessed the records of the district's students, and when (django-auditlog ACCESS entries)."""
+    """Who accessed the records of the district's students, and when: FERPA's access entries (django-auditlog
+    ACCESS entries written by compliance.audit) made at the district's schools."""
 
     serializer_class = AccessOut
     base_scopes = ["audit.read"]
 
     def get_queryset(self):
         filters = query_filters(AccessFilter, self.request)
-        students = selectors.students_scoped_to(selectors.institution_ids_for_request(self.request))
-        qs = LogEntry.objects.filter(action=LogEntry.Action.ACCESS, content_type=ContentType.objects.get_for_model(
-            User), object_id__in=students.values("pk")).select_related("actor")
+        qs = self.scoped(AccessEntry.objects.all()).filter(additional_data__has_key="student")
         if "student" in filters:
-            qs = qs.filter(object_id=filters["student"])
+            qs = qs.filter(additional_data__student=filters["student"])
         if "since" in filters:
             qs = qs.filter(timestamp__gte=filters["since"])
         if "until" in filters:
             qs = qs.filter(timestamp__lt=filters["until"])
-        return qs
+        return qs.order_by("pk")
+
+
+class DisclosureOut(serializers.ModelSerializer):
+    basis = serializers.CharField(source="get_basis_display")
+    via = serializers.CharField(source="get_via_display")
+
+    class Meta:
+        model = Disclosure
+        fields = ["id", "disclosed_at", "student", "institution", "receiving_party", "basis",
+                  "legitimate_interest", "data_categories", "via", "disclosed_by_name"]
+
+
+@extend_schema(tags=["audit"], parameters=[*_int_params("student"),
+                                            OpenApiParameter("since", OpenApiTypes.DATETIME),
+                                            OpenApiParameter("until", OpenApiTypes.DATETIME)])
+class DisclosureLogList(DistrictListView):
+    """FERPA's record of disclosures of the district's students' records to outside parties (99.32)."""
+
+    serializer_class = DisclosureOut
+    base_scopes = ["audit.read"]
+
+    def get_queryset(self):
+        filters = query_filters(AccessFilter, self.request)
+        qs = self.scoped(Disclosure.objects.all())
+        if "student" in filters:
+            qs = qs.filter(student_id=filters["student"])
+        if "since" in filters:
+            qs = qs.filter(disclosed_at__gte=filters["since"])
+        if "until" in filters:
+            qs = qs.filter(disclosed_at__lt=filters["until"])
+        return qs.order_by("pk")
 
 
 # --- district data export ------------------------------------------------------------------------------------

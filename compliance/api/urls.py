@@ -22,6 +22,7 @@ urlpatterns = [
     path("sessions/<int:pk>/attendance/", aula.AttendanceList.as_view(), name="api-session-attendance"),
     path("results/", aula.ResultList.as_view(), name="api-result-list"),
     path("audit/access/", aula.AccessLogList.as_view(), name="api-audit-access"),
+    path("audit/disclosures/", aula.DisclosureLogList.as_view(), name="api-audit-disclosures"),
     path("exports/", aula.ExportCreate.as_view(), name="api-export-create"),
     path("exports/<int:pk>/", aula.ExportDetail.as_view(), name="api-export-detail"),
     path("exports/<int:pk>/download/", aula.ExportDownload.as_view(), name="api-export-download"),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from auditlog.models import LogEntry
 from django.utils import timezone
 
 from classrooms import services as classroom_services
@@ -81,19 +80,39 @@ def test_exam_results(client, world, auth):
 
 
 def test_access_log_of_the_districts_students(client, world, auth):
+    from compliance import audit
+    from compliance.models import AccessEntry
+
     def access(student, purpose):
-        return LogEntry.objects.log_create(student, force_log=True, action=LogEntry.Action.ACCESS, changes={},
-                                           actor=world.staff_a, additional_data={"purpose": purpose})
+        audit.record_access(actor=world.staff_a, objects=[student], purpose=purpose, via="page")
+        return AccessEntry.objects.order_by("-pk").first()
 
     mine = access(world.student_a, "attendance review")
     access(world.student_c, "other district")
     access(world.teacher_a, "not a student")
     rows = results(client.get("/api/v1/audit/access/", **auth))
-    assert [(r["id"], r["student"], r["actor"], r["purpose"]) for r in rows] == [
-        (mine.pk, world.student_a.pk, world.staff_a.pk, "attendance review")]
+    assert [(r["student"], r["actor"], r["purpose"], r["institution"]) for r in rows
+            if r["purpose"] != "api.list"] == [(world.student_a.pk, world.staff_a.pk, "attendance review",
+                                                world.school_a.pk)]
+    assert mine.pk in {r["id"] for r in rows}
     assert results(client.get("/api/v1/audit/access/", {"student": world.student_c.pk}, **auth)) == []
     later = (timezone.now() + dt.timedelta(minutes=1)).isoformat()
     assert results(client.get("/api/v1/audit/access/", {"since": later}, **auth)) == []
     assert_error(client.get("/api/v1/audit/access/", {"since": ""}, **auth), 400, "invalid")
     roster_only = bearer(token_for(client, make_api_client(world.district, "ro")))
     assert_error(client.get("/api/v1/audit/access/", **roster_only), 403, "permission_denied")
+
+
+def test_disclosure_log_of_the_districts_students(client, world, auth):
+    from compliance import disclosures
+    from tests import factories
+
+    for student, school in ((world.student_a, world.school_a), (world.student_c, world.school_c)):
+        disclosures.record_manual_disclosure(student=student, institution_id=school.pk, party="County clinic",
+                                             basis="health_safety", interest="emergency", categories=["health"],
+                                             disclosed_at=timezone.now(), actor=factories.staff_of(school))
+    rows = results(client.get("/api/v1/audit/disclosures/", **auth))
+    assert [(r["student"], r["receiving_party"]) for r in rows] == [(world.student_a.pk, "County clinic")]
+    assert results(client.get("/api/v1/audit/disclosures/", {"student": world.student_c.pk}, **auth)) == []
+    roster_only = bearer(token_for(client, make_api_client(world.district, "ro2")))
+    assert_error(client.get("/api/v1/audit/disclosures/", **roster_only), 403, "permission_denied")

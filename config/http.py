@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -31,20 +30,13 @@ from django.http import FileResponse
 from django.urls import Resolver404, get_resolver, set_script_prefix
 from whitenoise.middleware import WhiteNoiseMiddleware
 
-_http_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
+from config.realtime.transport import process_pool
 
 
 def http_executor() -> ThreadPoolExecutor:
     """The process's pool for HTTP requests (AULA_HTTP_THREADS threads, one database connection each);
     separate from the sockets' pool, so a page burst never queues socket saves behind it."""
-    global _http_executor
-    if _http_executor is None:
-        with _executor_lock:
-            if _http_executor is None:
-                _http_executor = ThreadPoolExecutor(max_workers=settings.AULA_HTTP_THREADS,
-                                                    thread_name_prefix="aula-http")
-    return _http_executor
+    return process_pool("aula-http", settings.AULA_HTTP_THREADS)
 
 
 async def _pulled_in_pool(iterator):

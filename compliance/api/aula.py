@@ -145,6 +145,18 @@ class ResultList(DistrictListView):
 # --- the access log of the district's students ----------------------------------------------------------------
 
 
+def _audit_filtered(qs, request, *, student: str, time: str):
+    """The audit resources' filters: ?student=, ?since= (inclusive), ?until= (exclusive)."""
+    filters = query_filters(AccessFilter, request)
+    if "student" in filters:
+        qs = qs.filter(**{student: filters["student"]})
+    if "since" in filters:
+        qs = qs.filter(**{f"{time}__gte": filters["since"]})
+    if "until" in filters:
+        qs = qs.filter(**{f"{time}__lt": filters["until"]})
+    return qs.order_by("pk")
+
+
 class AccessOut(serializers.ModelSerializer):
     """One FERPA access entry (compliance.audit): which student's record, what record, who, why, how."""
 
@@ -199,15 +211,8 @@ class AccessLogList(DistrictListView):
     base_scopes = ["audit.read"]
 
     def get_queryset(self):
-        filters = query_filters(AccessFilter, self.request)
         qs = self.scoped(AccessEntry.objects.all()).filter(additional_data__has_key="student")
-        if "student" in filters:
-            qs = qs.filter(additional_data__student=filters["student"])
-        if "since" in filters:
-            qs = qs.filter(timestamp__gte=filters["since"])
-        if "until" in filters:
-            qs = qs.filter(timestamp__lt=filters["until"])
-        return qs.order_by("pk")
+        return _audit_filtered(qs, self.request, student="additional_data__student", time="timestamp")
 
 
 class DisclosureOut(serializers.ModelSerializer):
@@ -230,15 +235,8 @@ class DisclosureLogList(DistrictListView):
     base_scopes = ["audit.read"]
 
     def get_queryset(self):
-        filters = query_filters(AccessFilter, self.request)
-        qs = self.scoped(Disclosure.objects.all())
-        if "student" in filters:
-            qs = qs.filter(student_id=filters["student"])
-        if "since" in filters:
-            qs = qs.filter(disclosed_at__gte=filters["since"])
-        if "until" in filters:
-            qs = qs.filter(disclosed_at__lt=filters["until"])
-        return qs.order_by("pk")
+        return _audit_filtered(self.scoped(Disclosure.objects.all()), self.request, student="student_id",
+                               time="disclosed_at")
 
 
 # --- district data export ------------------------------------------------------------------------------------

@@ -38,7 +38,18 @@ _client_lock = threading.Lock()
 _clients: dict[str, redis.Redis] = {}  # one sync client per real-time shard URL
 
 
-_db_executor: ThreadPoolExecutor | None = None
+_pools: dict[str, ThreadPoolExecutor] = {}
+
+
+def process_pool(name: str, threads: int) -> ThreadPoolExecutor:
+    """One named thread pool per process, made on first use (its threads each keep a database connection)."""
+    pool = _pools.get(name)
+    if pool is None:
+        with _client_lock:
+            pool = _pools.get(name)
+            if pool is None:
+                pool = _pools[name] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+    return pool
 
 
 def db_executor() -> ThreadPoolExecutor:
@@ -47,13 +58,7 @@ def db_executor() -> ThreadPoolExecutor:
     Its own pool, not the event loop's default executor: anything else that uses the default one
     (`asyncio.to_thread`, DNS lookups) must not queue behind a join storm's queries (measured: presence
     diffs 16 s late when both shared the default pool)."""
-    global _db_executor
-    if _db_executor is None:
-        with _client_lock:
-            if _db_executor is None:
-                _db_executor = ThreadPoolExecutor(max_workers=settings.AULA_DB_THREADS,
-                                                  thread_name_prefix="aula-db")
-    return _db_executor
+    return process_pool("aula-db", settings.AULA_DB_THREADS)
 
 
 def db_call(fn, *, health_check: bool = True):

@@ -363,10 +363,14 @@ def retention_purge():
         token = _purging.set(True)
         try:
             yield
-        finally:
+        except BaseException:
+            # The transaction (or savepoint) rolls back, and the setting with it: no statement here, the
+            # transaction is aborted and one would hide the error.
             _purging.reset(token)
-            with connection.cursor() as cur:
-                cur.execute("SELECT set_config(%s, 'off', true)", [PURGE_SETTING])
+            raise
+        _purging.reset(token)
+        with connection.cursor() as cur:  # an outer transaction goes on: the bypass ends here
+            cur.execute("SELECT set_config(%s, 'off', true)", [PURGE_SETTING])
 
 
 def audit_trail_purge(*, student_ids: Iterable[int], reason: str, actor=None) -> int:

@@ -23,6 +23,23 @@ from exams.models import Attempt, Exam, Question
 
 logger = logging.getLogger("aula.exams")
 SAVE_LIMIT = Limit(60, 10)
+# One save limit per attempt and process, shared by the attempt's sockets here (tabs, reconnects): more
+# sockets never buy more saves. [limit, sockets using it]; dropped with the attempt's last local socket.
+_save_limits: dict[int, list] = {}
+
+
+def _save_limit_acquire(attempt_id: int) -> LocalLimit:
+    entry = _save_limits.setdefault(attempt_id, [LocalLimit(SAVE_LIMIT), 0])
+    entry[1] += 1
+    return entry[0]
+
+
+def _save_limit_release(attempt_id: int) -> None:
+    entry = _save_limits.get(attempt_id)
+    if entry is not None:
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _save_limits[attempt_id]
 
 
 class AnswerSave(Inbound):
@@ -69,7 +86,7 @@ class AttemptConsumer(RoomConsumer):
             raise Refused(CloseCode.NOT_FOUND, "no such attempt")
         self.attempt = attempt
         self.conn_id = f"{attempt.pk}-{time.time_ns()}"
-        self.save_limit = LocalLimit(SAVE_LIMIT)  # per socket, in memory: one socket is one attempt
+        self.save_limit = _save_limit_acquire(attempt.pk)  # in memory, per attempt (no Redis round trip)
         return realtime.attempt_room(attempt.institution_id, attempt.pk)
 
     def still_authorized(self) -> CloseCode | None:
@@ -102,6 +119,7 @@ class AttemptConsumer(RoomConsumer):
         await self._proctor_connection(True)
 
     async def left(self) -> None:
+        _save_limit_release(self.attempt.pk)
         await presence.tracker().untrack(self.conn_id)
         if self.attempt.is_open:
             try:

@@ -39,3 +39,17 @@ def test_threads_share_nothing_but_each_reuses_its_client():
     for t in threads:
         t.join()
     assert not errors and sorted(seen) == [(i, True) for i in range(6)]
+
+
+def test_pool_threads_with_a_copied_context_reuse_the_process_client():
+    """The HTTP handler and the sockets' database calls run in pool threads with a copied context, where
+    `caches` is a fresh object each time: the client (and its connections) must still be the same."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    def client_here():
+        return caches["default"]._cache.get_client()
+
+    with ThreadPoolExecutor(2) as pool:
+        seen = [pool.submit(contextvars.copy_context().run, client_here).result() for _ in range(5)]
+    assert all(c is client_here() for c in seen)

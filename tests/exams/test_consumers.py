@@ -265,3 +265,32 @@ def test_local_limit_counts_in_fixed_windows():
     refused = limit.hit(104.0)
     assert not refused.allowed and refused.retry_after == pytest.approx(6.0)
     assert limit.hit(110.0).allowed  # a new window
+
+
+async def test_a_second_socket_of_the_same_attempt_shares_the_save_limit(world):
+    from exams.consumers import SAVE_LIMIT
+
+    ex = await database_sync_to_async(ExamWorld)(world)
+    attempt = await database_sync_to_async(services.attempt_start)(exam=ex.exam, student=world.student_a)
+    socks = []
+    for _ in range(2):
+        comm, ok, _ = await open_socket(world.student_a, f"/ws/v1/attempts/{attempt.pk}/")
+        assert ok
+        await frames_until(comm, "snapshot")
+        socks.append(comm)
+    each = SAVE_LIMIT.count // 2 + 5  # together 10 more than the limit
+    codes = []
+    for i, comm in enumerate(socks):
+        for n in range(each):
+            v = i * 1000 + n + 1
+            await comm.send_to(text_data=json.dumps({"type": "answer.save", "ref": f"s{v}",
+                                                     "question_id": ex.q_short.pk, "value": f"v{v}", "version": v}))
+        got = 0
+        while got < each:
+            frame = json.loads(await comm.receive_from(timeout=10))
+            if frame["type"] in ("ack", "error") and str(frame["data"].get("ref", "")).startswith("s"):
+                got += 1
+                codes.append(frame["data"]["code"] if frame["type"] == "error" else "ack")
+    assert codes.count("ack") == SAVE_LIMIT.count and codes.count("rate_limited") == 2 * each - SAVE_LIMIT.count
+    for comm in socks:
+        await comm.disconnect()

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -35,9 +36,27 @@ def log(msg: str) -> None:
     print(f"[aula] {msg}", file=sys.stderr, flush=True)
 
 
+def _port_slice() -> range:
+    """Ports this process picks from when any free port will do.
+
+    Below Linux's ephemeral range (32768-60999), so an outgoing connection never takes the port between
+    our check and the server's bind, and one disjoint slice per pytest-xdist worker, so two workers never
+    pick the same port (a server that fails to bind while another worker's server answers on that port
+    is the failure this prevents: the test then talks to the wrong server).
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdigit() else 0
+    width = 600
+    start = 20000 + (index % 20) * width
+    return range(start, start + width)
+
+
 def free_port(preferred: int | None = None) -> int:
-    """`preferred` if it is free on 127.0.0.1, otherwise any free port."""
-    for candidate in ([preferred] if preferred else []) + [0]:
+    """`preferred` if it is free on 127.0.0.1, otherwise a free port from this process's slice."""
+    slice_ = _port_slice()
+    offset = random.randrange(len(slice_))
+    candidates = ([preferred] if preferred else []) + [slice_[(offset + i) % len(slice_)] for i in range(len(slice_))]
+    for candidate in candidates:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind(("127.0.0.1", candidate))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 import redis
 from django.conf import settings
 
+from config.devservers import free_port
 from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,12 +30,6 @@ def _clean_redis():
 @pytest.fixture
 def world(db):
     return factories.World()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
@@ -79,6 +73,9 @@ class ServerProcess:
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
         try:
             wait_http(self.port, self.proc)
+            time.sleep(0.2)
+            if self.proc.poll() is not None:  # it lost the port: whatever answered is not ours
+                raise RuntimeError(f"server on port {self.port} exited with {self.proc.returncode}")
         except Exception:
             self.stop()
             raise

@@ -188,6 +188,14 @@ def _redis_db(url: str, db: int) -> str:
 
 REDIS_CACHE_URL = _redis_db(REDIS_URL, 0)
 REDIS_BROKER_URL = _redis_db(REDIS_URL, 2)
+# High-rate analytics events are buffered here (a bounded Redis stream) and flushed in batches by Celery.
+REDIS_ANALYTICS_URL = env.str("AULA_ANALYTICS_REDIS_URL", default="") or _redis_db(REDIS_URL, 3)
+# The bound of that buffer, in events: past it new events are counted as overflow, not stored.
+AULA_ANALYTICS_BUFFER_MAX = _int("AULA_ANALYTICS_BUFFER_MAX", 2_000_000, minimum=1000)
+# Per process, events wait at most this long (or until 500 are queued) before one pipelined write.
+AULA_ANALYTICS_LOCAL_FLUSH_MS = _int("AULA_ANALYTICS_LOCAL_FLUSH_MS", 100, minimum=5)
+# Optional MaxMind City file: adds regions (adults only); without it geography is by country.
+AULA_GEOIP_CITY_DB = env.str("AULA_GEOIP_CITY_DB", default="")
 # The real-time Redis, optionally sharded across hosts: each room (its channel, its presence keys, its
 # publishes) lives on the shard a stable hash of its key picks (config/realtime/transport.shard_index);
 # shard 0 also holds the global keys (rate limits, connection caps, coalescing leases) and the channel

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(autouse=True)
 def _clean_redis():
     """Each test starts with empty Aula Redis databases of this xdist worker."""
-    for url in {settings.REDIS_CACHE_URL, settings.REDIS_REALTIME_URL, settings.REDIS_BROKER_URL}:
+    for url in {settings.REDIS_CACHE_URL, settings.REDIS_REALTIME_URL, settings.REDIS_BROKER_URL, settings.REDIS_ANALYTICS_URL}:
         redis.Redis.from_url(url).flushdb()
     yield
 

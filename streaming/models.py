@@ -61,3 +61,20 @@ class Stream(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class Follow(models.Model):
+    """A user following a channel: notified when it goes live (per their preferences); the follow's age
+    gates followers-only chat."""
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="follows")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="follows")
+    created_at = models.DateTimeField(auto_now_add=True)
+    notify = models.BooleanField(default=True, help_text="Notify this follower when the channel goes live")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["channel", "user"], name="follow_unique")]
+        indexes = [models.Index(fields=["user", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} follows {self.channel}"

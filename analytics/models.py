@@ -1,1 +1,133 @@
-"""Models arrive with this app's capability issue."""
+"""Analytics rollups (counts per time window and dimension), the flush ledger, and outbound event delivery.
+
+Rollups are aggregates, never per-person rows. The flush ledger makes draining the Redis event stream
+idempotent. The outbox and its deliveries carry learning events (IMS Caliper) to configured webhooks.
+"""
+
+import uuid
+
+from django.db import models
+
+
+class Rollup(models.Model):
+    """Events of one kind in one time bucket, for one combination of dimensions.
+
+    Every configured window (AULA_ANALYTICS_WINDOWS) holds a complete copy: a query sums one window only.
+    Empty text and 0 mean "not given" (NULLs would defeat the unique constraint the flush upserts on)."""
+
+    window_seconds = models.PositiveIntegerField()
+    bucket_start = models.DateTimeField()
+    scope = models.CharField(max_length=16)  # "stream" | "session"
+    scope_id = models.BigIntegerField()
+    kind = models.CharField(max_length=32)
+    institution_id = models.BigIntegerField(default=0)  # sessions: the school (tenant scope)
+    course_id = models.BigIntegerField(default=0)
+    country = models.CharField(max_length=2, blank=True, default="")
+    region = models.CharField(max_length=16, blank=True, default="")
+    segment = models.CharField(max_length=16, blank=True, default="")
+    grade = models.CharField(max_length=16, blank=True, default="")
+    detail = models.CharField(max_length=64, blank=True, default="")  # e.g. "emoji=fire"
+    count = models.BigIntegerField(default=0)  # sum of n
+    value_sum = models.FloatField(default=0)
+    value_n = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["window_seconds", "bucket_start", "scope", "scope_id", "kind", "institution_id", "course_id",
+                        "country", "region", "segment", "grade", "detail"],
+                name="analytics_rollup_dims_unique"),
+        ]
+        indexes = [models.Index(fields=["scope", "scope_id", "window_seconds", "bucket_start"],
+                                name="analytics_rollup_slice")]
+
+    def __str__(self) -> str:
+        return f"{self.scope}{self.scope_id} {self.kind} @{self.bucket_start:%H:%M:%S}/{self.window_seconds}s"
+
+
+class FlushLedger(models.Model):
+    """One row per applied batch of stream entries, written in the transaction that applied it.
+
+    Stream ids "ms-seq" are stored as ms * 10^10 + seq. An entry is already counted iff some row covers its
+    key: a batch read with XREADGROUP ">" is a contiguous run of the stream (one row, first..last); entries
+    re-claimed after a crash are recorded one row each (they need not be contiguous)."""
+
+    first_key = models.DecimalField(max_digits=30, decimal_places=0)
+    last_key = models.DecimalField(max_digits=30, decimal_places=0)
+    entries = models.PositiveIntegerField()
+    events = models.BigIntegerField()  # sum of n over the batch
+    oldest_event_at = models.DateTimeField(null=True)
+    applied_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["first_key", "last_key"], name="analytics_ledger_range"),
+                   models.Index(fields=["applied_at"], name="analytics_ledger_applied")]
+
+    def __str__(self) -> str:
+        return f"{self.first_key}..{self.last_key} ({self.entries})"
+
+
+class WebhookEndpoint(models.Model):
+    """An integration's receiver, configured by school or district staff in the admin."""
+
+    institution = models.ForeignKey("classrooms.Institution", on_delete=models.CASCADE, null=True, blank=True,
+                                    related_name="+", help_text="Only this school's events (empty: every "
+                                    "school; platform administrators only).")
+    name = models.CharField(max_length=120)
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=128, help_text="Shared secret for the X-Aula-Signature HMAC-SHA256.")
+    event_types = models.JSONField(default=list, blank=True,
+                                   help_text="Event types to deliver (empty: all). See docs/analytics.md.")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["is_active", "institution"], name="analytics_endpoint_active")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def wants(self, event_type: str) -> bool:
+        return not self.event_types or event_type in self.event_types
+
+
+class OutboxEvent(models.Model):
+    """One learning event to deliver, written in the transaction of the domain change it reports.
+
+    Its id is the idempotency key every delivery attempt carries."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    institution_id = models.BigIntegerField(db_index=True)
+    event_type = models.CharField(max_length=64)
+    payload = models.JSONField()  # one Caliper event (the envelope is built at each send)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.id}"
+
+
+class WebhookDelivery(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        DEAD = "dead", "Dead (gave up)"
+
+    event = models.ForeignKey(OutboxEvent, on_delete=models.CASCADE, related_name="deliveries")
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["event", "endpoint"], name="analytics_delivery_unique")]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="analytics_delivery_due")]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event_id} → {self.endpoint_id} ({self.status})"

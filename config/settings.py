@@ -194,6 +194,24 @@ REDIS_ANALYTICS_URL = env.str("AULA_ANALYTICS_REDIS_URL", default="") or _redis_
 AULA_ANALYTICS_BUFFER_MAX = _int("AULA_ANALYTICS_BUFFER_MAX", 2_000_000, minimum=1000)
 # Per process, events wait at most this long (or until 500 are queued) before one pipelined write.
 AULA_ANALYTICS_LOCAL_FLUSH_MS = _int("AULA_ANALYTICS_LOCAL_FLUSH_MS", 100, minimum=5)
+# Rollup windows in seconds (analytics/models.Rollup): every window holds a full copy; queries pick one.
+AULA_ANALYTICS_WINDOWS = sorted({int(w) for w in env.list("AULA_ANALYTICS_WINDOWS", default=["10", "60", "300"])
+                                 if str(w).strip()})
+if not AULA_ANALYTICS_WINDOWS or min(AULA_ANALYTICS_WINDOWS) < 1:
+    raise ImproperlyConfigured("AULA_ANALYTICS_WINDOWS must list positive numbers of seconds")
+# Celery beat drains the analytics stream this often (the buffer also kicks a flush when a backlog builds).
+AULA_ANALYTICS_FLUSH_SECONDS = _int("AULA_ANALYTICS_FLUSH_SECONDS", 2, minimum=1)
+# Stream entries read, aggregated and applied per transaction (bounds a flush's memory).
+AULA_ANALYTICS_FLUSH_BATCH = _int("AULA_ANALYTICS_FLUSH_BATCH", 5000, minimum=10)
+# Entries read by a flush that died (never acknowledged) are re-claimed after this many seconds.
+AULA_ANALYTICS_CLAIM_IDLE_SECONDS = _int("AULA_ANALYTICS_CLAIM_IDLE_SECONDS", 30, minimum=1)
+# Class analytics sliced by segment or grade hide cells below this count (no small-group re-identification).
+AULA_ANALYTICS_MIN_GROUP = _int("AULA_ANALYTICS_MIN_GROUP", 5, minimum=1)
+# Outbound webhooks (analytics/webhooks.py): attempts before a delivery is dead, backoff base and cap, timeout.
+AULA_WEBHOOK_MAX_ATTEMPTS = _int("AULA_WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
+AULA_WEBHOOK_BACKOFF_SECONDS = _int("AULA_WEBHOOK_BACKOFF_SECONDS", 10, minimum=1)
+AULA_WEBHOOK_BACKOFF_MAX_SECONDS = _int("AULA_WEBHOOK_BACKOFF_MAX_SECONDS", 3600, minimum=1)
+AULA_WEBHOOK_TIMEOUT_SECONDS = _int("AULA_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
 # Optional MaxMind City file: adds regions (adults only); without it geography is by country.
 AULA_GEOIP_CITY_DB = env.str("AULA_GEOIP_CITY_DB", default="")
 # The real-time Redis, optionally sharded across hosts: each room (its channel, its presence keys, its
@@ -284,6 +302,9 @@ CELERY_TASK_ROUTES = {
     "exams.tasks.grade_sync_deliver": {"queue": "bulk"},
     "exams.tasks.transcript_generate": {"queue": "bulk"},
     "compliance.coppa.tasks.retention_purge": {"queue": "bulk"},
+    "analytics.tasks.flush": {"queue": "bulk"},
+    "analytics.tasks.webhook_deliver": {"queue": "bulk"},
+    "analytics.tasks.webhook_sweep": {"queue": "bulk"},
 }
 CELERY_IMPORTS = ["compliance.coppa.tasks"]  # tasks outside an app's tasks.py
 # The one place where periodic work is scheduled: each job names its queue and an expiry, so a beat
@@ -313,6 +334,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "compliance.coppa.tasks.retention_purge",
         "schedule": crontab(hour=3, minute=41),  # daily; idempotent, so a missed day is caught up next run
         "options": {"queue": "bulk", "expires": 6 * 3600},
+    },
+    "analytics-flush": {
+        "task": "analytics.tasks.flush",
+        "schedule": float(AULA_ANALYTICS_FLUSH_SECONDS),  # a flush drains the whole backlog, batch by batch
+        "options": {"queue": "bulk", "expires": AULA_ANALYTICS_FLUSH_SECONDS},
+    },
+    "analytics-webhook-sweep": {
+        "task": "analytics.tasks.webhook_sweep",
+        "schedule": 30.0,  # re-queues due retries a lost countdown task left behind
+        "options": {"queue": "bulk", "expires": 30},
     },
 }
 

@@ -50,7 +50,7 @@ for i = 2, #ARGV, 2 do
     redis.call('HINCRBY', KEYS[2], ARGV[i], 1)
   end
 end
-return stored
+return {stored, redis.call('XLEN', KEYS[1])}
 """
 
 
@@ -167,7 +167,21 @@ class _Buffer:
         argv: list = [settings.AULA_ANALYTICS_BUFFER_MAX]
         for event in batch:
             argv.extend((event.kind, event.encode()))
-        return int(self.script(keys=[stream_key(), overflow_key()], args=argv))
+        stored, length = self.script(keys=[stream_key(), overflow_key()], args=argv)
+        if length >= settings.AULA_ANALYTICS_FLUSH_BATCH * 2:
+            try:  # the batch is stored: a failed kick must not make the caller write it again
+                self._kick_flush()
+            except Exception:
+                logger.warning("analytics buffer: could not queue a flush (beat will)", exc_info=True)
+        return int(stored)
+
+    def _kick_flush(self) -> None:
+        """A backlog is building faster than beat drains it: queue one flush now (at most one per flush period
+        across every process, by a Redis lease), so a burst is flushed by size, not only by time."""
+        if self.client.set(f"{stream_key()}:kick", "1", nx=True, ex=settings.AULA_ANALYTICS_FLUSH_SECONDS):
+            from config.celery import app
+
+            app.send_task("analytics.tasks.flush", queue="bulk", expires=settings.AULA_ANALYTICS_FLUSH_SECONDS * 5)
 
 
 _buffer = _Buffer()

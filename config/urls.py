@@ -35,6 +35,7 @@ urlpatterns = [
     path("api/v1/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("compliance.api.urls")),
     path("api/v1/", include("exams.api.urls")),
+    path("", include("analytics.urls")),  # the analytics API (/api/v1/analytics/...) and pages
     re_path(r"^api/", api_not_found),
     path("guardian/", include("compliance.coppa.urls")),
     path("", include("exams.urls")),

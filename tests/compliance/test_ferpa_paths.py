@@ -69,6 +69,19 @@ ALLOWED: dict[str, str] = {
     "exams.tasks.attempts_after_close_sweep": "auto-grades attempts a lost task left (system processing)",
     "exams.tasks.attempts_sweep": "finalises attempts past their deadline (system processing)",
     "exams.tasks.notification_send": "emails a student their own notice (self), no content beyond the exam title",
+    # analytics (docs/analytics.md): aggregate counts per time bucket, never a per-person row; class slices by
+    # segment or grade suppress cells under AULA_ANALYTICS_MIN_GROUP
+    "analytics.views.stream_analytics": "aggregate stream counts (streams are not school records)",
+    "analytics.views.stream_analytics_csv": "aggregate stream counts (streams are not school records)",
+    "analytics.views.session_analytics": "aggregate class counts, small groups suppressed",
+    "analytics.views.session_analytics_csv": "aggregate class counts, small groups suppressed",
+    "analytics.api.views.StreamSlice": "aggregate stream counts (streams are not school records)",
+    "analytics.api.views.SessionSlice": "aggregate class counts, small groups suppressed",
+    "analytics.api.views.PipelineStatus": "pipeline health figures, no records",
+    "analytics.tasks.flush": "aggregates buffered events into counts (system processing)",
+    "analytics.tasks.webhook_deliver": "sends a learning event to the school's own configured integration "
+                                       "(pseudonymous ids); delivery status is kept",
+    "analytics.tasks.webhook_sweep": "re-queues due webhook deliveries",
     # management commands
     "classrooms.management.commands.seed_demo": "writes demo data",
 }

@@ -112,7 +112,8 @@ def _post(endpoint: WebhookEndpoint, event: OutboxEvent) -> tuple[int | None, st
     timestamp = str(int(time.time()))
     if not endpoint.url.startswith(("https://", "http://")):
         return None, "URL scheme not allowed"
-    request = urllib.request.Request(endpoint.url, data=body,  # noqa: S310 - http(s) only, checked above method="POST", headers={
+    # http(s) only, checked above
+    request = urllib.request.Request(endpoint.url, data=body, method="POST", headers={  # noqa: S310
         "Content-Type": "application/json",
         "User-Agent": "Aula-Webhooks/1",
         TIMESTAMP_HEADER: timestamp,

@@ -123,6 +123,31 @@ def test_lockdown_holds_and_approve_gives_a_new_cseq(cast):
     assert not (s.chat_members_only or s.chat_hold_all or s.chat_lockdown)
 
 
+def test_lifting_lockdown_restores_the_settings_in_force_before(cast):
+    s, member, viewer, mod = cast["stream"], cast["member"], cast["viewer"], cast["mod"]
+    s = services.chat_settings_set(stream=s, actor=mod, slow_seconds=10, members_only=True, emote_only=True)
+    s = services.chat_lockdown(stream=s, actor=mod, on=True)
+    assert (s.chat_slow_seconds, s.chat_members_only, s.chat_hold_all) == (30, True, True)
+    s = services.chat_lockdown(stream=s, actor=mod, on=True)  # a second click keeps what was saved first
+    # In lockdown a non-member is held for review instead of being refused; a member is held too.
+    held = services.chat_message_post(stream=s, author=viewer, body="\U0001f525")
+    assert held.status == StreamChatMessage.Status.HELD and held.cseq is None
+    assert services.chat_message_post(stream=s, author=member, body="\U0001f44f").status == StreamChatMessage.Status.HELD
+    s = services.chat_settings_set(stream=s, actor=mod, emote_only=False)  # a change lockdown did not make
+    s = services.chat_lockdown(stream=s, actor=mod, on=False)
+    s.refresh_from_db()
+    assert not s.chat_lockdown and not s.chat_hold_all
+    assert (s.chat_slow_seconds, s.chat_members_only, s.chat_emote_only) == (10, True, False)
+    with pytest.raises(PermissionDenied):  # members only again: a non-member is refused, not held
+        services.chat_message_post(stream=s, author=viewer, body="hello again")
+    # Lockdown on a stream with nothing set puts everything back off.
+    s = services.chat_settings_set(stream=s, actor=mod, slow_seconds=0, members_only=False)
+    s = services.chat_lockdown(stream=services.chat_lockdown(stream=s, actor=mod, on=True), actor=mod, on=False)
+    assert (s.chat_slow_seconds, s.chat_members_only, s.chat_hold_all, s.chat_lockdown) == (0, False, False, False)
+    assert [e["type"] for e in RoomEvent.objects.filter(room_key=stream_room(s.pk)).values("type")].count(
+        "chat.settings") == 7
+
+
 def test_reject_delete_timeout_and_ban(cast):
     s, viewer, mod = cast["stream"], cast["viewer"], cast["mod"]
     services.chat_settings_set(stream=s, actor=mod, hold_all=True)

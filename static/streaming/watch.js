@@ -9,22 +9,34 @@
   var CHAT_KEEP = 200;
   var q = function (id) { return root.querySelector('[data-testid="' + id + '"]'); };
   var ws = null, lastSeq = null, chatCseq = 0, token = null, attempt = 0, refN = 0, burstTimer = null;
-  var seen = {}, myUpvotes = {};
+  var seen = {}, myUpvotes = {}, bursts = [];
 
   function el(tag, text, cls) { var e = document.createElement(tag); if (text != null) e.textContent = text; if (cls) e.className = cls; return e; }
   function send(type, fields) { if (!ws || ws.readyState !== 1) return; var m = fields || {}; m.type = type; m.ref = "w" + (++refN) + "-" + Date.now(); ws.send(JSON.stringify(m)); }
   function setConn(state) { var c = q("connection-state"); if (c) { c.textContent = state; c.dataset.state = state; } }
 
   function addChat(m, pending) {
-    var list = q("chat-list"); if (!list || seen[m.id]) return; seen[m.id] = true;
-    var li = el("li", null, pending ? "pending" : ""); li.dataset.id = m.id;
+    var list = q("chat-list"); if (!list) return;
+    if (seen[m.id]) {  // our own held message, now approved: it stops being "pending review"
+      var mine = !pending && list.querySelector('li.pending[data-id="' + m.id + '"]');
+      if (mine) { mine.classList.remove("pending"); var note = mine.querySelector(".review"); if (note) note.remove(); }
+      if (m.cseq && m.cseq > chatCseq) chatCseq = m.cseq;
+      return;
+    }
+    seen[m.id] = true;
+    var li = el("li", null, pending ? "pending" : ""); li.dataset.id = m.id; li.dataset.testid = "chat-message";
     li.appendChild(el("span", m.author ? m.author.name : "", "author"));
     li.appendChild(el("span", m.deleted ? "(message removed)" : m.body, "body"));
-    if (pending) li.appendChild(el("em", " pending review"));
+    if (pending) li.appendChild(el("em", " pending review", "review"));
     list.appendChild(li);
     while (list.children.length > CHAT_KEEP) { delete seen[list.firstChild.dataset.id]; list.removeChild(list.firstChild); }
     list.scrollTop = list.scrollHeight;
     if (m.cseq && m.cseq > chatCseq) chatCseq = m.cseq;
+  }
+  function reviewed(d) {
+    var h = q("held") && q("held").querySelector('[data-id="' + d.id + '"]'); if (h) h.remove();
+    var mine = q("chat-list") && q("chat-list").querySelector('li.pending[data-id="' + d.id + '"] .review');
+    if (mine && d.status === "rejected") mine.textContent = " not approved";
   }
   function settingsText(s) {
     var p = []; if (s.lockdown) p.push("lockdown"); if (s.members_only) p.push("members only");
@@ -69,12 +81,16 @@
     [["Approve", "chat.approve"], ["Reject", "chat.reject"]].forEach(function (a) { var b = el("button", a[0]); b.type = "button"; b.addEventListener("click", function () { send(a[1], {message_id: m.id}); }); li.appendChild(b); });
     box.appendChild(li);
   }
+  // Reactions come one frame per window; the line shows the sum of the windows that make up the last second.
   function showBurst(d) {
-    var b = q("reaction-burst"); if (!b) return; var parts = [];
-    var per = 1000 / d.window_ms;
-    Object.keys(d.counts).forEach(function (k) { parts.push(Math.round(d.counts[k] * per) + " " + (EMOJI[k] || k)); });
+    var b = q("reaction-burst"); if (!b) return; var parts = [], sum = {};
+    bursts.push(d);
+    var horizon = d.window_start - (1 - d.window_ms / 1000) - 0.001;
+    bursts = bursts.filter(function (x) { return x.window_start > horizon && x.window_start <= d.window_start; });
+    bursts.forEach(function (x) { Object.keys(x.counts).forEach(function (k) { sum[k] = (sum[k] || 0) + x.counts[k]; }); });
+    Object.keys(sum).forEach(function (k) { parts.push(sum[k] + " " + (EMOJI[k] || k)); });
     b.textContent = parts.join("  ") + " in the last second";
-    clearTimeout(burstTimer); burstTimer = setTimeout(function () { b.textContent = ""; }, 2000);
+    clearTimeout(burstTimer); burstTimer = setTimeout(function () { b.textContent = ""; bursts = []; }, 2000);
   }
   function applySnapshot(d) {
     lastSeq = d.last_seq; chatCseq = d.chat_cseq; token = d.resume_token; seen = {};
@@ -106,7 +122,7 @@
       case "chat.message": addChat(d); return;  // chat is ordered by cseq; a gap is sampling, not loss
       case "chat.sampled": var s = q("chat-sampled"); if (s) { s.hidden = false; s.textContent = d.skipped + " more messages flew by (fast chat)"; } if (d.last_cseq > chatCseq) chatCseq = d.last_cseq; return;
       case "chat.held": addHeld(d); return;
-      case "chat.reviewed": var h = q("held") && q("held").querySelector('[data-id="' + d.id + '"]'); if (h) h.remove(); return;
+      case "chat.reviewed": reviewed(d); return;
       case "viewers": q("viewer-count").textContent = d.count; return;
       case "reactions": showBurst(d); return;
       case "poll.results": renderPolls((root._polls || []).map(function (p) { return p.id === d.poll_id ? Object.assign(p, {results: d}) : p; })); return;

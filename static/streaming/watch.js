@@ -99,6 +99,7 @@
     settingsText(d.chat_settings); (d.my_upvotes || []).forEach(function (id) { myUpvotes[id] = true; });
     renderPolls(d.polls); renderQuestions(d.questions); (d.held || []).forEach(addHeld);
     var st = q("stream-status"); if (st) st.textContent = d.stream.status;
+    if (d.viewers) q("viewer-count").textContent = Math.max(d.viewers.count, 1);
     var rb = q("reaction-buttons");
     if (rb && !rb.children.length) d.reactions.forEach(function (k) { var b = el("button", EMOJI[k] || k); b.type = "button"; b.setAttribute("aria-label", k); b.addEventListener("click", function () { send("reaction", {emoji: k}); }); rb.appendChild(b); });
   }

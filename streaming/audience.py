@@ -108,6 +108,15 @@ def peak_read(stream_id: int) -> tuple[int, dt.datetime | None]:
     return n, at
 
 
+def stale_after_seconds() -> float:
+    """Age at which a heartbeat entry is a ghost. A dead process's last heartbeat can be up to one heartbeat
+    interval older than its death, so entries are dropped that much before the TTL: a process
+    that dies stops counting within AULA_STREAM_VIEWER_TTL_SECONDS of dying, not of its last heartbeat. Live
+    processes refresh every AULA_STREAM_HEARTBEAT_SECONDS, well inside this age."""
+    heartbeat = settings.AULA_STREAM_HEARTBEAT_SECONDS
+    return max(settings.AULA_STREAM_VIEWER_TTL_SECONDS - heartbeat, 2 * heartbeat)
+
+
 def viewers_read(stream_id: int) -> dict:
     """Sync: the distinct viewers right now and the peak, for a snapshot (`viewers` frames only go out on a
     change, so a socket that just opened would otherwise show no count until the next change)."""
@@ -198,7 +207,7 @@ class StreamAudience:
 
     async def count(self, stream_id: int) -> tuple[int, int]:
         """Drop ghosts (older than the TTL), then (distinct viewers, peak so far)."""
-        cutoff = time.time() - settings.AULA_STREAM_VIEWER_TTL_SECONDS
+        cutoff = time.time() - stale_after_seconds()
         _, n = await self._expire(keys=[_k(stream_id, "vz"), _k(stream_id, "vh")], args=[cutoff])
         peak, raised = await self._peak(keys=[_k(stream_id, "peak")], args=[n, time.time()])
         return int(n), int(peak)

@@ -109,10 +109,10 @@ async def test_a_dead_process_ghosts_drop_after_the_ttl(settings):
     alive = StreamAudience(hub()._redis, "alive", run_ticker=False)
     await dead.join(stream.pk, "aGHOST")
     await alive.join(stream.pk, "aREAL")
-    settings.AULA_STREAM_VIEWER_TTL_SECONDS = 0  # as if 30 s had passed without the dead one's heartbeat
-    await asyncio.sleep(0.01)
+    # Scaled down: heartbeats every 10 ms, a 50 ms TTL; the dead one has been silent for 100 ms.
+    settings.AULA_STREAM_HEARTBEAT_SECONDS, settings.AULA_STREAM_VIEWER_TTL_SECONDS = 0.01, 0.05
+    await asyncio.sleep(0.1)
     await alive.refresh(stream.pk)
-    settings.AULA_STREAM_VIEWER_TTL_SECONDS = 0.005
     assert (await alive.count(stream.pk))[0] == 1
 
 

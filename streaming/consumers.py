@@ -147,6 +147,18 @@ def read_resume_token(token: str, identity: str, stream_id: int) -> bool:
     return data.get("i") == identity and data.get("s") == stream_id
 
 
+def resume_token_identity(token: str | None, stream_id: int) -> str | None:
+    """The connection-only identity (`c…`) a valid resume token of this stream was issued to, else None."""
+    if not token:
+        return None
+    try:
+        data = signing.loads(token, salt=_RESUME_SALT, max_age=6 * 3600)
+    except signing.BadSignature:
+        return None
+    identity = data.get("i")
+    return identity if data.get("s") == stream_id and isinstance(identity, str) and identity[:1] == "c" else None
+
+
 def _query(scope) -> dict[str, str]:
     from urllib.parse import parse_qsl
 
@@ -202,7 +214,10 @@ class StreamConsumer(RoomConsumer):
                 if key == b"cookie":
                     cookies = _parse_cookies(value.decode("latin-1"))
             vid = read_viewer_cookie(cookies.get(VIEWER_COOKIE))
-            self.identity = f"a{vid}" if vid else f"c{self.conn_id}"
+            # Without a cookie (a third-party embed may get none) a reconnect keeps the identity its resume
+            # token was issued to: otherwise its ghost on a dead process and the new socket would count twice.
+            self.identity = (f"a{vid}" if vid else
+                             resume_token_identity(params.get("resume"), stream.pk) or f"c{self.conn_id}")
         self.limiter = RateLimiter(hub()._redis, settings.AULA_REDIS_KEY_PREFIX)
         self.limits = limits()
         self.reaction_limit = LocalLimit(Limit(settings.AULA_STREAM_REACTIONS_PER_SEC, 1.0))

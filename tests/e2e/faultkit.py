@@ -436,3 +436,68 @@ async def wait_until(predicate, timeout: float, interval: float = 0.1, what: str
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
     return time.monotonic() - start
+
+
+class TcpProxy:
+    """A TCP relay in front of a server whose network can be cut: `cut()` blackholes every open connection
+    (bytes are dropped both ways and neither end learns of it, like a pulled cable) and every new one, until
+    `restore()`; connections that lived through a cut stay dead but open on the server's side (ghosts)."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.port = free_port()
+        self.is_cut = False
+        self._conns: list[dict] = []
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def ws_base(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def start(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        return self
+
+    def cut(self) -> None:
+        self.is_cut = True
+        for conn in self._conns:
+            conn["frozen"] = True
+
+    def restore(self) -> None:
+        self.is_cut = False
+
+    async def _handle(self, client_r, client_w) -> None:
+        conn = {"frozen": self.is_cut, "writers": [client_w]}
+        self._conns.append(conn)
+        if conn["frozen"]:  # the connection attempt goes nowhere
+            await self._pipe(client_r, None, conn)
+            return
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_w.close()
+            return
+        conn["writers"].append(server_w)
+        await asyncio.gather(self._pipe(client_r, server_w, conn), self._pipe(server_r, client_w, conn),
+                             return_exceptions=True)
+
+    @staticmethod
+    async def _pipe(reader, writer, conn) -> None:
+        while True:
+            data = await reader.read(65536)
+            if conn["frozen"] or writer is None:
+                if not data:
+                    return  # one end gave up; the other is not told (nothing crosses a cut)
+                continue
+            if not data:
+                writer.close()
+                return
+            writer.write(data)
+            await writer.drain()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in self._conns:
+            for w in conn["writers"]:
+                w.close()

@@ -37,6 +37,7 @@ urlpatterns = [
     path("api/v1/", include("exams.api.urls")),
     re_path(r"^api/", api_not_found),
     path("guardian/", include("compliance.coppa.urls")),
+    path("", include("streaming.page_urls")),
     path("", include("exams.urls")),
     path("", include("classrooms.urls")),
 ]

@@ -82,15 +82,15 @@ def _point(second: int, fields: dict[str, float]) -> dict:
 
 
 def _summary(points: list[dict]) -> dict:
-    """Per-minute rates over the last minute and the chat mood over the last SENTIMENT_WINDOW seconds."""
+    """Rates and the chat mood (mean VADER compound score) over the last minute. The mood chart itself pools
+    SENTIMENT_WINDOW seconds per point (static/streaming/dashboard.js)."""
     last_minute = points[-MINUTE:]
-    recent = points[-SENTIMENT_WINDOW:]
-    n = sum(p["sentiment_n"] for p in recent)
+    n = sum(p["sentiment_n"] for p in last_minute)
     return {
         "joins_per_minute": sum(p["join"] for p in last_minute),
         "leaves_per_minute": sum(p["leave"] for p in last_minute),
         "chat_per_minute": sum(p["chat"] for p in last_minute),
-        "sentiment": round(sum(p["sentiment_sum"] for p in recent) / n, 4) if n else None,
+        "sentiment": round(sum(p["sentiment_sum"] for p in last_minute) / n, 4) if n else None,
         "sentiment_n": n,
     }
 

@@ -47,6 +47,8 @@ EXEMPT = {
     "auditlog.LogEntry": "the raw audit log: superusers only (schools read theirs as AccessEntry)",
     "streaming.Channel": "a creator's channel: live media, not a school's records",
     "streaming.Stream": "a creator's stream: live media, not a school's records",
+    "streaming.NotificationPreference": "a user's notice settings for creators' channels, not a school's records",
+    "streaming.LiveNotification": "deliveries of creators' live notices (read-only), not a school's records",
     "compliance.RetentionRun": "the platform's purge runs: counts only, superusers only",
 }
 

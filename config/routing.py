@@ -7,6 +7,8 @@ from classrooms.consumers import LiveSessionConsumer
 from config.realtime.protocol import CloseCode
 from exams.consumers import AttemptConsumer, ProctorConsumer
 from streaming.consumers import StreamConsumer
+from streaming.dashboard import DashboardConsumer
+from streaming.notifications import NotificationConsumer
 
 
 class UnknownRouteConsumer(AsyncWebsocketConsumer):
@@ -24,5 +26,7 @@ websocket_urlpatterns = [
     path("ws/v1/attempts/<int:attempt_id>/", AttemptConsumer.as_asgi()),
     path("ws/v1/exams/<int:exam_id>/proctor/", ProctorConsumer.as_asgi()),
     path("ws/v1/streams/<int:stream_id>/", StreamConsumer.as_asgi()),
+    path("ws/v1/notifications/", NotificationConsumer.as_asgi()),
+    path("ws/v1/streams/<int:stream_id>/dashboard/", DashboardConsumer.as_asgi()),
     re_path(r"", UnknownRouteConsumer.as_asgi()),
 ]

@@ -305,8 +305,10 @@ CELERY_TASK_ROUTES = {
     "analytics.tasks.flush": {"queue": "bulk"},
     "analytics.tasks.webhook_deliver": {"queue": "bulk"},
     "analytics.tasks.webhook_sweep": {"queue": "bulk"},
+    "streaming.notifications.stream_live_fanout": {"queue": "bulk"},
+    "streaming.notifications.live_email_chunk": {"queue": "bulk"},
 }
-CELERY_IMPORTS = ["compliance.coppa.tasks"]  # tasks outside an app's tasks.py
+CELERY_IMPORTS = ["compliance.coppa.tasks", "streaming.notifications"]  # tasks outside an app's tasks.py
 # The one place where periodic work is scheduled: each job names its queue and an expiry, so a beat
 # tick that waited behind a backlog is dropped instead of piling up.
 CELERY_BEAT_SCHEDULE = {
@@ -375,6 +377,17 @@ AULA_LOGIN_FAILURES_PER_ACCOUNT = _int("AULA_LOGIN_FAILURES_PER_ACCOUNT", 5, min
 AULA_LOGIN_FAILURES_PER_IP = _int("AULA_LOGIN_FAILURES_PER_IP", 200, minimum=1)
 AULA_LOGIN_WINDOW_SECONDS = _int("AULA_LOGIN_WINDOW_SECONDS", 15 * 60, minimum=10)
 AULA_SOCKET_RECHECK_SECONDS = _int("AULA_SOCKET_RECHECK_SECONDS", 30, minimum=1)
+# "Channel is live" notices (streaming/notifications.py): followers handled per fan-out batch; emails sent
+# per minute at most (all workers together); when the broker's `bulk` queue holds more than
+# AULA_NOTIFY_BULK_QUEUE_MAX messages, email chunks wait AULA_NOTIFY_BACKPRESSURE_SECONDS and look again.
+# The site's address as people reach it, for links in emails (no trailing slash).
+AULA_PUBLIC_URL = env.str("AULA_PUBLIC_URL", default="http://localhost:8000").rstrip("/")
+AULA_NOTIFY_BATCH_SIZE = _int("AULA_NOTIFY_BATCH_SIZE", 500, minimum=1)
+AULA_NOTIFY_EMAILS_PER_MINUTE = _int("AULA_NOTIFY_EMAILS_PER_MINUTE", 600, minimum=1)
+AULA_NOTIFY_BULK_QUEUE_MAX = _int("AULA_NOTIFY_BULK_QUEUE_MAX", 1000, minimum=1)
+AULA_NOTIFY_BACKPRESSURE_SECONDS = _int("AULA_NOTIFY_BACKPRESSURE_SECONDS", 30, minimum=1)
+# The creator dashboard's live figures are pushed this often (seconds) by one ticker per stream.
+AULA_STREAM_DASHBOARD_TICK_SECONDS = _int("AULA_STREAM_DASHBOARD_TICK_SECONDS", 2, minimum=1)
 # Per-action limits for live rooms, "action=count/seconds" (defaults in config/realtime/ratelimit.py).
 AULA_RATE_LIMITS = env.list("AULA_RATE_LIMITS", default=[])
 

@@ -3,7 +3,14 @@
 from django.contrib import admin, messages
 
 from streaming import services
-from streaming.models import Channel, ChannelRole, Stream, StreamChatBan
+from streaming.models import (
+    Channel,
+    ChannelRole,
+    LiveNotification,
+    NotificationPreference,
+    Stream,
+    StreamChatBan,
+)
 
 
 class ChannelRoleInline(admin.TabularInline):
@@ -73,3 +80,27 @@ class StreamChatBanAdmin(admin.ModelAdmin):
     list_display = ["user", "channel", "until", "created_at"]
     autocomplete_fields = ["user", "channel"]
     readonly_fields = ["created_by", "created_at"]
+
+
+@admin.register(NotificationPreference)
+class NotificationPreferenceAdmin(admin.ModelAdmin):
+    list_display = ["user", "live_in_page", "live_email", "updated_at"]
+    search_fields = ["user__username", "user__email"]
+    autocomplete_fields = ["user"]
+
+
+@admin.register(LiveNotification)
+class LiveNotificationAdmin(admin.ModelAdmin):
+    """Delivery records, read-only: they change only through streaming.notifications."""
+
+    list_display = ["stream", "user", "kind", "status", "tries", "sent_at"]
+    list_filter = ["kind", "status"]
+    search_fields = ["stream__title", "user__username"]
+    list_select_related = ["stream", "user"]
+    readonly_fields = ["stream", "user", "kind", "status", "tries", "last_error", "created_at", "sent_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -195,3 +195,48 @@ class StreamQuestionVote(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["question", "user"], name="stream_question_vote_once")]
+class NotificationPreference(models.Model):
+    """How one user wants to hear that a followed channel went live (per channel: Follow.notify). A user
+    without a row gets the defaults (both on)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="stream_notification_preference")
+    live_in_page = models.BooleanField(default=True, help_text="A notice in open Aula pages when a channel goes live")
+    live_email = models.BooleanField(default=True, help_text="An email when a channel goes live")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Notification preferences of {self.user}"
+
+
+class LiveNotification(models.Model):
+    """One delivery of one "channel is live" notice to one follower by one channel (in page, email).
+
+    Unique per (stream, user, kind): a fan-out or an email chunk that runs twice finds the row and does not
+    notify twice. Not audit-logged: stream notices are not school records, and there is one row per follower."""
+
+    class Kind(models.TextChoices):
+        IN_PAGE = "in_page", "In page"
+        EMAIL = "email", "Email"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RETRYING = "retrying", "Retrying after a transient error"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="notifications")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="stream_notifications")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    tries = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["stream", "user", "kind"], name="live_notification_unique")]
+        indexes = [models.Index(fields=["stream", "kind", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} notice of {self.stream} to {self.user}: {self.status}"

@@ -91,6 +91,15 @@ ALLOWED: dict[str, str] = {
     "analytics.tasks.webhook_sweep": "re-queues due webhook deliveries",
     # management commands
     "classrooms.management.commands.seed_demo": "writes demo data",
+    # Live media: creators' channels and streams are not school records (streaming/models.py)
+    "streaming.pages.channel_page": "a creator's public channel page: titles and a follower count",
+    "streaming.pages.channel_follow": "POST: the user follows or unfollows a channel",
+    "streaming.pages.notification_preferences": "the user's own notification settings and follows",
+    "streaming.pages.dashboard_page": "the dashboard's shell; its figures are counts, no person's records",
+    "streaming.notifications.NotificationConsumer": "the user's own notices (their own user room)",
+    "streaming.dashboard.DashboardConsumer": "a stream's audience figures (counts), creator and moderators only",
+    "streaming.notifications.stream_live_fanout": "notifies a channel's followers that it is live (own notices)",
+    "streaming.notifications.live_email_chunk": "emails followers their own live notice, stream title only",
 }
 
 
@@ -171,6 +180,7 @@ def our_tasks() -> dict[str, object]:
     import compliance.coppa.tasks  # noqa: F401
     import compliance.tasks  # noqa: F401
     import exams.tasks  # noqa: F401
+    import streaming.notifications  # noqa: F401
     from config.celery import app
 
     return {name: task for name, task in app.tasks.items() if name.startswith(OWN_APPS)}

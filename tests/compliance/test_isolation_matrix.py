@@ -27,6 +27,7 @@ from config.asgi import application
 from config.routing import websocket_urlpatterns
 from exams import services as exam_services
 from exams.models import Exam, Question
+from streaming import services as streaming_services
 from tests import factories
 from tests.conftest import login_cookie
 
@@ -46,6 +47,8 @@ EXEMPT = {
     "auditlog.LogEntry": "the raw audit log: superusers only (schools read theirs as AccessEntry)",
     "streaming.Channel": "a creator's channel: live media, not a school's records",
     "streaming.Stream": "a creator's stream: live media, not a school's records",
+    "streaming.NotificationPreference": "a user's notice settings for creators' channels, not a school's records",
+    "streaming.LiveNotification": "deliveries of creators' live notices (read-only), not a school's records",
     "compliance.RetentionRun": "the platform's purge runs: counts only, superusers only",
 }
 
@@ -112,7 +115,10 @@ def schools(world):
         disclosures.record_manual_disclosure(student=student, institution_id=school.pk, party=f"{MARK} clinic",
                                              basis="health_safety", interest="emergency",
                                              categories=["health"], disclosed_at=timezone.now(), actor=staff)
-        ids[key] = {"exam": exam, "attempt": attempt}
+        # A creator's stream (streams are not school records): school A's people are not its staff.
+        channel = streaming_services.channel_upsert(owner=student, slug=f"{MARK.lower()}-ch-{key}", title=f"{MARK} ch")
+        stream = streaming_services.stream_upsert(channel=channel, title=f"{MARK} stream {key}")
+        ids[key] = {"exam": exam, "attempt": attempt, "stream": stream}
     return ids
 
 
@@ -205,6 +211,7 @@ async def test_every_socket_route_refuses_another_schools_ids(world, schools):
         "session_id": [world.session_b.pk, world.session_c.pk],
         "attempt_id": [schools["b"]["attempt"].pk, schools["c"]["attempt"].pk],
         "exam_id": [schools["b"]["exam"].pk, schools["c"]["exam"].pk],
+        "stream_id": [schools["b"]["stream"].pk, schools["c"]["stream"].pk],
     }
     tried = 0
     for route in websocket_urlpatterns:
@@ -220,7 +227,7 @@ async def test_every_socket_route_refuses_another_schools_ids(world, schools):
                 code = await _refusal(person, path)
                 assert code in (4403, 4404), (path, person.username, code)
                 tried += 1
-    assert tried == 3 * 2 * 3  # three routes with ids, two other schools, three people
+    assert tried == 4 * 2 * 3  # four routes with ids, two other schools, three people
 
 
 def test_district_rows_of_another_district_stay_hidden(client, world):

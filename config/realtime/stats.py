@@ -235,7 +235,8 @@ local = _Local()
 # --- writes from the consumer base -------------------------------------------------------------------------
 
 async def record_connect(room_key: str | None, outcome: str, *, user_id: int | None = None,
-                         reconnect: bool = False, path: str = "") -> int:
+                         reconnect: bool = False, path: str = "", process: str = PROCESS_TOKEN,
+                         now: float | None = None) -> int:
     """Count one connection attempt and its outcome ("ok", "fail", "ref"); on success, the socket joins the
     room's concurrency. Returns the room's current connections (ok) or -1. One round trip."""
     if room_key is None:
@@ -243,15 +244,15 @@ async def record_connect(room_key: str | None, outcome: str, *, user_id: int | N
         room_key = _room_for_path(path)
         if room_key is None:
             return -1
-    now = time.time()
+    now = time.time() if now is None else now
     minute = minute_of(now)
-    if outcome == "ok":
+    if outcome == "ok" and process == PROCESS_TOKEN:
         local.open_sockets += 1
         local.last_lease = now
     return int(await _script(_async_redis(), _CONNECT)(
         keys=[bucket_key(room_key, minute), participants_key(room_key, minute), current_key(room_key), procs_key(),
               room_meta_key(room_key), active_key()],
-        args=[outcome, "" if user_id is None else str(user_id), "1" if reconnect else "0", PROCESS_TOKEN,
+        args=[outcome, "" if user_id is None else str(user_id), "1" if reconnect else "0", process,
               f"{now:.3f}", f"{now + lease_ttl():.3f}", minute, BUCKET_TTL, room_key]))
 
 
@@ -262,20 +263,22 @@ def _room_for_path(path: str) -> str | None:
     return f"pre:{target}" if target else None
 
 
-async def record_disconnect(room_key: str, delivered: int = 0) -> None:
-    local.open_sockets = max(0, local.open_sockets - 1)
-    local.frames_out_closed += delivered
+async def record_disconnect(room_key: str, delivered: int = 0, *, process: str = PROCESS_TOKEN) -> None:
+    if process == PROCESS_TOKEN:
+        local.open_sockets = max(0, local.open_sockets - 1)
+        local.frames_out_closed += delivered
     await _script(_async_redis(), _DISCONNECT)(
-        keys=[current_key(room_key), active_key()], args=[PROCESS_TOKEN, f"{time.time():.3f}", room_key])
+        keys=[current_key(room_key), active_key()], args=[process, f"{time.time():.3f}", room_key])
 
 
-async def refresh_lease(force: bool = False) -> None:
+async def refresh_lease(force: bool = False, *, process: str = PROCESS_TOKEN, now: float | None = None) -> None:
     """Keep this process's sockets counted (called from the re-check loop; at most twice per period)."""
-    now = time.time()
-    if not force and now - local.last_lease < settings.AULA_SOCKET_RECHECK_SECONDS / 2:
-        return
-    local.last_lease = now
-    await _async_redis().zadd(procs_key(), {PROCESS_TOKEN: now + lease_ttl()})
+    now = time.time() if now is None else now
+    if process == PROCESS_TOKEN:
+        if not force and now - local.last_lease < settings.AULA_SOCKET_RECHECK_SECONDS / 2:
+            return
+        local.last_lease = now
+    await _async_redis().zadd(procs_key(), {process: now + lease_ttl()})
 
 
 def ack_latency_ms(ts: str, now: float | None = None) -> float | None:

@@ -69,6 +69,12 @@ ALLOWED: dict[str, str] = {
     "exams.tasks.attempts_after_close_sweep": "auto-grades attempts a lost task left (system processing)",
     "exams.tasks.attempts_sweep": "finalises attempts past their deadline (system processing)",
     "exams.tasks.notification_send": "emails a student their own notice (self), no content beyond the exam title",
+    # Observability (docs/observability.md): room keys and connection figures, no person's records
+    "analytics.metrics.metrics_view": "Prometheus figures per room (kind and id) and per process; no records",
+    "analytics.health_tasks.alerts_evaluate": "evaluates connection figures of rooms (system processing)",
+    "analytics.health_tasks.room_health_persist": "stores rooms' connection figures (system processing)",
+    "analytics.health_tasks.alert_email_send": "e-mails an operational alert (room key and figures only)",
+    "analytics.health_tasks.alert_webhook_deliver": "posts an operational alert (room key and figures only)",
     # management commands
     "classrooms.management.commands.seed_demo": "writes demo data",
 }
@@ -147,6 +153,7 @@ def job_problems(jobs: dict[str, object]) -> list[str]:
 
 
 def our_tasks() -> dict[str, object]:
+    import analytics.health_tasks  # noqa: F401
     import classrooms.tasks  # noqa: F401  (registers the tasks)
     import compliance.coppa.tasks  # noqa: F401
     import compliance.tasks  # noqa: F401

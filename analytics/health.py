@@ -71,14 +71,18 @@ def room_health_for(kind: str, object_id: int) -> dict | None:
     """For the creator dashboard and pages: the live figures (last 5 minutes) when the room is active, else
     the stored summary; None when the room was never seen. `kind` is "session" or "stream"."""
     row = RoomHealth.objects.filter(kind=kind, object_id=object_id).first()
+    live_key = row.room_key if row is not None else None
     if kind == "stream":
         from streaming.realtime import stream_room
 
         live_key = stream_room(object_id)
-    elif row is not None:
-        live_key = row.room_key
-    else:
-        live_key = None
+    elif live_key is None:
+        from classrooms.models import LiveSession
+        from classrooms.realtime import session_room
+
+        institution_id = (LiveSession.objects.filter(pk=object_id)
+                          .values_list("institution_id", flat=True).first())
+        live_key = session_room(institution_id, object_id) if institution_id else None
     if live_key is not None and live_key in set(stats.active_rooms(stats_window_seconds())):
         return {"live": True, **stats.room_health(live_key, minutes=5)}
     if row is None:

@@ -21,6 +21,17 @@ from config.realtime import stats
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+
+async def in_loop(fn) -> None:
+    """Run `fn` as a server process's event loop would, then close that loop's Redis clients."""
+    from config.realtime.hub import hub
+
+    try:
+        await fn()
+    finally:
+        for shard in hub()._shards:
+            await shard.redis.aclose()
+
 SECRET = "s" * 40
 ROOM = "i1.ls42"
 
@@ -34,7 +45,7 @@ def connections(room: str, ok: int, fail: int, *, now: float) -> None:
         for _ in range(fail):
             await stats.record_connect(room, "fail", now=now)
 
-    asyncio.run(run())
+    asyncio.run(in_loop(run))
 
 
 @pytest.fixture
@@ -78,7 +89,7 @@ def test_refusals_do_not_count_towards_the_rate(delivery):
         for _ in range(30):
             await stats.record_connect(ROOM, "ok", user_id=1, now=t0)
 
-    asyncio.run(run())
+    asyncio.run(in_loop(run))
     assert alerts.alerts_evaluate(now=t0)["opened"] == 0
 
 

@@ -15,6 +15,17 @@ from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+
+async def in_loop(fn) -> None:
+    """Run `fn` as a server process's event loop would, then close that loop's Redis clients."""
+    from config.realtime.hub import hub
+
+    try:
+        await fn()
+    finally:
+        for shard in hub()._shards:
+            await shard.redis.aclose()
+
 TOKEN = "metrics-token-" + "x" * 30
 
 
@@ -26,7 +37,7 @@ def seed(room: str, now: float) -> None:
         await stats.record_connect(room, "ok", user_id=1, reconnect=True, now=now)
         await stats.record_player_error(room, "MEDIA_ERR_DECODE")
 
-    asyncio.run(run())
+    asyncio.run(in_loop(run))
 
 
 def samples(body: bytes) -> dict[tuple[str, tuple], float]:

@@ -49,14 +49,16 @@ def connections(room: str, ok: int, fail: int, *, now: float) -> None:
 
 
 @pytest.fixture
-def delivery(settings, monkeypatch):
+def delivery(settings):
     settings.AULA_ALERT_EMAILS = ["ops@school.example"]
     settings.AULA_ALERT_CONNECTION_FAILURE_RATE = 0.02
     settings.AULA_ALERT_MIN_ATTEMPTS = 20
     settings.AULA_ALERT_RESOLVE_RATIO = 0.5
     settings.AULA_ALERT_WINDOW_SECONDS = 300
-    monkeypatch.setattr(celery_app.conf, "task_always_eager", True)  # queued deliveries run in the test
-    return settings
+    eager = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True  # queued deliveries run in the test
+    yield settings
+    celery_app.conf.task_always_eager = eager
 
 
 def test_an_alert_opens_once_and_reevaluation_updates_it(delivery):

@@ -16,10 +16,20 @@ from config.realtime import stats
 from config.realtime.consumer import Refused, RoomConsumer
 from config.realtime.middleware import SessionUserMiddleware
 from config.realtime.protocol import CloseCode
-from tests.classrooms.test_consumers import Client, connect, refused
+from tests.classrooms.test_consumers import Client, refused
+from tests.classrooms.test_consumers import connect as open_socket
 from tests.conftest import login_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def connect(user, session, query: str = "") -> tuple[Client, dict]:
+    """A joined socket whose connect has been fully handled (and counted): a consumer handles one message at
+    a time, so the pong to a ping sent after the snapshot comes after the connect handler finished."""
+    client, snapshot = await open_socket(user, session, query)
+    await client.send(type="ping", ref="joined")
+    await client.next("pong")
+    return client, snapshot
 
 
 def room_of(session) -> str:
@@ -127,8 +137,9 @@ async def test_sampled_socket_acks_give_latency_percentiles_and_garbage_is_ignor
     await student.next("pong")
     figures = await health(room)
     assert figures["latency_samples"] == 10
-    assert 40 <= figures["latency_p50_ms"] <= 50
-    assert 300 <= figures["latency_p95_ms"] <= 2500 and 2000 <= figures["latency_p99_ms"] <= 2500
+    # Buckets are ×1.25 wide and the acks took a few ms to arrive: bounds, not exact values.
+    assert 40 <= figures["latency_p50_ms"] <= 100
+    assert 2000 <= figures["latency_p95_ms"] <= 3100 and 2000 <= figures["latency_p99_ms"] <= 3100
     await student.close()
 
 

@@ -171,6 +171,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
     closing = False
     # Set by a subclass when the client presented a valid resume token (a reconnect, counted per room).
     resumed = False
+    # Latency sampling (sys.sample): None = for the rooms observability reports on (live sessions, streams;
+    # stats.room_label), not for one-socket rooms such as an exam attempt. A subclass may force it on or off.
+    measure_latency: bool | None = None
     latency_sampled = False
     _counted = False  # this socket is in its room's concurrency count
 
@@ -256,6 +259,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def _offer_latency_sample(self) -> None:
         """Ask a sample of sockets (and the first one of a room in this process) to acknowledge events."""
+        measure = self.measure_latency
+        if measure is None:
+            measure = stats.room_label(self.room_key) is not None
+        if not measure:
+            return
         local_members = hub().rooms.get(self.room_key) or {}
         if len(local_members) <= 1 or random.random() < settings.AULA_LATENCY_SAMPLE_RATE:
             self.latency_sampled = True

@@ -443,7 +443,9 @@ def active_rooms(since_seconds: float, *, now: float | None = None) -> list[str]
 
 def forget_inactive(older_than_seconds: float = BUCKET_TTL, *, now: float | None = None) -> int:
     now = time.time() if now is None else now
-    return int(_sync_redis().zremrangebyscore(active_key(), "-inf", now - older_than_seconds))
+    client = _sync_redis()
+    client.zremrangebyscore(procs_key(), "-inf", now - 3600)  # leases of processes gone for an hour
+    return int(client.zremrangebyscore(active_key(), "-inf", now - older_than_seconds))
 
 
 def room_first_last(room_key: str) -> tuple[int | None, int | None]:

@@ -81,3 +81,5 @@ class FlushLedgerAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         extra = {"pipeline": selectors.pipeline_status(), **(extra_context or {})}
         return super().changelist_view(request, extra_context=extra)
+
+from analytics import admin_health  # noqa: E402, F401  (room health and alerts)

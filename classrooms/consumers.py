@@ -24,7 +24,7 @@ from classrooms.receivers import session_presence_audience, state_seconds
 from compliance import audit
 from compliance.coppa import selectors as coppa
 from compliance.models import PersonalInfoFeature
-from config.realtime import presence
+from config.realtime import presence, stats
 from config.realtime.consumer import FrameError, Refused, RoomConsumer
 from config.realtime.hub import hub
 from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping
@@ -217,6 +217,7 @@ class LiveSessionConsumer(RoomConsumer):
         resumed_from = None
         if params.get("resume"):
             resumed_from = read_resume_token(params["resume"], self.user.pk, self.session.pk)
+            self.resumed = resumed_from is not None  # counted as a reconnect (config/realtime/stats.py)
         meta = {"user_id": self.user.pk, "name": self.user.public_name, "role": self.role, "state": "active",
                 "resumed": resumed_from is not None}
         tracker = presence.tracker()
@@ -231,6 +232,8 @@ class LiveSessionConsumer(RoomConsumer):
             await self._replay(int(last_seq), first=True)
         else:
             await self._send_snapshot()
+        if self.is_staff_role:  # the teacher's health box (docs/observability.md)
+            await stats.health_feed().add(self.room_key, self._staff_room, self.member)
 
     @property
     def _staff_room(self) -> str:
@@ -238,6 +241,7 @@ class LiveSessionConsumer(RoomConsumer):
 
     async def left(self) -> None:
         if self.is_staff_role:
+            stats.health_feed().discard(self._staff_room)
             await hub().leave(self._staff_room, self.member)
         try:
             meta = await presence.tracker().untrack(self.conn_id)

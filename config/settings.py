@@ -307,8 +307,13 @@ CELERY_TASK_ROUTES = {
     "analytics.tasks.webhook_sweep": {"queue": "bulk"},
     "streaming.notifications.stream_live_fanout": {"queue": "bulk"},
     "streaming.notifications.live_email_chunk": {"queue": "bulk"},
+    "analytics.health_tasks.alerts_evaluate": {"queue": "default"},
+    "analytics.health_tasks.room_health_persist": {"queue": "bulk"},
+    "analytics.health_tasks.alert_email_send": {"queue": "bulk"},
+    "analytics.health_tasks.alert_webhook_deliver": {"queue": "bulk"},
 }
-CELERY_IMPORTS = ["compliance.coppa.tasks", "streaming.notifications"]  # tasks outside an app's tasks.py
+# Task modules outside an app's tasks.py.
+CELERY_IMPORTS = ["compliance.coppa.tasks", "streaming.notifications", "analytics.health_tasks"]
 # The one place where periodic work is scheduled: each job names its queue and an expiry, so a beat
 # tick that waited behind a backlog is dropped instead of piling up.
 CELERY_BEAT_SCHEDULE = {
@@ -346,6 +351,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "analytics.tasks.webhook_sweep",
         "schedule": 30.0,  # re-queues due retries a lost countdown task left behind
         "options": {"queue": "bulk", "expires": 30},
+    },
+    "alerts-evaluate": {
+        "task": "analytics.health_tasks.alerts_evaluate",
+        "schedule": 30.0,  # over per-minute buckets: twice a minute sees every bucket change
+        "options": {"queue": "default", "expires": 30},
+    },
+    "room-health-persist": {
+        "task": "analytics.health_tasks.room_health_persist",
+        "schedule": 60.0,  # idempotent upsert of active rooms' summaries (RoomHealth)
+        "options": {"queue": "bulk", "expires": 60},
     },
 }
 
@@ -550,6 +565,30 @@ AULA_LMS_GRADE_WEBHOOK = env.str("AULA_LMS_GRADE_WEBHOOK", default="")
 AULA_LMS_GRADE_SECRET = env.str("AULA_LMS_GRADE_SECRET", default="")
 if AULA_LMS_GRADE_WEBHOOK and len(AULA_LMS_GRADE_SECRET) < 32:
     raise ImproperlyConfigured("AULA_LMS_GRADE_SECRET must be at least 32 characters when the webhook is set")
+
+# --- Per-room observability (docs/observability.md) -------------------------------------------------------
+# Share of sockets asked to acknowledge live events for delivery latency (the first socket of a room in each
+# process is always asked).
+AULA_LATENCY_SAMPLE_RATE = env.float("AULA_LATENCY_SAMPLE_RATE", default=0.05)
+if not 0 <= AULA_LATENCY_SAMPLE_RATE <= 1:
+    raise ImproperlyConfigured("AULA_LATENCY_SAMPLE_RATE must be between 0 and 1")
+# An alert opens when a room's connection failure rate exceeds this over the sliding window, with at least
+# AULA_ALERT_MIN_ATTEMPTS decided connections in it; it resolves under AULA_ALERT_RESOLVE_RATIO × the rate.
+AULA_ALERT_CONNECTION_FAILURE_RATE = env.float("AULA_ALERT_CONNECTION_FAILURE_RATE", default=0.02)
+AULA_ALERT_WINDOW_SECONDS = _int("AULA_ALERT_WINDOW_SECONDS", 300, minimum=60)
+AULA_ALERT_MIN_ATTEMPTS = _int("AULA_ALERT_MIN_ATTEMPTS", 20, minimum=1)
+AULA_ALERT_RESOLVE_RATIO = env.float("AULA_ALERT_RESOLVE_RATIO", default=0.5)
+# Alert delivery: e-mail recipients (comma-separated; none: no e-mail) and a webhook (JSON POST signed with
+# HMAC-SHA256 of the body in X-Aula-Signature; off when the URL is empty).
+AULA_ALERT_EMAILS = env.list("AULA_ALERT_EMAILS", default=[])
+AULA_ALERT_WEBHOOK_URL = env.str("AULA_ALERT_WEBHOOK_URL", default="")
+AULA_ALERT_WEBHOOK_SECRET = env.str("AULA_ALERT_WEBHOOK_SECRET", default="")
+if AULA_ALERT_WEBHOOK_URL and len(AULA_ALERT_WEBHOOK_SECRET) < 32:
+    raise ImproperlyConfigured("AULA_ALERT_WEBHOOK_SECRET must be at least 32 characters when the webhook is set")
+# Bearer token for GET /metrics (Prometheus). Empty: only signed-in staff can read it; others get 404.
+AULA_METRICS_TOKEN = env.str("AULA_METRICS_TOKEN", default="")
+# The teacher's health box: one `health` frame to a session's staff room this often (one process per room).
+AULA_HEALTH_PUSH_SECONDS = _int("AULA_HEALTH_PUSH_SECONDS", 10, minimum=2)
 
 # --- Logging -------------------------------------------------------------------------------------------
 LOG_LEVEL = _choice("AULA_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))

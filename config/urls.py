@@ -6,6 +6,7 @@ from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from analytics.metrics import metrics_view
 from classrooms.auth import ThrottledAdminAuthenticationForm, ThrottledLoginView
 from compliance.oauth import ThrottledTokenView
 from config import health
@@ -25,6 +26,7 @@ def api_not_found(request, *args, **kwargs):
 urlpatterns = [
     path("healthz/", health.liveness, name="healthz"),
     path("readyz/", health.readiness, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),  # Prometheus; token or staff only (docs/observability.md)
     path("admin/", admin.site.urls),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

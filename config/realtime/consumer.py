@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 import weakref
 from collections.abc import Iterable
 
@@ -19,11 +20,13 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DatabaseError, InterfaceError, OperationalError
+from pydantic import Field
 from pydantic import ValidationError as SchemaError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.observability import user_id_var
+from config.realtime import stats
 from config.realtime.hub import Member, hub
 from config.realtime.middleware import sessions_still_valid
 from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping, ack_frame, error_frame
@@ -33,6 +36,44 @@ logger = logging.getLogger("aula.realtime")
 
 # Redis down or restarting (rate limits, presence): like the database being away, nothing was done.
 RedisUnavailable = (RedisConnectionError, RedisTimeoutError)
+
+
+class LatencyAck(Inbound):
+    """A sampled client's answer to a stored (seq-numbered) event it received live: its seq and `ts`."""
+
+    seq: int = Field(ge=0)
+    ts: str = Field(max_length=40)
+
+
+class PlayerError(Inbound):
+    """The video player reports a provider error (counted per room per minute by code)."""
+
+    code: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.:-]+$")
+    message: str = Field(default="", max_length=200)
+
+
+# Observability messages every route understands, whatever its own `inbound` (docs/observability.md).
+OBSERVABILITY_INBOUND: dict[str, type[Inbound]] = {"latency.ack": LatencyAck, "player.error": PlayerError}
+SAMPLE_FRAME = encode_frame("sys.sample", {"latency": True})
+
+
+class _Bucket:
+    """A per-socket token bucket kept in memory: the observability frames cost no Redis when refused."""
+
+    __slots__ = ("tokens", "capacity", "per_second", "at")
+
+    def __init__(self, capacity: float, per_second: float):
+        self.tokens, self.capacity, self.per_second = capacity, capacity, per_second
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.per_second)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
 
 
 class Refused(Exception):
@@ -92,6 +133,7 @@ class _Rechecks:
             try:
                 if consumers:
                     await cls.heartbeat_many(consumers)
+                    await stats.refresh_lease()  # this process's sockets keep counting in `current`
                     verdicts = await db_call(cls.recheck_many)(consumers)
             except asyncio.CancelledError:
                 raise
@@ -128,6 +170,13 @@ class RoomConsumer(AsyncWebsocketConsumer):
     member: Member | None = None
     closing = False
     allow_anonymous = False  # a route that admits signed-out sockets (read-only audiences) sets this
+    # Set by a subclass when the client presented a valid resume token (a reconnect, counted per room).
+    resumed = False
+    # Latency sampling (sys.sample): None = for the rooms observability reports on (live sessions, streams;
+    # stats.room_label), not for one-socket rooms such as an exam attempt. A subclass may force it on or off.
+    measure_latency: bool | None = None
+    latency_sampled = False
+    _counted = False  # this socket is in its room's concurrency count
 
     # --- to override -------------------------------------------------------------------------------
     async def authorize(self) -> str:
@@ -173,21 +222,54 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.user = self.scope.get("user")
         if self.user is None or (not self.user.is_authenticated and not self.allow_anonymous):
+            await self._count_connect("ref")
             await self._refuse(CloseCode.UNAUTHENTICATED)
             return
         user_id_var.set(str(self.user.pk))
         try:
-            self.room_key = await self.authorize()
-        except Refused as refused:
-            logger.warning("websocket refused code=%s reason=%s path=%s", int(refused.code), refused,
-                           self.scope.get("path"))
-            await self._refuse(refused.code)
+            try:
+                self.room_key = await self.authorize()
+            except Refused as refused:
+                logger.warning("websocket refused code=%s reason=%s path=%s", int(refused.code), refused,
+                               self.scope.get("path"))
+                # A policy refusal (not enrolled, removed, ended, per-user cap) is the platform working; a
+                # refusal for a reason of ours (restarting) is a failure (docs/observability.md).
+                await self._count_connect("fail" if int(refused.code) in stats.FAILURE_CLOSE_CODES else "ref")
+                await self._refuse(refused.code)
+                return
+            await self.accept()
+            self.member = Member(self.base_send, user_id=self.user.pk)
+            await hub().join(self.room_key, self.member)
+            rechecks().add(self)
+            await self.joined()
+        except Exception:
+            await self._count_connect("fail")  # a crash, the database or Redis away: a platform failure
+            raise
+        await self._count_connect("ok")
+        await self._offer_latency_sample()
+
+    async def _count_connect(self, outcome: str) -> None:
+        room_key = getattr(self, "room_key", None)
+        try:
+            current = await stats.record_connect(
+                room_key, outcome, user_id=self.user.pk if outcome == "ok" else None,
+                reconnect=self.resumed, path=self.scope.get("path", ""))
+            self._counted = outcome == "ok" and current >= 0
+        except Exception:  # observability never refuses a socket
+            logger.warning("connection stats not recorded", exc_info=True)
+
+    async def _offer_latency_sample(self) -> None:
+        """Ask a sample of sockets (and the first one of a room in this process) to acknowledge events."""
+        measure = self.measure_latency
+        if measure is None:
+            measure = stats.room_label(self.room_key) is not None
+        if not measure:
             return
-        await self.accept()
-        self.member = Member(self.base_send, user_id=self.user.pk)
-        await hub().join(self.room_key, self.member)
-        rechecks().add(self)
-        await self.joined()
+        local_members = hub().rooms.get(self.room_key) or {}
+        if len(local_members) <= 1 or random.random() < settings.AULA_LATENCY_SAMPLE_RATE:
+            self.latency_sampled = True
+            self._ack_bucket = _Bucket(capacity=10, per_second=1.0)
+            await self.reply(SAMPLE_FRAME)
 
     async def _refuse(self, code: CloseCode) -> None:
         # A close before accept is an HTTP 403 on a real server (ASGI spec): the browser sees 1006, cannot
@@ -197,6 +279,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self.close(code=code)
 
     async def disconnect(self, code) -> None:
+        if self._counted:
+            self._counted = False
+            try:
+                await stats.record_disconnect(self.room_key, self.member.delivered if self.member else 0)
+            except Exception:
+                logger.warning("connection stats not recorded", exc_info=True)
         if self.member is not None:
             rechecks().discard(self)
             self.member.closed = True
@@ -247,7 +335,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 raise FrameError(ErrorCode.INVALID_MESSAGE, "A message is a JSON object with a string 'type'.")
             if isinstance(raw.get("ref"), str):
                 ref = raw["ref"][:64]
-            schema = self.inbound.get(raw["type"])
+            schema = self.inbound.get(raw["type"]) or OBSERVABILITY_INBOUND.get(raw["type"])
             if schema is None:
                 raise FrameError(ErrorCode.UNKNOWN_TYPE, f"Unknown message type {raw['type'][:40]!r}.")
             try:
@@ -289,3 +377,25 @@ class RoomConsumer(AsyncWebsocketConsumer):
         from django.utils import timezone
 
         await self.reply(encode_frame("pong", {"ref": msg.ref, "server_time": timezone.now().isoformat()}))
+
+    # --- observability (docs/observability.md) ---------------------------------------------------------
+    async def on_latency_ack(self, msg: LatencyAck) -> None:
+        # Only sampled sockets are asked; anything else, over the per-socket budget, or with a ts that is not
+        # a live server stamp is dropped without a reply (an ack is fire-and-forget).
+        if not self.latency_sampled or self.member is None or not self._ack_bucket.take():
+            return
+        ms = stats.ack_latency_ms(msg.ts)
+        if ms is not None:
+            await stats.record_latency(self.room_key, ms)
+
+    async def on_player_error(self, msg: PlayerError) -> None:
+        if self.member is None:
+            return
+        bucket = getattr(self, "_player_bucket", None)
+        if bucket is None:
+            bucket = self._player_bucket = _Bucket(capacity=5, per_second=1 / 12)
+        if not bucket.take():
+            raise FrameError(ErrorCode.RATE_LIMITED, "Slow down.", retry_after=12)
+        # The message is validated and dropped: it may hold a signed media URL. Counted by code only.
+        await stats.record_player_error(self.room_key, msg.code)
+        await self.ack(msg.ref)

@@ -60,10 +60,20 @@ class OriginAllowlistMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "websocket" and not origin_allowed(_header(scope, b"origin")):
             logger.warning("websocket refused: origin not allowed path=%s", scope.get("path"))
+            await _count_origin_refusal(scope.get("path", ""))
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 4403})
             return
         return await self.app(scope, receive, send)
+
+
+async def _count_origin_refusal(path: str) -> None:
+    from config.realtime import stats
+
+    try:
+        await stats.record_origin_refusal(path)
+    except Exception:  # counting never changes the answer
+        logger.debug("origin refusal not counted", exc_info=True)
 
 
 @db_call

@@ -63,6 +63,8 @@
     this._resuming = false;
     this._timer = null;
     this._pinger = null;
+    this.latencySample = false; // the server asked this socket to acknowledge live events (sys.sample)
+    this._lastLatencyAck = 0;
     var self = this;
     document.addEventListener("visibilitychange", function () {
       if (document.visibilityState === "visible" && !self.ws && !self.stopped) self._connectSoon(0);
@@ -253,6 +255,7 @@
     if (t === "ack") return;
     if (t === "error") { if (this.h.onError) this.h.onError(data); return; }
     if (t === "sys.resync" || t === "sys.lagged") { this._resume(); return; }
+    if (t === "sys.sample") { this.latencySample = !!data.latency; return; }
     if (t === "snapshot") {
       this.lastSeq = data.last_seq;
       this.resumeToken = data.resume_token || null;
@@ -273,8 +276,19 @@
       if (frame.seq <= this.lastSeq) return;        // already applied (a broadcast that raced a replay)
       if (frame.seq > this.lastSeq + 1) { this._resume(); return; }  // a gap: fetch exactly what is missing
       this.lastSeq = frame.seq;
+      this._latencyAck(frame);
     }
     if (this.h.onEvent) this.h.onEvent(frame);
+  };
+
+  /* Delivery latency (docs/observability.md): a sampled socket answers a stored event it received live with
+   * its seq and server stamp, at most one a second; never for replayed events (resume) or the snapshot. */
+  AulaSocket.prototype._latencyAck = function (frame) {
+    if (!this.latencySample || this.state !== "live" || this._resuming || !frame.ts) return;
+    var now = Date.now();
+    if (now - this._lastLatencyAck < 1000) return;
+    this._lastLatencyAck = now;
+    this.send({type: "latency.ack", seq: frame.seq, ts: frame.ts});
   };
 
   /* Send a message. With a callback, a `ref` is added (unless the message has one) and the callback gets

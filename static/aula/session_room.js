@@ -979,6 +979,8 @@
         S.presence.count = d.count;
         renderPresence();
         break;
+      case "health":  // connection health of the room, to teachers only (the console renders it)
+        break;
       default:
         return;
     }

@@ -390,4 +390,25 @@
   });
   resetPollForm();
   renderAll();  // the snapshot may have arrived before this script ran
+
+  // --- connection health (a `health` frame every few seconds; docs/observability.md) -------------------------
+  var healthBox = q("[data-testid=health-box]");
+  function pct(v) { return v === null || v === undefined ? "–" : (v * 100).toFixed(1) + " %"; }
+  function ms(v) { return v === null || v === undefined ? "–" : Math.round(v) + " ms"; }
+  function renderHealth(d) {
+    if (!healthBox) return;
+    show(healthBox, true);
+    var fields = {
+      "health-success": pct(d.success_rate),
+      "health-failures": String(d.failures || 0),
+      "health-reconnects": d.reconnects_per_participant === null ? "–" : String(d.reconnects_per_participant),
+      "health-latency": ms(d.latency_p50_ms) + " / " + ms(d.latency_p95_ms) + " / " + ms(d.latency_p99_ms),
+      "health-current": String(d.current || 0) + " (peak " + String(d.peak || 0) + ")",
+      "health-player": String(d.player_errors || 0)
+    };
+    Object.keys(fields).forEach(function (id) { setText(q("[data-testid=" + id + "]", healthBox), fields[id]); });
+    var bad = d.failure_rate !== null && d.failure_rate !== undefined && d.failure_rate > 0.02;
+    healthBox.classList.toggle("warn", bad);
+  }
+  room.on(function (topic, data) { if (topic === "health") renderHealth(data); });
 })();

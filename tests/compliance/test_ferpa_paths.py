@@ -89,6 +89,12 @@ ALLOWED: dict[str, str] = {
     "analytics.tasks.webhook_deliver": "sends a learning event to the school's own configured integration "
                                        "(pseudonymous ids); delivery status is kept",
     "analytics.tasks.webhook_sweep": "re-queues due webhook deliveries",
+    # Observability (docs/observability.md): room keys and connection figures, no person's records
+    "analytics.metrics.metrics_view": "Prometheus figures per room (kind and id) and per process; no records",
+    "analytics.health_tasks.alerts_evaluate": "evaluates connection figures of rooms (system processing)",
+    "analytics.health_tasks.room_health_persist": "stores rooms' connection figures (system processing)",
+    "analytics.health_tasks.alert_email_send": "e-mails an operational alert (room key and figures only)",
+    "analytics.health_tasks.alert_webhook_deliver": "posts an operational alert (room key and figures only)",
     # management commands
     "classrooms.management.commands.seed_demo": "writes demo data",
     # Live media: creators' channels and streams are not school records (streaming/models.py)
@@ -176,6 +182,7 @@ def job_problems(jobs: dict[str, object]) -> list[str]:
 
 
 def our_tasks() -> dict[str, object]:
+    import analytics.health_tasks  # noqa: F401
     import classrooms.tasks  # noqa: F401  (registers the tasks)
     import compliance.coppa.tasks  # noqa: F401
     import compliance.tasks  # noqa: F401

@@ -19,6 +19,8 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils import timezone
 
+from analytics import alerts
+from analytics.models import RoomHealth
 from classrooms import services as classroom_services
 from classrooms.models import District, DistrictRole, User
 from compliance import disclosures
@@ -69,6 +71,8 @@ def other_school_rows(model, world) -> list:
         return list(qs.filter(district=world.other_district))
     if label == "compliance.AccessEntry":
         return list(qs.filter(additional_data__institution__in=foreign))
+    if label in ("analytics.RoomHealth", "analytics.Alert"):  # live-session rooms: `i<institution>.ls<id>`
+        return list(qs.filter(room_key__regex=rf"^i({world.school_b.pk}|{world.school_c.pk})\."))
     if getattr(qs, "tenant_field", None):
         return list(qs.filter(**{f"{qs.tenant_field}__in": foreign}))
     field_names = {f.name for f in model._meta.concrete_fields}
@@ -119,6 +123,10 @@ def schools(world):
         channel = streaming_services.channel_upsert(owner=student, slug=f"{MARK.lower()}-ch-{key}", title=f"{MARK} ch")
         stream = streaming_services.stream_upsert(channel=channel, title=f"{MARK} stream {key}")
         ids[key] = {"exam": exam, "attempt": attempt, "stream": stream}
+        session = getattr(world, f"session_{key}")
+        RoomHealth.objects.create(room_key=session.room_key, kind="session", object_id=session.pk,
+                                  first_seen_at=timezone.now(), last_seen_at=timezone.now(), attempts=3)
+        alerts.connection_failure_evaluate(room_key=session.room_key, figures={"successes": 10, "failures": 30})
     return ids
 
 

@@ -136,6 +136,7 @@ async def test_bad_frames_get_error_frames_and_socket_stays_open(world, payload,
     comm = communicator(f"/ws/v1/sessions/{world.session_a.pk}/", await _cookie(world.student_a))
     assert (await comm.connect())[0]
     await comm.receive_from()  # snapshot
+    await comm.receive_from()  # sys.sample: the first socket of a room is latency-sampled (docs/observability.md)
     await comm.send_to(text_data=payload)
     frame = json.loads(await comm.receive_from())
     assert frame["type"] == "error"
@@ -151,6 +152,7 @@ async def test_oversized_and_binary_frames_get_error_frames(world):
     comm = communicator(f"/ws/v1/sessions/{world.session_a.pk}/", await _cookie(world.student_a))
     assert (await comm.connect())[0]
     await comm.receive_from()
+    await comm.receive_from()  # sys.sample
     big = json.dumps({"type": "ping", "ref": "x", "pad": "é" * settings.AULA_WS_MAX_MESSAGE_BYTES})
     await comm.send_to(text_data=big)
     frame = json.loads(await comm.receive_from())

@@ -256,6 +256,11 @@ def test_hand_raise_queue_call_next_and_class_timer(world, server_factory):
         teacher.tid("timer-stop").click()
         expect(student.tid("class-timer")).to_be_hidden()
 
+        # The teacher's connection health box (docs/observability.md); students have none.
+        expect(teacher.tid("health-box")).to_be_visible()
+        expect(teacher.tid("health-current")).to_contain_text(re.compile(r"\d+ \(peak \d+\)"))
+        assert student.tid("health-box").count() == 0
+
 
 def test_locks_and_removal(world, server_factory):
     with classroom(world, server_factory) as (teacher, student):

@@ -39,6 +39,7 @@ def test_server_serves_http_and_a_websocket_session(world, server_factory, kind)
         welcome = await recv_json(ws)
         assert welcome["type"] == "snapshot"
         assert welcome["data"]["you"]["id"] == world.student_a.pk
+        assert (await recv_json(ws))["type"] == "sys.sample"  # the first socket of a room in a process
         await ws.send("{broken")
         assert (await recv_json(ws))["data"]["code"] == "invalid_json"
         await ws.send(json.dumps({"type": "ping", "ref": "a"}))
@@ -60,6 +61,7 @@ def test_uvicorn_refuses_foreign_origin_and_enforces_frame_limits(world, server_
 
         ws = await open_socket(server, path, cookie, max_size=None)
         await recv_json(ws)
+        await recv_json(ws)  # sys.sample
         # Over the app's limit but under the server's: an error frame, the socket stays open.
         await ws.send(json.dumps({"type": "ping", "pad": "x" * (settings.AULA_WS_MAX_MESSAGE_BYTES + 10)}))
         assert (await recv_json(ws))["data"]["code"] == "too_large"

@@ -2,8 +2,8 @@
 
 It speaks just enough of the stream protocol (docs/protocol.md, streams) for benchmarks/stream_loadgen.py
 to drive it the same way: a `snapshot` on connect; `viewers` {count, peak} at most once per second when
-the count changed; `reaction` messages added up and broadcast as one `reactions` {window_ms, counts} delta
-per window; `chat.send` broadcast as one `chat.message`; an `ack` for every message. Each broadcast frame
+the count changed; `reaction` messages added up and broadcast as one `reactions` {window_ms, counts, window_start}
+delta per window; `chat.send` broadcast as one `chat.message`; an `ack` for every message. Each broadcast frame
 is encoded once and handed to `websockets.broadcast`. No auth, no database, no Redis, no moderation.
 
     python -m benchmarks.bare_stream_server --port 8766 --window-ms 250
@@ -16,6 +16,7 @@ import asyncio
 import collections
 import json
 import signal
+import time
 
 from websockets.asyncio.server import broadcast, serve
 
@@ -56,12 +57,15 @@ async def serve_stream(host: str, port: int, window_ms: int, viewers_every: floa
             members.discard(ws)
 
     async def reactions_loop() -> None:
+        window_start = time.time()
         while True:
-            await asyncio.sleep(window_ms / 1000)
+            await asyncio.sleep(max(window_start + window_ms / 1000 - time.time(), 0))
             if pending:
                 counts = dict(pending)
                 pending.clear()
-                broadcast(members, _frame("reactions", {"window_ms": window_ms, "counts": counts}))
+                broadcast(members, _frame("reactions", {"window_ms": window_ms, "counts": counts,
+                                                        "window_start": round(window_start, 3)}))
+            window_start += window_ms / 1000
 
     async def viewers_loop() -> None:
         sent = None

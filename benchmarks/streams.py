@@ -118,6 +118,7 @@ def viewer_count_check(gens: Generators, expected: int, peak: int, since: float,
         "viewers_last_counts": {str(k): v for k, v in last.most_common(5)},
         "converged_after_s": converged,
         "peak_expected": peak,
+        "peak_right": bool(latest) and all(v[2] == peak for v in latest.values()),
         "met": (converged is not None and converged <= interval + 0.25
                 and all(v[1] == expected for v in latest.values()) and bool(latest)),
     }

@@ -450,6 +450,7 @@ BULK_POLICY: dict[str, str] = {
     "exams.CloseExtension": REFUSE,
     "streaming.Channel": REFUSE,
     "streaming.Stream": REFUSE,
+    "streaming.StreamChatBan": REFUSE,
     # COPPA consent and school authorization change only through compliance.coppa.services, row by row
     # (evidence, revocation time, the consent gate's cached answer).
     "compliance.ParentalConsent": REFUSE,

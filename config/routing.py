@@ -6,6 +6,7 @@ from django.urls import path, re_path
 from classrooms.consumers import LiveSessionConsumer
 from config.realtime.protocol import CloseCode
 from exams.consumers import AttemptConsumer, ProctorConsumer
+from streaming.consumers import StreamConsumer
 
 
 class UnknownRouteConsumer(AsyncWebsocketConsumer):
@@ -22,5 +23,6 @@ websocket_urlpatterns = [
     path("ws/v1/sessions/<int:session_id>/", LiveSessionConsumer.as_asgi()),
     path("ws/v1/attempts/<int:attempt_id>/", AttemptConsumer.as_asgi()),
     path("ws/v1/exams/<int:exam_id>/proctor/", ProctorConsumer.as_asgi()),
+    path("ws/v1/streams/<int:stream_id>/", StreamConsumer.as_asgi()),
     re_path(r"", UnknownRouteConsumer.as_asgi()),
 ]

@@ -346,6 +346,21 @@ AULA_LOGIN_WINDOW_SECONDS = _int("AULA_LOGIN_WINDOW_SECONDS", 15 * 60, minimum=1
 AULA_SOCKET_RECHECK_SECONDS = _int("AULA_SOCKET_RECHECK_SECONDS", 30, minimum=1)
 # Per-action limits for live rooms, "action=count/seconds" (defaults in config/realtime/ratelimit.py).
 AULA_RATE_LIMITS = env.list("AULA_RATE_LIMITS", default=[])
+
+# --- Live streams (streaming/audience.py, streaming/consumers.py; docs/protocol.md "Streams") ------------
+# Reactions are counted in Redis and published once per window per stream (250–1000 ms).
+AULA_STREAM_REACTION_WINDOW_MS = min(max(_int("AULA_STREAM_REACTION_WINDOW_MS", 500), 250), 1000)
+# Reactions one viewer may send per second (burst); past it the viewer gets a rate_limited error frame.
+AULA_STREAM_REACTIONS_PER_SEC = _int("AULA_STREAM_REACTIONS_PER_SEC", 10, minimum=1)
+# Full chat.message frames each server process forwards to a stream's viewers per second; the rest of a
+# flood is summarised as chat.sampled notices (everything is stored; staff and resume get every message).
+AULA_STREAM_CHAT_FANOUT_PER_SEC = _int("AULA_STREAM_CHAT_FANOUT_PER_SEC", 20, minimum=1)
+# Viewer heartbeats: each process refreshes its viewers this often; a viewer unseen for the TTL is gone.
+AULA_STREAM_HEARTBEAT_SECONDS = _int("AULA_STREAM_HEARTBEAT_SECONDS", 5, minimum=1)
+AULA_STREAM_VIEWER_TTL_SECONDS = _int("AULA_STREAM_VIEWER_TTL_SECONDS", 30, minimum=5)
+# Origins the watch page may embed players from (frame-src and media-src of its CSP), e.g.
+# "https://player.vimeo.com,https://cdn.example.net". Empty: only this site.
+AULA_STREAM_PLAYER_ORIGINS = env.list("AULA_STREAM_PLAYER_ORIGINS", default=[])
 for _item in AULA_RATE_LIMITS:
     _name, _, _spec = _item.partition("=")
     _count, _, _window = _spec.partition("/")
@@ -465,7 +480,9 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     "classrooms.Poll",
     "classrooms.AttendanceRecord",
     "streaming.Channel",
-    "streaming.Stream",
+    # The peak viewer figures are live statistics, persisted every few seconds: not a change worth a log entry.
+    {"model": "streaming.Stream", "exclude_fields": ["peak_viewers", "peak_viewers_at"]},
+    "streaming.StreamChatBan",
 )
 AUDITLOG_DISABLE_REMOTE_ADDR = False
 

@@ -39,4 +39,5 @@ urlpatterns = [
     path("guardian/", include("compliance.coppa.urls")),
     path("", include("exams.urls")),
     path("", include("classrooms.urls")),
+    path("", include("streaming.urls")),
 ]

@@ -55,6 +55,17 @@ class Stream(models.Model):
     player_url = models.URLField(blank=True, help_text="HLS or embed URL from the external video provider")
     recording_url = models.URLField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Exact peak of distinct concurrent viewers (streaming/audience.py), persisted throttled and at the end.
+    peak_viewers = models.PositiveIntegerField(default=0)
+    peak_viewers_at = models.DateTimeField(null=True, blank=True)
+    # Chat settings, set by the creator and moderators (streaming.services.chat_settings_set).
+    chat_slow_seconds = models.PositiveIntegerField(default=0, help_text="Seconds between two messages of one person")
+    chat_followers_only = models.BooleanField(default=False)
+    chat_follow_minutes = models.PositiveIntegerField(default=0, help_text="Minimum follow age for followers-only")
+    chat_members_only = models.BooleanField(default=False)
+    chat_emote_only = models.BooleanField(default=False)
+    chat_hold_all = models.BooleanField(default=False, help_text="Hold every message for review")
+    chat_lockdown = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-scheduled_start", "-id"]
@@ -78,3 +89,107 @@ class Follow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} follows {self.channel}"
+
+
+class StreamChatMessage(models.Model):
+    """One chat message of a stream. `cseq` is the stream chat's own order (given when it becomes visible)."""
+
+    class Status(models.TextChoices):
+        VISIBLE = "visible", "Visible"
+        HELD = "held", "Held for review"
+        REJECTED = "rejected", "Rejected"
+
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="chat_messages")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="stream_messages")
+    body = models.TextField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.VISIBLE)
+    cseq = models.BigIntegerField(null=True, blank=True)
+    client_ref = models.CharField(max_length=64, blank=True)
+    sentiment = models.FloatField(null=True, blank=True, help_text="VADER compound score, -1..1")
+    created_at = models.DateTimeField(auto_now_add=True)
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="+")
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    deleted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["stream", "author", "client_ref"], condition=~models.Q(client_ref=""),
+                                    name="stream_chat_ref_unique"),
+            models.UniqueConstraint(fields=["stream", "cseq"], name="stream_chat_cseq_unique"),
+        ]
+        indexes = [models.Index(fields=["stream", "cseq"]), models.Index(fields=["stream", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.stream_id}#{self.cseq or '-'} by {self.author_id}"
+
+
+class StreamChatBan(models.Model):
+    """A person barred from a channel's stream chats: a timeout until `until`, or a ban when `until` is empty."""
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="chat_bans")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="stream_chat_bans")
+    until = models.DateTimeField(null=True, blank=True)
+    reason = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["channel", "user"], name="stream_chat_ban_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} barred from {self.channel_id}"
+
+
+class StreamPoll(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        CLOSED = "closed", "Closed"
+
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="polls")
+    question = models.CharField(max_length=300)
+    options = models.JSONField(help_text="List of option labels (single choice)")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.question
+
+
+class StreamPollVote(models.Model):
+    poll = models.ForeignKey(StreamPoll, on_delete=models.CASCADE, related_name="votes")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    choice = models.PositiveSmallIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["poll", "user"], name="stream_poll_vote_once")]
+
+
+class StreamQuestion(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        ANSWERED = "answered", "Answered"
+        DISMISSED = "dismissed", "Dismissed"
+
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="questions")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    body = models.CharField(max_length=500)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    upvotes = models.PositiveIntegerField(default=0)
+    sentiment = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["stream", "status", "-upvotes"])]
+
+
+class StreamQuestionVote(models.Model):
+    question = models.ForeignKey(StreamQuestion, on_delete=models.CASCADE, related_name="votes")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["question", "user"], name="stream_question_vote_once")]

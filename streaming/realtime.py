@@ -19,3 +19,9 @@ def stream_staff_room(stream_id: int) -> str:
 def user_room(user_id: int) -> str:
     """One signed-in user's own sockets on any page (notifications)."""
     return f"u{int(user_id)}"
+
+
+def stream_chat_room(stream_id: int) -> str:
+    """The full chat feed of one stream, ordered by its own `cseq`: each process's sampler and the staff's
+    sockets subscribe; viewers get a bounded sample of it (streaming/audience.py, docs/protocol.md)."""
+    return f"st{int(stream_id)}.chat"

@@ -127,6 +127,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     room_key: str
     member: Member | None = None
     closing = False
+    allow_anonymous = False  # a route that admits signed-out sockets (read-only audiences) sets this
 
     # --- to override -------------------------------------------------------------------------------
     async def authorize(self) -> str:
@@ -171,7 +172,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     # --- lifecycle ----------------------------------------------------------------------------------
     async def connect(self) -> None:
         self.user = self.scope.get("user")
-        if self.user is None or not self.user.is_authenticated:
+        if self.user is None or (not self.user.is_authenticated and not self.allow_anonymous):
             await self._refuse(CloseCode.UNAUTHENTICATED)
             return
         user_id_var.set(str(self.user.pk))

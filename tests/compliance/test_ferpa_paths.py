@@ -55,6 +55,13 @@ ALLOWED: dict[str, str] = {
     # WebSocket
     "exams.consumers.AttemptConsumer": SELF,
     "config.routing.UnknownRouteConsumer": "refuses the socket",
+    "streaming.consumers.StreamConsumer": "a public live stream room: streams are not school records; shows "
+                                         "public display names and chat only",
+    "streaming.views.watch": "a public live stream page (not a school record)",
+    "streaming.views.watch_chat": "a public live stream's chat pop-out (not a school record)",
+    "streaming.views.watch_embed": "a public live stream's embeddable player (not a school record)",
+    "streaming.admin.StreamAdmin": "streams and their settings, not school records",
+    "streaming.admin.StreamChatBanAdmin": "channel chat bans, not school records",
     # admin: the audit trail itself (its exports are recorded; browsing is not, or each look at the log
     # would add to it)
     "compliance.admin.AccessEntryAdmin": "the access log; its CSV export is recorded",

@@ -2,9 +2,10 @@
 
 Run by benchmarks/streams.py in its own process (it needs Django; the harness does not):
 `python -m benchmarks.stream_seed --viewers 5000 --out seed.json`. People, the channel and the stream go
-through the services (users are audited records: compliance.audit refuses bulk writes of them); the login
-sessions, which are no one's record, are written in bulk: one INSERT per 1,000 rows, no HTTP login and no
-password hashing, each session exactly what django.contrib.auth.login stores.
+through the services (users are audited records: compliance.audit refuses bulk writes of them; the creator
+starts the stream with streaming.services.stream_go_live). The login sessions, which are no one's record,
+are written in bulk, one INSERT per 1,000 rows: no HTTP login, no password hashing, each session exactly
+what django.contrib.auth.login stores.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         stream = services.stream_upsert(channel=channel, title="Bench stream")
         viewers = [user_upsert(email=f"v{i:05d}@bench.example", password=None, first_name=f"Viewer{i:05d}")
                    for i in range(args.viewers)]
-    _go_live(services, stream, Stream, timezone)
+    if stream.status == Stream.Status.SCHEDULED:
+        stream = services.stream_go_live(stream=stream, actor=creator)  # as its creator does (stream.status)
     seeded = time.monotonic() - started
 
     # A login session per viewer, as django.contrib.auth.login would store it, encoded by the configured
@@ -79,15 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[bench] seeded {args.viewers} viewers in {seeded:.1f}s, sessions in "
           f"{time.monotonic() - started - seeded:.1f}s", file=sys.stderr, flush=True)
     return 0
-
-
-def _go_live(services, stream, Stream, timezone) -> None:
-    """Mark the stream live (an audited save; no go-live notifications, which the benchmark does not measure)."""
-    if stream.status == Stream.Status.LIVE:
-        return
-    stream.status = Stream.Status.LIVE
-    stream.started_at = timezone.now()
-    stream.save(update_fields=["status", "started_at"])
 
 
 if __name__ == "__main__":

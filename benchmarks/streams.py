@@ -95,10 +95,12 @@ class Background:
 
 # --- phases ------------------------------------------------------------------------------------------
 
-def viewer_count_check(gens: Generators, expected: int, peak: int, since: float, interval: float) -> dict:
+def viewer_count_check(gens: Generators, expected: int, peak: int, phase_start: float, since: float,
+                       interval: float) -> dict:
     """Do the `viewers` frames show the connected number within one batch interval of `since` (when the last
-    connect or close completed)? Read from the observers' frames and every open viewer's last frame."""
-    replies = gens.ask([{"cmd": "viewers", "since": since - 2 * interval}] * len(gens.procs), 30)
+    connect or close completed)? Read from the observers' frames since the phase began (the count may reach
+    its final value before the last socket hears from the room) and every open viewer's last frame."""
+    replies = gens.ask([{"cmd": "viewers", "since": phase_start}] * len(gens.procs), 30)
     frames = sorted(f for r in replies for f in r["frames"])
     last: collections.Counter = collections.Counter()
     for r in replies:
@@ -144,7 +146,7 @@ def run_storm(gens: Generators, window: CpuWindow, per_proc: list[list], args, n
         "failures": dict(collections.Counter(c[4] for c in clients if c[4])),
         "first_frame_types": dict(collections.Counter(c[5] for c in joined)),
         "server_cpu_ms_per_connect": round(1000 * cpu["cpu_s"]["server"] / max(len(joined), 1), 2),
-        "cpu": cpu, "t_done": max((c[3] for c in joined), default=start_at),
+        "cpu": cpu, "start_at": start_at, "t_done": max((c[3] for c in joined), default=start_at),
     }
     log(f"{name}: connected {len(joined)}/{len(clients)} in {storm['all_connected_s']}s {storm['failures'] or ''}")
     return storm, joined
@@ -313,8 +315,8 @@ def run_target(name: str, server: Server, seed: dict, args, backing: dict, live_
         rss_after = rss_bytes(server.workers())
         result["rss_after_mb"] = round(rss_after / 2**20, 1)
         result["rss_per_connection_kb"] = round((rss_after - rss_before) / 1024 / max(len(joined), 1), 1)
-        result["viewers_after_storm"] = viewer_count_check(gens, len(joined), len(joined), storm["t_done"],
-                                                           args.viewers_interval)
+        result["viewers_after_storm"] = viewer_count_check(gens, len(joined), len(joined), storm["start_at"],
+                                                           storm["t_done"], args.viewers_interval)
 
         present = [c[0] for c in joined]
         talkers = [i for i in present if i in signed_in]
@@ -334,10 +336,11 @@ def run_target(name: str, server: Server, seed: dict, args, backing: dict, live_
         rng.shuffle(candidates)
         gone = candidates[:int(len(present) * args.leave_share)]
         leaving = [[i for i in gone if owner[i] == p] for p in range(procs)]
+        leave_start = time.time()
         t_done = run_leave(gens, leaving, args, name)
         time.sleep(args.settle)
-        result["viewers_after_leave"] = viewer_count_check(gens, len(present) - len(gone), len(joined), t_done,
-                                                           args.viewers_interval)
+        result["viewers_after_leave"] = viewer_count_check(gens, len(present) - len(gone), len(joined),
+                                                           leave_start, t_done, args.viewers_interval)
         result["viewers_after_leave"]["left"] = len(gone)
 
         replies = gens.ask([{"cmd": "close"}] * procs, 120)

@@ -17,6 +17,8 @@ processes (benchmarks.stream_loadgen) over real WebSockets on 127.0.0.1, phase b
    server CPU per delivery);
 4. partial leave: --leave-share of the viewers disconnect; the viewer count is checked again.
 
+`python -m benchmarks.streams --table A.json B.json` prints one table from several runs' summaries.
+
 With --baseline the same phases then run against benchmarks.bare_stream_server (a bare `websockets` room,
 the ceiling), with the same generators and rates. Everything listens on 127.0.0.1 only, and every phase has
 a deadline. The methods are in docs/benchmarks.md ("Live streams").
@@ -37,6 +39,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 from benchmarks.classroom import (
     PY,
@@ -74,8 +78,13 @@ class Background:
             self.procs.append((name, subprocess.Popen(argv, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
                                                       start_new_session=True), fh))
 
-    def pids(self) -> list[int]:
-        return [p.pid for _, p, _ in self.procs]
+    def processes(self) -> list[psutil.Process]:
+        out = []
+        for _, p, _ in self.procs:
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(p.pid)
+                out += [root, *root.children(recursive=True)]
+        return out
 
     def stop(self) -> None:
         import signal
@@ -279,6 +288,8 @@ def run_leave(gens: Generators, leaving: list[list[int]], args, name: str) -> fl
 # --- one target (Aula or the bare room) --------------------------------------------------------------------
 
 def run_target(name: str, server: Server, seed: dict, args, backing: dict, live_counters) -> dict:
+    """All phases against one server; `backing` maps extra process groups (PostgreSQL, Redis, Celery) whose
+    CPU each phase reports next to the server's."""
     procs = args.procs
     viewers = seed["viewers"][:args.viewers]
     n_anon = int(round(args.viewers * args.anonymous_share))
@@ -432,7 +443,8 @@ def run(args) -> dict:
             log(f"{target} listening on 127.0.0.1:{port} (pid {server.proc.pid})")
             try:
                 busy = wait_for_quiet(args.quiet_wait)
-                result = run_target(target, server, seed, args, backing, live_counter_reader(seed))
+                groups = {**backing, "celery": background.processes} if background is not None else backing
+                result = run_target(target, server, seed, args, groups, live_counter_reader(seed))
                 result["machine_busy_before"] = busy
                 results.append(result)
             finally:
@@ -547,8 +559,7 @@ def markdown(summary: dict) -> str:
     results = summary["results"]
     lines.append("| measure | " + " | ".join(r["target"] for r in results) + " |")
     lines.append("|---|" + "---|" * len(results))
-    for label, fn in ROWS:
-        lines.append(f"| {label} | " + " | ".join(cell(fn, r) for r in results) + " |")
+    lines += [f"| {label} | " + " | ".join(cell(fn, r) for r in results) + " |" for label, fn in ROWS]
     if "aula_vs_bare" in summary:
         v = summary["aula_vs_bare"]
         lines += ["", f"Aula / bare chat deliveries per server CPU-second: **{v['ratio']}** "
@@ -559,7 +570,28 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def runs_table(paths: list[str]) -> str:
+    """One markdown table from several runs' JSON summaries: a column per run and target."""
+    columns, notes = [], []
+    for path in paths:
+        summary = json.loads(Path(path).read_text())
+        a = summary["args"]
+        for result in summary["results"]:
+            columns.append((f"{result['target']} ({a['viewers']}, w{a['workers']})", result))
+        if "aula_vs_bare" in summary:
+            notes.append(f"- {a['viewers']} viewers, `--workers {a['workers']}`: Aula / bare chat deliveries per "
+                         f"server CPU-second = **{summary['aula_vs_bare']['ratio']}**")
+    lines = ["| measure | " + " | ".join(name for name, _ in columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += [f"| {label} | " + " | ".join(cell(fn, r) for _, r in columns) + " |" for label, fn in ROWS]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--table"]:
+        print(runs_table(argv[1:]))
+        return 0
     p = argparse.ArgumentParser(prog="python -m benchmarks.streams", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--viewers", type=int, default=300)

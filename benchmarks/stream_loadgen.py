@@ -172,3 +172,8 @@ class StreamLoadGen(LoadGen):
         for c in leaving:
             del self.clients[c.idx]
         return {"closed": len(leaving), "t_done": time.time()}
+
+    async def cmd_close(self, cmd: dict) -> dict:
+        reply = await super().cmd_close(cmd)
+        reply["errors"] = dict(self.errors)  # every error frame of the run, by code
+        return reply

@@ -108,6 +108,13 @@ def peak_read(stream_id: int) -> tuple[int, dt.datetime | None]:
     return n, at
 
 
+def viewers_read(stream_id: int) -> dict:
+    """Sync: the distinct viewers right now and the peak, for a snapshot (`viewers` frames only go out on a
+    change, so a socket that just opened would otherwise show no count until the next change)."""
+    client = _redis()
+    return {"count": int(client.hlen(_k(stream_id, "vh"))), "peak": int(client.hget(_k(stream_id, "peak"), "n") or 0)}
+
+
 class _Local:
     """One stream as one process sees it."""
 

@@ -25,7 +25,7 @@ from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping
 from config.realtime.ratelimit import Limit, LocalLimit, RateLimiter, limits
 from config.realtime.transport import db_call, encode_frame, event_frame, room_events_since, room_last_seq
 from streaming import events, selectors, services
-from streaming.audience import REACTIONS, audience
+from streaming.audience import REACTIONS, audience, viewers_read
 from streaming.models import Stream, StreamChatMessage, StreamPoll, StreamQuestion
 from streaming.realtime import stream_chat_room, stream_staff_room
 from streaming.selectors import ViewerRole
@@ -291,6 +291,7 @@ class StreamConsumer(RoomConsumer):
                 "my_upvotes": selectors.own_upvotes(stream, self.user),
                 "reactions": list(REACTIONS),
                 "reaction_window_ms": settings.AULA_STREAM_REACTION_WINDOW_MS,
+                "viewers": viewers_read(stream.pk),
             }
         return data
 

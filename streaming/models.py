@@ -66,6 +66,8 @@ class Stream(models.Model):
     chat_emote_only = models.BooleanField(default=False)
     chat_hold_all = models.BooleanField(default=False, help_text="Hold every message for review")
     chat_lockdown = models.BooleanField(default=False)
+    # The settings lockdown overrode, as they were when it started; lifting lockdown puts them back.
+    chat_before_lockdown = models.JSONField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-scheduled_start", "-id"]

@@ -217,7 +217,7 @@ def _chat_gate(stream: Stream, author, role: ViewerRole, text: str) -> None:
         raise PermissionDenied("You cannot chat on this channel right now.")
     if role.is_staff:
         return
-    if stream.chat_members_only and role != ViewerRole.MEMBER:
+    if stream.chat_members_only and role != ViewerRole.MEMBER and not stream.chat_lockdown:
         raise PermissionDenied("The chat is for members only right now.")
     if stream.chat_followers_only and role != ViewerRole.MEMBER:
         age = selectors.follow_age_minutes(stream, author)
@@ -261,7 +261,9 @@ def chat_message_post(*, stream: Stream, author, body: str, client_ref: str = ""
     screen = chat_screen(body, stream=stream, author=author)
     _chat_gate(stream, author, role, screen.text)
     _slow_mode_take(stream, author, role)
-    hold = (stream.chat_hold_all and not role.is_staff) or screen.hold
+    # In lockdown a non-member's message is always held for review (members-only refuses it otherwise).
+    locked_out = stream.chat_lockdown and role != ViewerRole.MEMBER
+    hold = ((stream.chat_hold_all or locked_out) and not role.is_staff) or screen.hold
     try:
         with transaction.atomic():
             message = StreamChatMessage(stream=stream, author=author, body=screen.text, client_ref=client_ref,
@@ -375,19 +377,31 @@ def chat_settings_set(*, stream: Stream, actor, **changes) -> Stream:
     return stream
 
 
+_LOCKDOWN_FIELDS = ("chat_members_only", "chat_hold_all", "chat_slow_seconds")
+
+
 def chat_lockdown(*, stream: Stream, actor, on: bool) -> Stream:
-    """One click: members only, slow mode (at least 30 s) and every other message held for review.
-    Undone with `on=False` (those three back off; the other settings stay as they are)."""
+    """One click: members only, slow mode (at least 30 s) and every message held for review (a non-member's
+    message is held rather than refused, so a moderator can still let a good one through).
+
+    The three settings as they were are kept when lockdown starts, and `on=False` puts exactly those back;
+    the other settings (and any change made to them during lockdown) stay as they are."""
     _require_staff(actor, stream)
     with transaction.atomic():
         stream = _locked(stream)
+        if on == stream.chat_lockdown:
+            return stream  # a second click (or two moderators at once) must not overwrite what was saved
         if on:
+            stream.chat_before_lockdown = {f: getattr(stream, f) for f in _LOCKDOWN_FIELDS}
             stream.chat_members_only = stream.chat_hold_all = stream.chat_lockdown = True
             stream.chat_slow_seconds = max(stream.chat_slow_seconds, LOCKDOWN_SLOW_SECONDS)
         else:
-            stream.chat_members_only = stream.chat_hold_all = stream.chat_lockdown = False
-            stream.chat_slow_seconds = 0
-        stream.save(update_fields=["chat_members_only", "chat_hold_all", "chat_lockdown", "chat_slow_seconds"])
+            before = stream.chat_before_lockdown or {}
+            stream.chat_members_only = bool(before.get("chat_members_only", False))
+            stream.chat_hold_all = bool(before.get("chat_hold_all", False))
+            stream.chat_slow_seconds = int(before.get("chat_slow_seconds", 0))
+            stream.chat_lockdown, stream.chat_before_lockdown = False, None
+        stream.save(update_fields=[*_LOCKDOWN_FIELDS, "chat_lockdown", "chat_before_lockdown"])
         _emit(stream, "chat.settings", events.chat_settings(stream))
     return stream
 

@@ -93,3 +93,29 @@ class World:
         self.session_a = live_session(self.course_a, "Live A")
         self.session_b = live_session(self.course_b, "Live B")
         self.session_c = live_session(self.course_c, "Live C")
+
+
+# --- streaming -------------------------------------------------------------------------------------------
+
+def channel(owner: User | None = None, slug: str | None = None):
+    from streaming import services as streaming_services
+
+    n = next(_n)
+    return streaming_services.channel_upsert(owner=owner or user(), slug=slug or f"channel-{n}", title=f"Channel {n}")
+
+
+def stream(ch=None, *, live: bool = True, title: str | None = None, player_url: str = ""):
+    """A stream of `ch` (a new channel by default), taken live through the service unless `live=False`."""
+    from streaming import services as streaming_services
+
+    ch = ch or channel()
+    s = streaming_services.stream_upsert(channel=ch, title=title or f"Stream {next(_n)}", player_url=player_url)
+    if live:
+        s = streaming_services.stream_go_live(stream=s, actor=None)
+    return s
+
+
+def channel_role(ch, u: User, role: str):
+    from streaming import services as streaming_services
+
+    return streaming_services.channel_role_grant(channel=ch, user=u, role=role)

@@ -23,6 +23,7 @@ from benchmarks.loadgen import BODY_MARK, Client, LoadGen, _sleep_until
 STREAM_CHAT_PREFIX = '{"v":1,"type":"chat.message",'
 REACTIONS_PREFIX = '{"v":1,"type":"reactions",'
 VIEWERS_PREFIX = '{"v":1,"type":"viewers",'
+SNAPSHOT_PREFIX = '{"v":1,"type":"snapshot",'
 
 
 class Viewer(Client):
@@ -93,6 +94,11 @@ class StreamLoadGen(LoadGen):
             else:
                 self.types["chat.message"] += 1  # someone else's message (not the benchmark's)
             return
+        if raw.startswith(SNAPSHOT_PREFIX):
+            # The snapshot carries the count at connect: what the viewer shows until the next `viewers` frame.
+            shown = json.loads(raw)["data"].get("viewers")
+            if isinstance(shown, dict):
+                c.viewers = (now, shown.get("count"), shown.get("peak"))
         super().on_frame(c, raw, now)
 
     # --- phases ----------------------------------------------------------------------------------------

@@ -326,6 +326,12 @@ def run_target(name: str, server: Server, seed: dict, args, backing: dict, live_
         rss_after = rss_bytes(server.workers())
         result["rss_after_mb"] = round(rss_after / 2**20, 1)
         result["rss_per_connection_kb"] = round((rss_after - rss_before) / 1024 / max(len(joined), 1), 1)
+        if args.idle > 0:
+            # What holding the sockets costs with no traffic (re-checks, the stream's window ticker, heartbeats):
+            # subtracted from the chat phase for a per-delivery figure net of it.
+            window.start()
+            time.sleep(args.idle)
+            result["idle"] = window.stop()
         result["viewers_after_storm"] = viewer_count_check(gens, len(joined), len(joined), storm["start_at"],
                                                            storm["t_done"], args.viewers_interval)
 
@@ -340,7 +346,12 @@ def run_target(name: str, server: Server, seed: dict, args, backing: dict, live_
         time.sleep(args.settle)
         chat_senders = talkers[:max(1, min(args.senders, len(talkers)))]
         wait_for_quiet(min(args.quiet_wait, 20))
-        result["chat"] = run_chat(gens, window, chat_senders, owner, args, name, len(present))
+        result["chat"] = chat = run_chat(gens, window, chat_senders, owner, args, name, len(present))
+        if "idle" in result:
+            idle_rate = result["idle"]["cpu_s"]["server"] / result["idle"]["seconds"]
+            net = chat["cpu"]["cpu_s"]["server"] - idle_rate * chat["cpu"]["seconds"]
+            chat["idle_server_cpu_pct"] = round(100 * idle_rate, 1)
+            chat["server_cpu_us_per_delivery_net_of_idle"] = round(1e6 * max(net, 0.0) / max(chat["deliveries"], 1), 2)
 
         observers = {i for i in present if i < procs * args.observers}
         candidates = [i for i in present if i not in observers]
@@ -466,6 +477,9 @@ def run(args) -> dict:
             "bare_cpu_us_per_delivery": b["server_cpu_us_per_delivery"],
             "ratio": round(a["server_deliveries_per_cpu_s"] / max(b["server_deliveries_per_cpu_s"], 1), 3),
         }
+        if a.get("server_cpu_us_per_delivery_net_of_idle") and b.get("server_cpu_us_per_delivery_net_of_idle"):
+            summary["aula_vs_bare"]["ratio_net_of_idle"] = round(
+                b["server_cpu_us_per_delivery_net_of_idle"] / a["server_cpu_us_per_delivery_net_of_idle"], 3)
     summary["targets"] = targets_met(summary)
     return summary
 
@@ -544,6 +558,8 @@ ROWS = [
      lambda r: f"{r['chat']['delivered_pct']} / {r['chat'].get('eventually_delivered_pct')}"),
     ("chat deliveries/s achieved", lambda r: r["chat"]["deliveries_per_s"]),
     ("chat: server CPU µs / delivery", lambda r: r["chat"]["server_cpu_us_per_delivery"]),
+    ("chat: server CPU µs / delivery, net of idle", lambda r: r["chat"].get("server_cpu_us_per_delivery_net_of_idle")),
+    ("idle server CPU with N open (% of a core)", lambda r: r["chat"].get("idle_server_cpu_pct")),
     ("chat: server CPU µs / frame (all frames)", lambda r: r["chat"]["server_cpu_us_per_frame"]),
     ("chat: deliveries per server CPU-second", lambda r: r["chat"]["server_deliveries_per_cpu_s"]),
     ("chat: machine busy % / other processes (cores)",
@@ -615,6 +631,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--viewers-interval", type=float, default=1.0, help="viewers frames are at most this often")
     p.add_argument("--leave-share", type=float, default=0.2, help="share of viewers that leave at the end")
     p.add_argument("--settle", type=float, default=3.0, help="seconds between phases")
+    p.add_argument("--idle", type=float, default=10.0,
+                   help="seconds of idle measurement (sockets open, no traffic) after the storm")
     p.add_argument("--connect-timeout", type=float, default=60.0)
     p.add_argument("--drain", type=float, default=15.0, help="max seconds to wait for deliveries after the last send")
     p.add_argument("--client", choices=["sansio", "asyncio"], default="sansio")

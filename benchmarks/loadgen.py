@@ -475,7 +475,13 @@ async def _sleep_until(t: float) -> None:
 
 
 async def _serve(conn, spec: dict) -> None:
-    gen = LoadGen(spec)
+    factory = LoadGen
+    if spec.get("generator"):  # "module:Class", a LoadGen subclass (e.g. benchmarks.stream_loadgen:StreamLoadGen)
+        import importlib
+
+        module, _, name = spec["generator"].partition(":")
+        factory = getattr(importlib.import_module(module), name)
+    gen = factory(spec)
     loop = asyncio.get_running_loop()
     while True:
         cmd = await loop.run_in_executor(None, conn.recv)

@@ -249,10 +249,15 @@ class StreamConsumer(RoomConsumer):
         params = _query(self.scope)
         last_seq, token = params.get("last_seq"), params.get("resume")
         if token and last_seq and last_seq.isdigit() and read_resume_token(token, self.identity, self.stream.pk):
+            self.resumed = True  # a reconnect (config/realtime/stats.py)
             chat_cseq = params.get("chat_cseq")
             await self._replay(int(last_seq), int(chat_cseq) if chat_cseq and chat_cseq.isdigit() else None)
         else:
             await self._send_snapshot()
+
+    @property
+    def participant_id(self) -> str:
+        return self.identity  # tabs, pop-outs and embeds of one viewer are one participant
 
     @property
     def _staff_room(self) -> str:

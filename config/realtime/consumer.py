@@ -248,11 +248,16 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self._count_connect("ok")
         await self._offer_latency_sample()
 
+    @property
+    def participant_id(self) -> int | str | None:
+        """Who this socket is, for counting distinct participants (a room with anonymous viewers overrides)."""
+        return self.user.pk
+
     async def _count_connect(self, outcome: str) -> None:
         room_key = getattr(self, "room_key", None)
         try:
             current = await stats.record_connect(
-                room_key, outcome, user_id=self.user.pk if outcome == "ok" else None,
+                room_key, outcome, user_id=self.participant_id if outcome == "ok" else None,
                 reconnect=self.resumed, path=self.scope.get("path", ""))
             self._counted = outcome == "ok" and current >= 0
         except Exception:  # observability never refuses a socket

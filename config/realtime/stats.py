@@ -234,7 +234,7 @@ local = _Local()
 
 # --- writes from the consumer base -------------------------------------------------------------------------
 
-async def record_connect(room_key: str | None, outcome: str, *, user_id: int | None = None,
+async def record_connect(room_key: str | None, outcome: str, *, user_id: int | str | None = None,
                          reconnect: bool = False, path: str = "", process: str = PROCESS_TOKEN,
                          now: float | None = None) -> int:
     """Count one connection attempt and its outcome ("ok", "fail", "ref"); on success, the socket joins the

@@ -10,6 +10,7 @@
   var q = function (id) { return root.querySelector('[data-testid="' + id + '"]'); };
   var ws = null, lastSeq = null, chatCseq = 0, token = null, attempt = 0, refN = 0, burstTimer = null;
   var seen = {}, myUpvotes = {}, bursts = [];
+  var sampled = false, lastAck = 0, resuming = false;  // delivery latency sampling (docs/observability.md)
 
   function el(tag, text, cls) { var e = document.createElement(tag); if (text != null) e.textContent = text; if (cls) e.className = cls; return e; }
   function send(type, fields) { if (!ws || ws.readyState !== 1) return; var m = fields || {}; m.type = type; m.ref = "w" + (++refN) + "-" + Date.now(); ws.send(JSON.stringify(m)); }
@@ -106,7 +107,7 @@
   // Room events (with seq): applied in order; a gap asks the server to resume.
   function roomEvent(f) {
     if (lastSeq !== null && f.seq <= lastSeq) return;
-    if (lastSeq !== null && f.seq > lastSeq + 1) { send("resume", {last_seq: lastSeq, chat_cseq: chatCseq}); return; }
+    if (lastSeq !== null && f.seq > lastSeq + 1) { resuming = true; send("resume", {last_seq: lastSeq, chat_cseq: chatCseq}); return; }
     lastSeq = f.seq; var d = f.data;
     if (f.type === "stream.status") { q("stream-status").textContent = d.status; if (d.status === "ended") setConn("ended"); }
     else if (f.type === "chat.settings") settingsText(d);
@@ -115,11 +116,21 @@
     else if (f.type === "poll.closed") renderPolls((root._polls || []).map(function (p) { return p.id === d.id ? Object.assign(p, {status: "closed", results: d.results}) : p; }));
     else if (f.type === "question.asked" || f.type === "question.updated") upsertQuestion(d);
   }
+  // A sampled socket answers a live broadcast with its server stamp, at most once a second (never a replay).
+  function latencyAck(f) {
+    if (!sampled || resuming || !f.ts) return;
+    var now = Date.now();
+    if (now - lastAck < 1000) return;
+    lastAck = now;
+    send("latency.ack", {seq: f.seq != null ? f.seq : ((f.data && f.data.cseq) || 0), ts: f.ts});
+  }
   function onFrame(f) {
     var d = f.data;
+    if (f.type === "chat.message" || f.type === "reactions" || f.type === "viewers" || f.seq != null) latencyAck(f);
     switch (f.type) {
-      case "snapshot": applySnapshot(d); attempt = 0; setConn("live"); return;
-      case "resume.done": token = d.resume_token; if (d.chat_cseq) chatCseq = Math.max(chatCseq, d.chat_cseq); attempt = 0; setConn("live"); return;
+      case "sys.sample": sampled = !!d.latency; return;
+      case "snapshot": resuming = false; applySnapshot(d); attempt = 0; setConn("live"); return;
+      case "resume.done": resuming = false; token = d.resume_token; if (d.chat_cseq) chatCseq = Math.max(chatCseq, d.chat_cseq); attempt = 0; setConn("live"); return;
       case "chat.message": addChat(d); return;  // chat is ordered by cseq; a gap is sampling, not loss
       case "chat.sampled": var s = q("chat-sampled"); if (s) { s.hidden = false; s.textContent = d.skipped + " more messages flew by (fast chat)"; } if (d.last_cseq > chatCseq) chatCseq = d.last_cseq; return;
       case "chat.held": addHeld(d); return;
@@ -129,13 +140,20 @@
       case "poll.results": renderPolls((root._polls || []).map(function (p) { return p.id === d.poll_id ? Object.assign(p, {results: d}) : p; })); return;
       case "ack": if (d.message) addChat(d.message, !!d.pending_review); if (d.upvoted !== undefined) myUpvotes[d.question_id] = d.upvoted; return;
       case "error": var e = q("chat-error"); if (e) e.textContent = d.message + (d.details && d.details.retry_after ? " (" + d.details.retry_after + " s)" : ""); return;
-      case "sys.lagged": case "sys.resync": send("resume", {last_seq: lastSeq || 0, chat_cseq: chatCseq}); return;
+      case "sys.lagged": case "sys.resync": resuming = true; send("resume", {last_seq: lastSeq || 0, chat_cseq: chatCseq}); return;
     }
     if (f.seq != null) roomEvent(f);
   }
+  // The player reports provider errors (counted per stream by code; the message text is not kept).
+  var video = root.querySelector("video[data-testid=player]");
+  if (video) video.addEventListener("error", function () {
+    var err = video.error;
+    send("player.error", {code: "media_" + (err ? err.code : 0), message: err && err.message ? err.message.slice(0, 200) : ""});
+  });
   function connect() {
     var proto = location.protocol === "https:" ? "wss://" : "ws://";
     var url = proto + location.host + "/ws/v1/streams/" + streamId + "/?surface=" + surface;
+    resuming = !!(token && lastSeq !== null);
     if (token && lastSeq !== null) url += "&last_seq=" + lastSeq + "&chat_cseq=" + chatCseq + "&resume=" + encodeURIComponent(token);
     setConn("connecting"); ws = new WebSocket(url);
     ws.onmessage = function (ev) { try { onFrame(JSON.parse(ev.data)); } catch (err) { /* a bad frame is skipped */ } };

@@ -181,7 +181,7 @@ class _Buffer:
         if self.client.set(f"{stream_key()}:kick", "1", nx=True, ex=settings.AULA_ANALYTICS_FLUSH_SECONDS):
             from config.celery import app
 
-            app.send_task("analytics.tasks.flush", queue="bulk", expires=settings.AULA_ANALYTICS_FLUSH_SECONDS * 5)
+            app.send_task("analytics.tasks.flush", queue="analytics", expires=settings.AULA_ANALYTICS_FLUSH_SECONDS * 5)
 
 
 _buffer = _Buffer()

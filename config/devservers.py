@@ -298,6 +298,9 @@ def celery_processes(schedule: Path, *, loglevel: str = "INFO") -> list[tuple[st
                               "--concurrency", deadlines]),
         ("worker", [*celery, "worker", "-l", loglevel, "-Q", "default,bulk", "-n", "worker@%h",
                     "--concurrency", "2"]),
+        # Analytics flushes drain the event buffer every few seconds: one slot of their own, never behind bulk.
+        ("worker-analytics", [*celery, "worker", "-l", loglevel, "-Q", "analytics", "-n", "analytics@%h",
+                              "--concurrency", "1"]),
         ("beat", [*celery, "beat", "-l", loglevel, "--schedule", str(schedule)]),
     ]
 

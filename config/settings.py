@@ -280,7 +280,9 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = (
     Queue("deadlines", Exchange("deadlines"), routing_key="deadlines"),  # time-critical: exam deadlines
     Queue("default", Exchange("default"), routing_key="default"),
-    Queue("bulk", Exchange("bulk"), routing_key="bulk"),  # email, exports, reports, flushes
+    Queue("bulk", Exchange("bulk"), routing_key="bulk"),  # email, exports, reports
+    # Analytics flushes: their own worker, so a long export or an email wave never delays them (flush lag).
+    Queue("analytics", Exchange("analytics"), routing_key="analytics"),
 )
 CELERY_TASK_ALWAYS_EAGER = False
 # Worker slots on the `deadlines` queue (config/devservers.py starts that worker with this concurrency): a
@@ -302,7 +304,7 @@ CELERY_TASK_ROUTES = {
     "exams.tasks.grade_sync_deliver": {"queue": "bulk"},
     "exams.tasks.transcript_generate": {"queue": "bulk"},
     "compliance.coppa.tasks.retention_purge": {"queue": "bulk"},
-    "analytics.tasks.flush": {"queue": "bulk"},
+    "analytics.tasks.flush": {"queue": "analytics"},
     "analytics.tasks.webhook_deliver": {"queue": "bulk"},
     "analytics.tasks.webhook_sweep": {"queue": "bulk"},
     "streaming.notifications.stream_live_fanout": {"queue": "bulk"},
@@ -345,7 +347,7 @@ CELERY_BEAT_SCHEDULE = {
     "analytics-flush": {
         "task": "analytics.tasks.flush",
         "schedule": float(AULA_ANALYTICS_FLUSH_SECONDS),  # a flush drains the whole backlog, batch by batch
-        "options": {"queue": "bulk", "expires": AULA_ANALYTICS_FLUSH_SECONDS},
+        "options": {"queue": "analytics", "expires": AULA_ANALYTICS_FLUSH_SECONDS},
     },
     "analytics-webhook-sweep": {
         "task": "analytics.tasks.webhook_sweep",

@@ -68,7 +68,7 @@ def test_a_real_worker_runs_queued_tasks():
     db = connection.settings_dict
     env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "deadlines,default,bulk",
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "deadlines,default,bulk,analytics",
          "--pool", "solo", "-l", "WARNING", "--without-heartbeat", "--without-gossip", "--without-mingle"],
         cwd=ROOT, env=env, start_new_session=True,
     )

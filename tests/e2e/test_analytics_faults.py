@@ -33,7 +33,7 @@ def start_worker(tmp_path: Path, name: str, extra_env: dict | None = None) -> su
            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
            "AULA_ANALYTICS_CLAIM_IDLE_SECONDS": "2", **(extra_env or {})}
     log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - owned by the process
-    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "bulk", "-P", "solo",
+    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "analytics", "-P", "solo",
                              "-n", f"{name}@%h", "-l", "INFO"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -45,7 +45,7 @@ class Celery:
 
     def __init__(self, stack: FaultStack, *, beat: bool, name: str):
         self.log = open(stack.base / f"celery-{name}.log", "wb")  # noqa: SIM115
-        argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "deadlines,default,bulk",
+        argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "deadlines,default,bulk,analytics",
                 "--pool", "solo", "-l", "INFO", "-n", f"{name}@%h", "--without-gossip", "--without-mingle"]
         if beat:
             argv += ["-B", "--schedule", str(stack.base / f"beat-{name}")]

@@ -170,6 +170,9 @@
   if (qf) qf.addEventListener("submit", function (ev) { ev.preventDefault(); var i = qf.elements.body; if (i.value.trim()) { send("question.ask", {body: i.value}); i.value = ""; } });
   var mod = q("moderation");
   if (mod) {
+    mod.querySelector('[data-action="go-live"]').addEventListener("click", function () { send("stream.go_live", {}); });
+    var ef = q("end-form");
+    ef.addEventListener("submit", function (ev) { ev.preventDefault(); if (window.confirm("End the stream for everyone?")) send("stream.end", {recording_url: ef.elements.recording_url.value}); });
     mod.querySelector('[data-action="lockdown"]').addEventListener("click", function () { send("chat.lockdown", {on: true}); });
     mod.querySelector('[data-action="unlock"]').addEventListener("click", function () { send("chat.lockdown", {on: false}); });
     var sf = q("settings-form");

@@ -16,7 +16,7 @@ import logging
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from analytics import buffer, webhooks
+from analytics import buffer, sentiment, webhooks
 from classrooms.models import AttendanceInterval, ChatMessage, Enrollment, LiveSession, Membership, Role
 
 logger = logging.getLogger("aula.analytics.receivers")
@@ -38,18 +38,6 @@ def class_dims(session_id: int, user_id: int) -> dict:
         grade = (Membership.objects.filter(user_id=user_id, institution_id=institution_id, role=Role.STUDENT,
                                            is_active=True).values_list("grade_level", flat=True).first()) or ""
     return {"school": institution_id, "course": course_id, "segment": role, "grade": grade}
-
-
-@functools.cache
-def _sentiment():
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    return SentimentIntensityAnalyzer()
-
-
-def sentiment(text: str) -> float:
-    """VADER compound score in [-1, 1]; the text itself never leaves this function."""
-    return float(_sentiment().polarity_scores(text[:2000])["compound"])
 
 
 def _edapp() -> dict:
@@ -92,7 +80,7 @@ def chat_message_saved(sender, instance: ChatMessage, created: bool, **_):
         return
     try:
         buffer.record("chat.message", scope="session", scope_id=instance.session_id,
-                      value=sentiment(instance.body), at=instance.created_at.timestamp(),
+                      value=sentiment.score(instance.body), at=instance.created_at.timestamp(),
                       **class_dims(instance.session_id, instance.author_id))
     except Exception:
         logger.exception("analytics: chat message not recorded")

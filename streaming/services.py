@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from analytics import buffer as analytics
+from analytics import sentiment
 from classrooms.services import upsert
 from config.realtime.transport import (
     _redis,
@@ -174,13 +174,6 @@ class Screen:
     reason: str = ""
 
 
-@functools.cache
-def _vader():
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    return SentimentIntensityAnalyzer()
-
-
 def chat_screen(text: str, *, stream: Stream | None = None, author=None) -> Screen:
     """The one seam where text is screened before it is stored (the moderation app will plug in here).
 
@@ -189,7 +182,7 @@ def chat_screen(text: str, *, stream: Stream | None = None, author=None) -> Scre
     text = unicodedata.normalize("NFC", _CONTROL_CHARS.sub("", text or "")).strip()
     if not text:
         raise ValidationError("A message cannot be empty.")
-    score = float(_vader().polarity_scores(text)["compound"])
+    score = sentiment.score(text)
     if score <= HOLD_BELOW_SENTIMENT:
         return Screen(text, score, True, "hostile")
     return Screen(text, score, False)

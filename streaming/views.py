@@ -35,6 +35,8 @@ def watch_csp(*, embeddable: bool = False) -> str:
         directive = directive.strip()
         if embeddable and directive.startswith("frame-ancestors"):
             directive = "frame-ancestors *"  # the embed is made to be put on other sites
+        if directive.startswith("connect-src") and players:
+            directive = f"{directive} {players}"  # hls.js fetches playlists and segments from the provider
         parts.append(directive)
     parts += [f"frame-src 'self' {players}".strip(), f"media-src 'self' blob: {players}".strip()]
     return "; ".join(parts)
@@ -47,7 +49,8 @@ def _page(request, stream_id: int, template: str, *, surface: str, embeddable: b
     role = selectors.viewer_role(request.user, stream)
     response = render(request, template, {
         "stream": stream, "role": role.value, "can_moderate": role.is_staff, "signed_in": role.signed_in,
-        "player_kind": player_kind(stream.player_url), "surface": surface, "chat_max": CHAT_MAX_CHARS,
+        "player_kind": player_kind(stream.player_url),
+        "player_hls": urlsplit(stream.player_url).path.lower().endswith(".m3u8"), "surface": surface, "chat_max": CHAT_MAX_CHARS,
         "watchable": selectors.watchable(stream),
     })
     header = "Content-Security-Policy-Report-Only" if settings.AULA_CSP_REPORT_ONLY else "Content-Security-Policy"

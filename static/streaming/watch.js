@@ -146,6 +146,18 @@
   }
   // The player reports provider errors (counted per stream by code; the message text is not kept).
   var video = root.querySelector("video[data-testid=player]");
+  // HLS plays natively in Safari; elsewhere through hls.js (vendored, Media Source Extensions). No worker:
+  // the site's CSP allows scripts from 'self' only.
+  var src = video && video.dataset.src;  // set only for HLS, so no browser tries to play it unaided first
+  if (src && video.canPlayType("application/vnd.apple.mpegurl")) video.src = src;
+  else if (src && window.Hls && window.Hls.isSupported()) {
+    var hls = new window.Hls({enableWorker: false});
+    hls.on(window.Hls.Events.ERROR, function (event, data) {
+      if (data.fatal) send("player.error", {code: ("hls_" + (data.details || data.type || "error")).slice(0, 40).replace(/[^A-Za-z0-9_.:-]/g, "_"), message: ""});
+    });
+    hls.loadSource(src);
+    hls.attachMedia(video);
+  }
   if (video) video.addEventListener("error", function () {
     var err = video.error;
     send("player.error", {code: "media_" + (err ? err.code : 0), message: err && err.message ? err.message.slice(0, 200) : ""});

@@ -32,3 +32,18 @@ def test_moderator_controls_only_for_staff(client):
     stream = factories.stream(factories.channel(owner=creator))
     client.force_login(creator)
     assert b'data-testid="moderation"' in client.get(f"/streams/{stream.pk}/").content
+
+
+def test_an_hls_stream_plays_through_the_vendored_hls_js_with_the_provider_allowed_to_connect(client, settings):
+    settings.AULA_STREAM_PLAYER_ORIGINS = ["https://cdn.example"]
+    stream = factories.stream(player_url="https://cdn.example/live/master.m3u8")
+    response = client.get(f"/streams/{stream.pk}/")
+    page = response.content.decode()
+    # No src for HLS: a browser without native HLS would fail on it (and report an error) before hls.js runs.
+    assert 'data-src="https://cdn.example/live/master.m3u8"' in page and ' src="https://cdn.example' not in page
+    assert "vendor/hls/hls.light.min.js" in page
+    csp = response["Content-Security-Policy"]
+    connect = next(d for d in csp.split("; ") if d.startswith("connect-src"))
+    assert "https://cdn.example" in connect and csp.count("connect-src") == 1
+    mp4 = client.get(f"/streams/{factories.stream(player_url='https://cdn.example/v.mp4').pk}/").content.decode()
+    assert 'src="https://cdn.example/v.mp4"' in mp4 and "hls.light" not in mp4

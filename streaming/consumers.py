@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import weakref
 from typing import Literal
 
 from auditlog.context import set_actor
@@ -171,6 +172,75 @@ def _segment(role: ViewerRole) -> str:
     return "member" if role in {ViewerRole.MEMBER, ViewerRole.MODERATOR, ViewerRole.CREATOR} else "signed_in"
 
 
+def build_public_snapshot(stream_id: int, room_key: str) -> dict:
+    """What every viewer's snapshot shares, read in one repeatable-read transaction so that the state and
+    its `last_seq` / `chat_cseq` agree."""
+    from django.db import connection, transaction
+
+    from config.realtime.transport import room_last_seq as last_seq_of
+
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        stream = Stream.objects.select_related("channel").get(pk=stream_id)
+        polls = selectors.polls_current(stream)
+        return {
+            "last_seq": last_seq_of(room_key),
+            "chat_cseq": last_seq_of(stream_chat_room(stream.pk)),
+            "stream": {**events.stream_status(stream), "title": stream.title,
+                       "channel": {"slug": stream.channel.slug, "title": stream.channel.title}},
+            "chat_settings": events.chat_settings(stream),
+            "chat": [events.chat_message(m) for m in selectors.chat_recent(stream)],
+            "polls": [{**events.poll(p), "results": events.poll_results(p, selectors.poll_counts(p))} for p in polls],
+            "questions": [events.question(q) for q in selectors.questions_board(stream)],
+            "reactions": list(REACTIONS),
+            "reaction_window_ms": settings.AULA_STREAM_REACTION_WINDOW_MS,
+            "viewers": viewers_read(stream.pk),
+        }
+
+
+class PublicSnapshots:
+    """Per process: the shared part of a stream's snapshot, read once and reused by every socket that joins
+    until the next frame of any room reaches this process's hub (a join storm of thousands then costs a
+    handful of reads, not a dozen queries per socket). A socket that joins after a reuse still gets every
+    later event: it is in the room (held) before the snapshot is sent, and any frame newer than the snapshot
+    invalidates it. Concurrent joins wait for one read (single flight)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, tuple[int, dict]] = {}
+        self.building: dict[int, asyncio.Future] = {}
+
+    async def get(self, stream_id: int, room_key: str) -> dict:
+        h = hub()
+        entry = self.entries.get(stream_id)
+        if entry is not None and entry[0] == h.frames_in:
+            return entry[1]
+        future = self.building.get(stream_id)
+        if future is None:
+            marker = h.frames_in  # taken before the read: a frame that lands meanwhile forces the next rebuild
+            future = self.building[stream_id] = asyncio.ensure_future(
+                db_call(build_public_snapshot)(stream_id, room_key))
+            try:
+                data = await future
+            finally:
+                self.building.pop(stream_id, None)
+            self.entries[stream_id] = (marker, data)
+            return data
+        return await asyncio.shield(future)
+
+
+_public_snapshots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PublicSnapshots] = \
+    weakref.WeakKeyDictionary()
+
+
+def public_snapshots() -> PublicSnapshots:
+    loop = asyncio.get_running_loop()
+    cache = _public_snapshots.get(loop)
+    if cache is None:
+        cache = _public_snapshots[loop] = PublicSnapshots()
+    return cache
+
+
 class StreamConsumer(RoomConsumer):
     """One socket on one stream: `?surface=watch|chat|embed&last_seq=N&chat_cseq=M&resume=TOKEN`."""
 
@@ -273,47 +343,42 @@ class StreamConsumer(RoomConsumer):
     async def _send_snapshot(self) -> None:
         self.member.hold()
         try:
-            await self.reply(encode_frame("snapshot", await db_call(self._build_snapshot)()))
+            public = await public_snapshots().get(self.stream.pk, self.room_key)
+            personal = await db_call(self._personal_snapshot)(public) if self.signed_in else {}
+            await self.reply(encode_frame("snapshot", self._snapshot(public, personal)))
         finally:
             await self.member.release()
 
+    def _personal_snapshot(self, public: dict) -> dict:
+        """The signed-in viewer's own parts: one to three small queries, only for what exists."""
+        stream = self.stream
+        poll_ids = [p["id"] for p in public["polls"]]
+        return {
+            "mine": selectors.own_votes(poll_ids, self.user),
+            "own_held": [events.chat_held(m) for m in selectors.own_held(stream, self.user)],
+            "held": [events.chat_held(m) for m in selectors.chat_held_queue(stream)] if self.role.is_staff else None,
+            "my_upvotes": selectors.own_upvotes(stream, self.user) if public["questions"] else [],
+        }
+
+    def _snapshot(self, public: dict, personal: dict) -> dict:
+        mine = personal.get("mine", {})
+        role = self.role
+        return {
+            **public,
+            "server_time": timezone.now().isoformat(),
+            "resume_token": resume_token(self.conn_id, self.identity, self.stream.pk),
+            "you": {"id": self.user.pk if self.signed_in else None, "role": role.value,
+                    "can_moderate": role.is_staff, "signed_in": role.signed_in, "surface": self.surface},
+            "polls": [{**p, "mine": mine.get(p["id"])} for p in public["polls"]],
+            "own_held": personal.get("own_held", []),
+            "held": personal.get("held"),
+            "my_upvotes": personal.get("my_upvotes", []),
+        }
+
     def _build_snapshot(self) -> dict:
-        from django.db import connection, transaction
-
-        from config.realtime.transport import room_last_seq as last_seq_of
-
-        with transaction.atomic():
-            with connection.cursor() as cur:
-                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            last_seq = last_seq_of(self.room_key)
-            stream = Stream.objects.select_related("channel").get(pk=self.stream.pk)
-            role = selectors.viewer_role(self.user, stream)
-            polls = selectors.polls_current(stream)
-            mine = selectors.own_votes(polls, self.user)
-            chat = selectors.chat_recent(stream)
-            data = {
-                "last_seq": last_seq,
-                "chat_cseq": last_seq_of(stream_chat_room(stream.pk)),
-                "server_time": timezone.now().isoformat(),
-                "resume_token": resume_token(self.conn_id, self.identity, stream.pk),
-                "stream": {**events.stream_status(stream), "title": stream.title,
-                           "channel": {"slug": stream.channel.slug, "title": stream.channel.title}},
-                "chat_settings": events.chat_settings(stream),
-                "you": {"id": self.user.pk if self.signed_in else None, "role": role.value,
-                        "can_moderate": role.is_staff, "signed_in": role.signed_in, "surface": self.surface},
-                "chat": [events.chat_message(m) for m in chat],
-                "own_held": [events.chat_held(m) for m in selectors.own_held(stream, self.user)]
-                if self.signed_in else [],
-                "held": [events.chat_held(m) for m in selectors.chat_held_queue(stream)] if role.is_staff else None,
-                "polls": [{**events.poll(p), "results": events.poll_results(p, selectors.poll_counts(p)),
-                           "mine": mine.get(p.pk)} for p in polls],
-                "questions": [events.question(q) for q in selectors.questions_board(stream)],
-                "my_upvotes": selectors.own_upvotes(stream, self.user),
-                "reactions": list(REACTIONS),
-                "reaction_window_ms": settings.AULA_STREAM_REACTION_WINDOW_MS,
-                "viewers": viewers_read(stream.pk),
-            }
-        return data
+        """The whole snapshot read fresh (a resume that fell too far behind)."""
+        public = build_public_snapshot(self.stream.pk, self.room_key)
+        return self._snapshot(public, self._personal_snapshot(public) if self.signed_in else {})
 
     async def _replay(self, last_seq: int, chat_cseq: int | None) -> None:
         self.member.hold()

@@ -120,8 +120,9 @@ def _vote_counts(poll: StreamPoll):
     return StreamPollVote.objects.filter(poll=poll).values_list("choice").annotate(n=Count("id")).order_by()
 
 
-def own_votes(polls: list[StreamPoll], user) -> dict[int, int]:
-    if user is None or not user.is_authenticated:
+def own_votes(polls: list[StreamPoll] | list[int], user) -> dict[int, int]:
+    """{poll id: choice} of the user's votes in these polls (objects or ids)."""
+    if user is None or not user.is_authenticated or not polls:
         return {}
     return dict(StreamPollVote.objects.filter(poll__in=polls, user=user).values_list("poll_id", "choice"))
 

@@ -50,7 +50,8 @@ def _page(request, stream_id: int, template: str, *, surface: str, embeddable: b
     response = render(request, template, {
         "stream": stream, "role": role.value, "can_moderate": role.is_staff, "signed_in": role.signed_in,
         "player_kind": player_kind(stream.player_url),
-        "player_hls": urlsplit(stream.player_url).path.lower().endswith(".m3u8"), "surface": surface, "chat_max": CHAT_MAX_CHARS,
+        "player_hls": urlsplit(stream.player_url).path.lower().endswith(".m3u8"),
+        "surface": surface, "chat_max": CHAT_MAX_CHARS,
         "watchable": selectors.watchable(stream),
     })
     header = "Content-Security-Policy-Report-Only" if settings.AULA_CSP_REPORT_ONLY else "Content-Security-Policy"

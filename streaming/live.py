@@ -32,32 +32,25 @@ def _gauges_key(stream_id: int) -> str:
     return f"{_prefix(stream_id)}:g"
 
 
-def incr(stream_id: int, *, at: float | None = None, **counts: float) -> None:
-    """Add to this second's counters (sync; one round trip). Float values (sentiment sums) are allowed."""
-    second = int(time.time() if at is None else at)
-    key = _second_key(stream_id, second)
-    pipe = _redis().pipeline(transaction=False)
+def _queue_incr(pipe, stream_id: int, at: float | None, counts: dict[str, float]):
+    key = _second_key(stream_id, int(time.time() if at is None else at))
     for field, amount in counts.items():
         if isinstance(amount, float) and not amount.is_integer():
             pipe.hincrbyfloat(key, field, amount)
         else:
             pipe.hincrby(key, field, int(amount))
     pipe.expire(key, KEEP)
-    pipe.execute()
+    return pipe
+
+
+def incr(stream_id: int, *, at: float | None = None, **counts: float) -> None:
+    """Add to this second's counters (sync; one round trip). Float values (sentiment sums) are allowed."""
+    _queue_incr(_redis().pipeline(transaction=False), stream_id, at, counts).execute()
 
 
 async def aincr(client, stream_id: int, *, at: float | None = None, **counts: float) -> None:
     """`incr` on an asyncio Redis client (the hub's), for consumers."""
-    second = int(time.time() if at is None else at)
-    key = _second_key(stream_id, second)
-    pipe = client.pipeline(transaction=False)
-    for field, amount in counts.items():
-        if isinstance(amount, float) and not amount.is_integer():
-            pipe.hincrbyfloat(key, field, amount)
-        else:
-            pipe.hincrby(key, field, int(amount))
-    pipe.expire(key, KEEP)
-    await pipe.execute()
+    await _queue_incr(client.pipeline(transaction=False), stream_id, at, counts).execute()
 
 
 def series(stream_id: int, seconds: int = 300, *, now: float | None = None) -> list[tuple[int, dict[str, float]]]:

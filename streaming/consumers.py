@@ -338,6 +338,10 @@ class StreamConsumer(RoomConsumer):
             await hub().leave(self._staff_room, self.member)
         await audience().unwatch_chat(self.stream.pk, self.member)
         await audience().leave(self.stream.pk, self.identity)
+        if self.stream.pk not in audience().streams:
+            # This process no longer hears the stream's frames, so nothing would tell it the shared snapshot
+            # went stale: the next join reads it again.
+            public_snapshots().entries.pop(self.stream.pk, None)
 
     # --- snapshot and resume -----------------------------------------------------------------------
     async def _send_snapshot(self) -> None:

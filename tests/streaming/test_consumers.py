@@ -253,3 +253,15 @@ async def _connect_raw(stream, user, query):
     return client, json.loads(await comm.receive_from(timeout=5))
 
 
+
+
+async def test_a_join_after_the_last_local_viewer_left_reads_a_fresh_snapshot():
+    """The shared snapshot is reused only while this process is in the room: once its last viewer left, no
+    frame arrives to say the stream changed, so the next join must read it again."""
+    stream, creator, mod, viewer = await cast()
+    client, _ = await connect(stream, viewer)
+    await client.close()
+    await database_sync_to_async(services.chat_message_post)(stream=stream, author=mod, body="while nobody here watched")
+    client, snap = await connect(stream, viewer)
+    assert "while nobody here watched" in [m["body"] for m in snap["data"]["chat"]]
+    await client.close()

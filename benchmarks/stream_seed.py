@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     seeded = time.monotonic() - started
 
     # A login session per viewer, as django.contrib.auth.login would store it, encoded by the configured
-    # engine (cached_db: the database row is the truth; the cache fills on first read).
+    # engine. cached_db's save() writes the row and the cache entry, so a viewer who just signed in is
+    # found in the cache at connect: the same here (the database row stays the truth).
     store_class = import_string(f"{settings.SESSION_ENGINE}.SessionStore")
     backend = settings.AUTHENTICATION_BACKENDS[0]
     expires = timezone.now() + dt.timedelta(seconds=settings.SESSION_COOKIE_AGE)
@@ -67,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(Session(session_key=key, session_data=encoder.encode(data), expire_date=expires))
         keys.append(key)
     Session.objects.bulk_create(rows, batch_size=1000)
+    if hasattr(store_class, "cache_key"):
+        cache_of = store_class(keys[0]) if keys else None
+        age = settings.SESSION_COOKIE_AGE
+        for start in range(0, len(rows), 1000):
+            cache_of._cache.set_many({store_class(r.session_key).cache_key: encoder.decode(r.session_data)
+                                      for r in rows[start:start + 1000]}, age)
 
     out = {"stream_id": stream.pk, "channel_id": channel.pk, "cookie_name": settings.SESSION_COOKIE_NAME,
            "window_ms": getattr(settings, "AULA_STREAM_REACTION_WINDOW_MS", None),

@@ -19,6 +19,7 @@ from django.utils import timezone
 from pydantic import Field
 
 from analytics.geo import locate
+from config.realtime.batching import coalesced
 from config.realtime.consumer import FrameError, Refused, RoomConsumer
 from config.realtime.hub import hub
 from config.realtime.middleware import _parse_cookies, sessions_still_valid
@@ -241,6 +242,11 @@ def public_snapshots() -> PublicSnapshots:
     return cache
 
 
+# A join storm's reads go to the database in batches (config/realtime/batching.py).
+_stream_and_role = coalesced(selectors.streams_and_roles)
+_personal_parts = coalesced(selectors.personal_parts)
+
+
 class StreamConsumer(RoomConsumer):
     """One socket on one stream: `?surface=watch|chat|embed&last_seq=N&chat_cseq=M&resume=TOKEN`."""
 
@@ -257,16 +263,9 @@ class StreamConsumer(RoomConsumer):
     }
 
     # --- connect -----------------------------------------------------------------------------------
-    @db_call
-    def _load(self, stream_id: int):
-        stream = selectors.stream_for_watch(stream_id)
-        if stream is None:
-            return None, None
-        return stream, selectors.viewer_role(self.user, stream)
-
     async def authorize(self) -> str:
         stream_id = self.scope["url_route"]["kwargs"]["stream_id"]
-        stream, role = await self._load(stream_id)
+        stream, role = await _stream_and_role((stream_id, self.user))
         if stream is None:
             raise Refused(CloseCode.NOT_FOUND, "no such stream")
         if not selectors.watchable(stream):
@@ -348,25 +347,19 @@ class StreamConsumer(RoomConsumer):
         self.member.hold()
         try:
             public = await public_snapshots().get(self.stream.pk, self.room_key)
-            personal = await db_call(self._personal_snapshot)(public) if self.signed_in else {}
+            personal = await _personal_parts(self._personal_item(public)) if self.signed_in else {}
             await self.reply(encode_frame("snapshot", self._snapshot(public, personal)))
         finally:
             await self.member.release()
 
-    def _personal_snapshot(self, public: dict) -> dict:
-        """The signed-in viewer's own parts: one to three small queries, only for what exists."""
-        stream = self.stream
-        poll_ids = [p["id"] for p in public["polls"]]
-        return {
-            "mine": selectors.own_votes(poll_ids, self.user),
-            "own_held": [events.chat_held(m) for m in selectors.own_held(stream, self.user)],
-            "held": [events.chat_held(m) for m in selectors.chat_held_queue(stream)] if self.role.is_staff else None,
-            "my_upvotes": selectors.own_upvotes(stream, self.user) if public["questions"] else [],
-        }
+    def _personal_item(self, public: dict) -> tuple:
+        return (self.stream.pk, self.user, [p["id"] for p in public["polls"]], self.role.is_staff,
+                bool(public["questions"]))
 
     def _snapshot(self, public: dict, personal: dict) -> dict:
         mine = personal.get("mine", {})
         role = self.role
+        held = personal.get("held")
         return {
             **public,
             "server_time": timezone.now().isoformat(),
@@ -374,15 +367,16 @@ class StreamConsumer(RoomConsumer):
             "you": {"id": self.user.pk if self.signed_in else None, "role": role.value,
                     "can_moderate": role.is_staff, "signed_in": role.signed_in, "surface": self.surface},
             "polls": [{**p, "mine": mine.get(p["id"])} for p in public["polls"]],
-            "own_held": personal.get("own_held", []),
-            "held": personal.get("held"),
+            "own_held": [events.chat_held(m) for m in personal.get("own_held", [])],
+            "held": [events.chat_held(m) for m in held] if held is not None else None,
             "my_upvotes": personal.get("my_upvotes", []),
         }
 
     def _build_snapshot(self) -> dict:
         """The whole snapshot read fresh (a resume that fell too far behind)."""
         public = build_public_snapshot(self.stream.pk, self.room_key)
-        return self._snapshot(public, self._personal_snapshot(public) if self.signed_in else {})
+        return self._snapshot(public, selectors.personal_parts([self._personal_item(public)])[0]
+                              if self.signed_in else {})
 
     async def _replay(self, last_seq: int, chat_cseq: int | None) -> None:
         self.member.hold()

@@ -39,13 +39,16 @@ class ViewerRole(enum.StrEnum):
 STAFF_ROLES = {ViewerRole.MODERATOR, ViewerRole.CREATOR}
 
 
-def viewer_role(user, stream: Stream) -> ViewerRole:
-    """The strongest role a person holds on the stream's channel. Site staff are not implicitly moderators."""
+def viewer_role(user, stream: Stream, roles: list[str] | None = None) -> ViewerRole:
+    """The strongest role a person holds on the stream's channel. Site staff are not implicitly moderators.
+    `roles`: the person's ChannelRole kinds when already read (stream_and_role), else one query."""
     if user is None or not user.is_authenticated or not user.is_active:
         return ViewerRole.ANONYMOUS
     if stream.channel.owner_id == user.pk:
         return ViewerRole.CREATOR
-    roles = set(ChannelRole.objects.filter(channel_id=stream.channel_id, user=user).values_list("role", flat=True))
+    if roles is None:
+        roles = ChannelRole.objects.filter(channel_id=stream.channel_id, user=user).values_list("role", flat=True)
+    roles = set(roles)
     if ChannelRole.Kind.MODERATOR in roles:
         return ViewerRole.MODERATOR
     if ChannelRole.Kind.MEMBER in roles:
@@ -59,6 +62,65 @@ def can_moderate(user, stream: Stream) -> bool:
 
 def stream_for_watch(stream_id: int) -> Stream | None:
     return Stream.objects.select_related("channel").filter(pk=stream_id).first()
+
+
+def streams_and_roles(items: list[tuple[int, object]]) -> list[tuple[Stream | None, ViewerRole | None]]:
+    """For (stream id, user) pairs: each socket's stream and the person's role on it. Batched for a join
+    storm (config/realtime/batching.py): two queries for the whole batch, whatever its size. Each pair gets
+    its own copy of the stream row."""
+    import copy
+
+    streams = {s.pk: s for s in Stream.objects.select_related("channel").filter(pk__in={i for i, _ in items})}
+    people = {u.pk for _, u in items if u is not None and u.is_authenticated and u.is_active}
+    roles: dict[tuple[int, int], list[str]] = {}
+    if people and streams:
+        for channel_id, user_id, role in ChannelRole.objects.filter(
+                channel_id__in={s.channel_id for s in streams.values()}, user_id__in=people).values_list(
+                "channel_id", "user_id", "role"):
+            roles.setdefault((channel_id, user_id), []).append(role)
+    out = []
+    for stream_id, user in items:
+        stream = streams.get(stream_id)
+        if stream is None:
+            out.append((None, None))
+            continue
+        out.append((copy.copy(stream), viewer_role(user, stream, roles.get((stream.channel_id, user.pk), []))))
+    return out
+
+
+def personal_parts(items: list[tuple[int, object, list[int], bool, bool]]) -> list[dict]:
+    """Signed-in viewers' own parts of a stream snapshot, for (stream id, user, open poll ids, is staff,
+    has questions) tuples, batched: at most one query per kind for the whole batch, and none for a kind no
+    one in it needs. Each dict: mine {poll id: choice}, own_held, held (staff only, else None), my_upvotes."""
+    from streaming.models import StreamQuestionVote
+
+    users = {u.pk for _, u, _, _, _ in items}
+    polls = {p for _, _, ids, _, _ in items for p in ids}
+    votes: dict[int, dict[int, int]] = {}
+    if polls:
+        for poll_id, user_id, choice in StreamPollVote.objects.filter(poll_id__in=polls, user_id__in=users) \
+                .values_list("poll_id", "user_id", "choice"):
+            votes.setdefault(user_id, {})[poll_id] = choice
+    held: dict[tuple[int, int], list[StreamChatMessage]] = {}
+    for m in (StreamChatMessage.objects.filter(stream_id__in={i[0] for i in items}, author_id__in=users,
+                                               status=StreamChatMessage.Status.HELD)
+              .select_related("author").order_by("created_at")):
+        mine = held.setdefault((m.stream_id, m.author_id), [])
+        if len(mine) < 20:
+            mine.append(m)
+    queues = {sid: chat_held_queue(Stream(pk=sid)) for sid in {i[0] for i in items if i[3]}}
+    upvotes: dict[tuple[int, int], list[int]] = {}
+    asking = {i[0] for i in items if i[4]}
+    if asking:
+        for stream_id, user_id, question_id in StreamQuestionVote.objects.filter(
+                question__stream_id__in=asking, user_id__in=users).values_list(
+                "question__stream_id", "user_id", "question_id"):
+            upvotes.setdefault((stream_id, user_id), []).append(question_id)
+    return [{"mine": {p: c for p, c in votes.get(user.pk, {}).items() if p in set(poll_ids)},
+             "own_held": held.get((stream_id, user.pk), []),
+             "held": queues[stream_id] if staff else None,
+             "my_upvotes": upvotes.get((stream_id, user.pk), []) if questions else []}
+            for stream_id, user, poll_ids, staff, questions in items]
 
 
 def watchable(stream: Stream) -> bool:
@@ -97,11 +159,6 @@ def chat_held_queue(stream: Stream, limit: int = 200) -> list[StreamChatMessage]
                 .select_related("author").order_by("created_at")[:limit])
 
 
-def own_held(stream: Stream, user, limit: int = 20) -> list[StreamChatMessage]:
-    return list(StreamChatMessage.objects.filter(stream=stream, author=user, status=StreamChatMessage.Status.HELD)
-                .select_related("author").order_by("created_at")[:limit])
-
-
 def polls_current(stream: Stream, limit: int = 5) -> list[StreamPoll]:
     return list(StreamPoll.objects.filter(stream=stream).order_by("-created_at")[:limit])
 
@@ -120,13 +177,6 @@ def _vote_counts(poll: StreamPoll):
     return StreamPollVote.objects.filter(poll=poll).values_list("choice").annotate(n=Count("id")).order_by()
 
 
-def own_votes(polls: list[StreamPoll] | list[int], user) -> dict[int, int]:
-    """{poll id: choice} of the user's votes in these polls (objects or ids)."""
-    if user is None or not user.is_authenticated or not polls:
-        return {}
-    return dict(StreamPollVote.objects.filter(poll__in=polls, user=user).values_list("poll_id", "choice"))
-
-
 def questions_board(stream: Stream, limit: int = 100) -> list[StreamQuestion]:
     """Open questions first, then by upvotes (most first), then oldest first."""
     from django.db.models import Case, IntegerField, Value, When
@@ -135,12 +185,3 @@ def questions_board(stream: Stream, limit: int = 100) -> list[StreamQuestion]:
                       output_field=IntegerField())
     return list(StreamQuestion.objects.filter(stream=stream).exclude(status=StreamQuestion.Status.DISMISSED)
                 .select_related("author").order_by(open_first, "-upvotes", "created_at")[:limit])
-
-
-def own_upvotes(stream: Stream, user) -> list[int]:
-    if user is None or not user.is_authenticated:
-        return []
-    from streaming.models import StreamQuestionVote
-
-    return list(StreamQuestionVote.objects.filter(question__stream=stream, user=user)
-                .values_list("question_id", flat=True))

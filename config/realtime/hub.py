@@ -149,7 +149,12 @@ class Member:
             if self._writer is None:
                 self._writer = asyncio.ensure_future(self._drain())
             return
-        await self._send({"type": "websocket.send", "text": frame})
+        try:
+            await self._send({"type": "websocket.send", "text": frame})
+        except OSError:
+            # The peer went away between its frame and our answer (uvicorn's ClientDisconnected is an
+            # OSError): nothing to answer, and not an error of ours; the disconnect event follows.
+            self.closed = True
 
 
 def frame_seq(frame: str) -> int | None:

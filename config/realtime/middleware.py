@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
-from config.realtime.transport import db_call
+from config.realtime.batching import coalesced
 
 logger = logging.getLogger("aula.realtime.security")
 
@@ -76,33 +76,61 @@ async def _count_origin_refusal(path: str) -> None:
         logger.debug("origin refusal not counted", exc_info=True)
 
 
-@db_call
-def _user_from_session(session_key: str | None):
+def _session_data(keys: list[str]) -> dict[str, dict]:
+    """Sync, for many session keys at once: one cache round trip (cache and cached_db engines; the
+    database only for misses, which refills the cache). An unknown or expired session reads as {}."""
     from importlib import import_module
 
+    engine = import_module(settings.SESSION_ENGINE)
+    stores = {key: engine.SessionStore(key) for key in dict.fromkeys(keys) if key}
+    data: dict[str, dict] = {}
+    if stores and hasattr(engine.SessionStore, "cache_key"):
+        first = next(iter(stores.values()))
+        by_cache_key = {store.cache_key: key for key, store in stores.items()}
+        try:
+            data = {by_cache_key[k]: v for k, v in first._cache.get_many(list(by_cache_key)).items()
+                    if isinstance(v, dict)}
+        except Exception:  # cache away: fall back to loading each (the database for cached_db)
+            data = {}
+    for key, store in stores.items():
+        if key not in data:
+            data[key] = store.load()  # applies expiry: a flushed or expired session has no user id
+    return data
+
+
+def users_from_sessions(keys: list[str | None]) -> list[tuple]:
+    """Sync and batched (a join storm's connects go together, config/realtime/batching.py): for each
+    session key, (user, session_key) or (AnonymousUser(), None). Same rules as django.contrib.auth.get_user:
+    a known backend, an active user, and a password unchanged since login (the session auth hash)."""
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
-    from django.contrib.sessions.backends.base import SessionBase
     from django.utils.crypto import constant_time_compare
 
-    if not session_key:
-        return AnonymousUser(), None
-    engine = import_module(settings.SESSION_ENGINE)
-    session: SessionBase = engine.SessionStore(session_key)
-    try:
-        user_id = session[SESSION_KEY]
-        backend_path = session[BACKEND_SESSION_KEY]
-    except KeyError:
-        return AnonymousUser(), None
-    if backend_path not in settings.AUTHENTICATION_BACKENDS:
-        return AnonymousUser(), None
-    user = load_backend(backend_path).get_user(user_id)
-    if user is None:
-        return AnonymousUser(), None
-    # Same rule as django.contrib.auth.get_user: a password change invalidates the session.
-    session_hash = session.get(HASH_SESSION_KEY)
-    if not session_hash or not constant_time_compare(session_hash, user.get_session_auth_hash()):
-        return AnonymousUser(), None
-    return user, session_key
+    data = _session_data([k for k in keys if k])
+    wanted: dict[str, set] = {}
+    for key in keys:
+        session = data.get(key) if key else None
+        if session and session.get(BACKEND_SESSION_KEY) in settings.AUTHENTICATION_BACKENDS \
+                and SESSION_KEY in session:
+            wanted.setdefault(session[BACKEND_SESSION_KEY], set()).add(session[SESSION_KEY])
+    users: dict[tuple[str, str], object] = {}
+    for backend_path, ids in wanted.items():
+        backend = load_backend(backend_path)
+        batch = getattr(backend, "get_users", None)
+        found = batch(list(ids)) if batch is not None else {i: backend.get_user(i) for i in ids}
+        users.update({(backend_path, str(i)): u for i, u in found.items() if u is not None})
+    out = []
+    for key in keys:
+        session = data.get(key) if key else None
+        user = users.get((session.get(BACKEND_SESSION_KEY), str(session.get(SESSION_KEY)))) if session else None
+        session_hash = session.get(HASH_SESSION_KEY) if session else None
+        if user is None or not session_hash or not constant_time_compare(session_hash, user.get_session_auth_hash()):
+            out.append((AnonymousUser(), None))
+        else:
+            out.append((user, key))
+    return out
+
+
+_user_from_session = coalesced(users_from_sessions)
 
 
 class SessionUserMiddleware:
@@ -139,27 +167,12 @@ def sessions_still_valid(pairs: list[tuple[str | None, int]]) -> list[bool]:
     """Sync, batched for a room's sockets: one cache round trip for the sessions (cached_db; the database
     only for misses) and one query for the users. A session is valid while it still names the user, the
     user is active and the password has not changed since login (Django's session auth hash)."""
-    from importlib import import_module
-
     from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
     from django.utils.crypto import constant_time_compare
 
     from classrooms.models import User
 
-    engine = import_module(settings.SESSION_ENGINE)
-    stores = {key: engine.SessionStore(key) for key, _ in pairs if key}
-    data: dict[str, dict] = {}
-    if stores and hasattr(engine.SessionStore, "cache_key"):  # cache and cached_db engines
-        first = next(iter(stores.values()))
-        by_cache_key = {store.cache_key: key for key, store in stores.items()}
-        try:
-            data = {by_cache_key[k]: v for k, v in first._cache.get_many(list(by_cache_key)).items()
-                    if isinstance(v, dict)}
-        except Exception:  # cache away: fall back to loading each (the database for cached_db)
-            data = {}
-    for key, store in stores.items():
-        if key not in data:
-            data[key] = store.load()  # applies expiry: a flushed or expired session has no user id
+    data = _session_data([key for key, _ in pairs if key])
     wanted = {uid for key, uid in pairs if key and str(data[key].get(SESSION_KEY)) == str(uid)}
     users = {u.pk: u for u in User.objects.filter(pk__in=wanted, is_active=True).only("pk", "password")}
     out = []

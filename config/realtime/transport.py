@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import threading
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -70,7 +71,8 @@ def db_call(fn, *, health_check: bool = True):
     each with its own database connection, with Django's per-request connection housekeeping around each
     call (as Channels does), and the caller's context variables (log ids, the audit actor).
 
-    `health_check=False` is for the hottest writes (autosave): no `SELECT 1` round trip before the work.
+    `health_check=False` is for the hottest writes (autosave): never a `SELECT 1` round trip before the
+    work; otherwise only when the thread's connection sat idle longer than AULA_DB_HEALTH_CHECK_IDLE_SECONDS.
     A connection that died since (PostgreSQL restarted) fails the work itself with OperationalError /
     InterfaceError, and the handler refuses the frame as unavailable, so the client sends it again (a
     replayed version changes nothing). Nothing is half done: the work is one autocommit statement or one
@@ -85,20 +87,31 @@ def db_call(fn, *, health_check: bool = True):
     return run
 
 
+_thread_state = threading.local()  # per database thread: when its connection last finished work cleanly
+
+
 def _in_db_thread(fn, health_check: bool, args, kwargs):
     from django.db import close_old_connections
 
-    if health_check:
+    idle = time.monotonic() - getattr(_thread_state, "ok_at", -1e9)
+    if health_check and idle > settings.AULA_DB_HEALTH_CHECK_IDLE_SECONDS:
+        # Idle for a while (PostgreSQL may have restarted meanwhile): Django's `SELECT 1` before the work.
         close_old_connections()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            close_old_connections()
-    # Past its max age, or broken by an earlier error (Django marks it; this checks and replaces it), or
-    # autocommit left off: closed here. Otherwise no round trip before the work.
-    connection.close_if_unusable_or_obsolete()
-    connection.health_check_done = True
-    return fn(*args, **kwargs)
+    else:
+        # Used cleanly moments ago, or the hottest writes: no round trip before the work. In a join storm
+        # the check was one of every three round trips (docs/benchmarks.md, "Live streams"). A connection
+        # that died since fails the work with OperationalError/InterfaceError; nothing is half done (one
+        # autocommit statement or one transaction) and the caller refuses the frame or the socket as
+        # unavailable, so the client tries again; Django marks the connection, the next call replaces it.
+        connection.close_if_unusable_or_obsolete()
+        connection.health_check_done = True
+    try:
+        result = fn(*args, **kwargs)
+    finally:
+        close_old_connections()  # past its max age or errored: closed now (no round trip)
+    if connection.connection is not None and not connection.errors_occurred:
+        _thread_state.ok_at = time.monotonic()
+    return result
 
 
 def async_redis(url: str):

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
-from django.db.models.signals import post_save
+from django.conf import settings
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from analytics import buffer, sentiment, webhooks
 from classrooms.models import AttendanceInterval, ChatMessage, Enrollment, LiveSession, Membership, Role
+from classrooms.signals import poll_answered as poll_answered_signal
+from exams import signals as exam_signals
 
 logger = logging.getLogger("aula.analytics.receivers")
 
@@ -30,6 +34,15 @@ def _session_course(session_id: int) -> tuple[int, int, str]:
 
 
 def class_dims(session_id: int, user_id: int) -> dict:
+    """school, course, segment (course role) and grade of a person in a live session. Cached per process
+    for a few minutes (a chat burst must not cost two queries a message inside its transaction): a role or
+    grade change shows in the analytics within AULA_ANALYTICS_DIMS_CACHE_SECONDS."""
+    period = max(settings.AULA_ANALYTICS_DIMS_CACHE_SECONDS, 1)
+    return dict(_class_dims(session_id, user_id, int(time.time() // period)))
+
+
+@functools.lru_cache(maxsize=8192)
+def _class_dims(session_id: int, user_id: int, _period: int) -> tuple:
     institution_id, course_id, _ = _session_course(session_id)
     role = (Enrollment.objects.filter(user_id=user_id, course_id=course_id, is_active=True)
             .order_by("id").values_list("role", flat=True).first()) or ""
@@ -37,7 +50,7 @@ def class_dims(session_id: int, user_id: int) -> dict:
     if role == Role.STUDENT:
         grade = (Membership.objects.filter(user_id=user_id, institution_id=institution_id, role=Role.STUDENT,
                                            is_active=True).values_list("grade_level", flat=True).first()) or ""
-    return {"school": institution_id, "course": course_id, "segment": role, "grade": grade}
+    return tuple({"school": institution_id, "course": course_id, "segment": role, "grade": grade}.items())
 
 
 def _edapp() -> dict:
@@ -86,10 +99,11 @@ def chat_message_saved(sender, instance: ChatMessage, created: bool, **_):
         logger.exception("analytics: chat message not recorded")
 
 
-def poll_answered(sender, answer, **_):
-    """For a `poll_answered` domain signal (kwargs: answer, a PollAnswer) once classrooms sends one."""
+@receiver(poll_answered_signal, dispatch_uid="analytics.poll_answered")
+def poll_answered(sender, answer, session_id: int, **_):
+    """A stored class poll answer: counted per window with the class dimensions (an anonymous poll's answer
+    has no person: school and course only), and a Caliper event for a subscribed integration."""
     try:
-        session_id = answer.poll.session_id
         user_id = answer.user_id
         dims = class_dims(session_id, user_id) if user_id else {
             "school": answer.institution_id, "course": _session_course(session_id)[1]}
@@ -106,34 +120,39 @@ def poll_answered(sender, answer, **_):
         logger.exception("analytics: poll answer not recorded")
 
 
-def _connect_optional_signals() -> None:
-    try:
-        from classrooms import signals as classroom_signals
-    except ImportError:
-        return
-    signal = getattr(classroom_signals, "poll_answered", None)
-    if signal is not None:
-        signal.connect(poll_answered, dispatch_uid="analytics.poll_answered")
-
-
-_connect_optional_signals()
+def _submitted_event(attempt) -> None:
+    webhooks.outbox_write(
+        institution_id=attempt.institution_id, event_type="exam.submitted",
+        build=lambda event_id: webhooks.caliper_event(
+            type_="AssessmentEvent", action="Submitted", actor=webhooks.person(attempt.student_id),
+            object_={"id": f"urn:aula:exam:{attempt.exam_id}", "type": "Assessment"},
+            event_time=attempt.finished_at or attempt.finalized_at, event_id=event_id,
+            extra={"edApp": _edapp(), "generated": {"id": f"urn:aula:attempt:{attempt.pk}", "type": "Attempt",
+                                                    "count": attempt.number,
+                                                    "extensions": {"finishReason": attempt.finish_reason}}}))
 
 
 def attempt_saved(sender, instance, created: bool, update_fields=None, **_):
-    """A student's own submission of an exam attempt (deadline closes are bulk updates: not reported)."""
+    """A submission saved one by one: the student's own, or a deadline close on touch."""
     if created or instance.state != "submitted" or (update_fields is not None and "state" not in update_fields):
         return
     try:
-        webhooks.outbox_write(
-            institution_id=instance.institution_id, event_type="exam.submitted",
-            build=lambda event_id: webhooks.caliper_event(
-                type_="AssessmentEvent", action="Submitted", actor=webhooks.person(instance.student_id),
-                object_={"id": f"urn:aula:exam:{instance.exam_id}", "type": "Assessment"},
-                event_time=instance.finished_at or instance.finalized_at, event_id=event_id,
-                extra={"edApp": _edapp(), "generated": {"id": f"urn:aula:attempt:{instance.pk}",
-                                                        "type": "Attempt", "count": instance.number}}))
+        _submitted_event(instance)
     except Exception:
         logger.exception("analytics: exam submission not recorded")
 
 
+def attempts_submitted(sender, attempts, **_):
+    """A deadline wave closed these attempts together (exams.signals.attempts_submitted)."""
+    for attempt in attempts:
+        try:
+            _submitted_event(attempt)
+        except Exception:
+            logger.exception("analytics: exam submission not recorded")
+
+
 post_save.connect(attempt_saved, sender="exams.Attempt", dispatch_uid="analytics.attempt_saved")
+exam_signals.attempts_submitted.connect(attempts_submitted, dispatch_uid="analytics.attempts_submitted")
+post_save.connect(webhooks.endpoints_clear, sender="analytics.WebhookEndpoint", dispatch_uid="analytics.endpoints")
+post_delete.connect(webhooks.endpoints_clear, sender="analytics.WebhookEndpoint",
+                    dispatch_uid="analytics.endpoints_deleted")

@@ -69,10 +69,26 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
+# Per process: the active endpoints that may want a school's events, read at most every few seconds (a
+# learning event is written in its change's transaction: 2,000 poll answers must not cost 2,000 lookups).
+# A change made in this process clears it at once (receivers below); one made elsewhere (the admin in
+# another process) applies within ENDPOINT_CACHE_SECONDS.
+ENDPOINT_CACHE_SECONDS = 5.0
+_endpoints: dict[int, tuple[float, list[WebhookEndpoint]]] = {}
+
+
+def endpoints_clear(**_) -> None:
+    _endpoints.clear()
+
+
 def endpoints_for(institution_id: int, event_type: str) -> list[WebhookEndpoint]:
-    candidates = WebhookEndpoint.objects.filter(Q(institution_id=institution_id) | Q(institution__isnull=True),
-                                                is_active=True)
-    return [e for e in candidates if e.wants(event_type)]
+    now = time.monotonic()
+    hit = _endpoints.get(institution_id)
+    if hit is None or now - hit[0] > ENDPOINT_CACHE_SECONDS:
+        candidates = list(WebhookEndpoint.objects.filter(
+            Q(institution_id=institution_id) | Q(institution__isnull=True), is_active=True))
+        hit = _endpoints[institution_id] = (now, candidates)
+    return [e for e in hit[1] if e.wants(event_type)]
 
 
 def outbox_write(*, institution_id: int, event_type: str, build) -> OutboxEvent | None:

@@ -135,6 +135,7 @@ class LiveSessionConsumer(RoomConsumer):
 
     ferpa_reads = ("classrooms.Enrollment", "classrooms.ParticipantState", "classrooms.PollAnswer")
 
+    connection_cap = CONNECTIONS_PER_USER
     inbound = {
         "ping": Ping, "resume": Resume,
         "chat.send": ChatSend, "chat.delete": ChatDelete, "chat.clear": ChatClear,
@@ -166,25 +167,8 @@ class LiveSessionConsumer(RoomConsumer):
         self.is_staff_role = role in {Role.TEACHER, Role.TA}
         self.conn_id = uuid.uuid4().hex
         self.limiter = RateLimiter(hub()._redis, settings.AULA_REDIS_KEY_PREFIX)
-        if not await self.limiter.admit_connection(self.user.pk, self.conn_id, CONNECTIONS_PER_USER,
-                                                   self._cap_ttl):
-            raise Refused(CloseCode.TOO_MANY_CONNECTIONS, "connection cap")
         self.limits = limits()
         return realtime.session_room(session.institution_id, session.pk)
-
-    @property
-    def _cap_ttl(self) -> int:
-        # A connection holds its cap slot while it re-checks (every AULA_SOCKET_RECHECK_SECONDS); a crashed
-        # process's slots expire after three missed periods.
-        return 3 * settings.AULA_SOCKET_RECHECK_SECONDS + 5
-
-    async def heartbeat(self) -> None:
-        await self.limiter.touch_connections([(self.user.pk, self.conn_id)])
-
-    @classmethod
-    async def heartbeat_many(cls, consumers: list[LiveSessionConsumer]) -> None:
-        # The connection-cap leases of a room's sockets in one Redis round trip.
-        await consumers[0].limiter.touch_connections([(c.user.pk, c.conn_id) for c in consumers])
 
     def still_authorized(self) -> CloseCode | None:
         return self.still_authorized_many([self]).get(self)
@@ -243,12 +227,9 @@ class LiveSessionConsumer(RoomConsumer):
         if self.is_staff_role:
             stats.health_feed().discard(self._staff_room)
             await hub().leave(self._staff_room, self.member)
-        try:
-            meta = await presence.tracker().untrack(self.conn_id)
-            if meta is not None:
-                await self._record_interval(meta, time.time(), "closed")
-        finally:
-            await self.limiter.release_connection(self.user.pk, self.conn_id)
+        meta = await presence.tracker().untrack(self.conn_id)
+        if meta is not None:
+            await self._record_interval(meta, time.time(), "closed")
 
     async def _record_interval(self, meta: dict, left_at: float, reason: str) -> None:
         seconds = state_seconds(meta, left_at)

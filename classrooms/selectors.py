@@ -319,7 +319,8 @@ SELECT p.kind, p.status, p.anonymous, p.is_quiz, p.institution_id, s.status,
        ps.removed_at, ps.locked_features, sc.locked_features,
        (SELECT count(*) FROM classrooms_polloption o WHERE o.poll_id = p.id),
        (SELECT coalesce(jsonb_agg(o.position ORDER BY o.position), '[]'::jsonb)
-          FROM classrooms_polloption o WHERE o.poll_id = p.id AND o.is_correct)
+          FROM classrooms_polloption o WHERE o.poll_id = p.id AND o.is_correct),
+       p.session_id
 FROM classrooms_poll p
 JOIN classrooms_livesession s ON s.id = p.session_id
 LEFT JOIN classrooms_participantstate ps ON ps.session_id = s.id AND ps.user_id = %(user)s
@@ -342,6 +343,7 @@ class PollAnswerContext:
     block_reason: str | None
     option_count: int
     correct: list[int]
+    session_id: int
 
 
 def poll_answer_context(poll_id: int, user: User, session_id: int | None = None) -> PollAnswerContext | None:
@@ -353,10 +355,11 @@ def poll_answer_context(poll_id: int, user: User, session_id: int | None = None)
         row = cur.fetchone()
     if row is None:
         return None
-    kind, status, anonymous, is_quiz, institution_id, session_status, role, removed_at, own, cls, n, correct = row
+    kind, status, anonymous, is_quiz, institution_id, session_status, role, removed_at, own, cls, n, correct, \
+        session = row
     own, cls, correct = _json(own), _json(cls), _json(correct)
     return PollAnswerContext(kind, status, anonymous, is_quiz, institution_id, role,
-                             _block_reason(session_status, role, removed_at, cls, own, "polls"), n, correct)
+                             _block_reason(session_status, role, removed_at, cls, own, "polls"), n, correct, session)
 
 
 def _json(value):

@@ -19,7 +19,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from classrooms import events, realtime, selectors
+from classrooms import events, realtime, selectors, signals
 from classrooms.models import (
     AttendanceInterval,
     ChatMessage,
@@ -547,7 +547,8 @@ def poll_answer(*, poll_id: int, user: User, attempt_id: uuid_module.UUID, posit
     there is no such poll (in `session_id`, when given).
 
     Two statements: one read of everything the answer depends on (`selectors.poll_answer_context`), and one
-    INSERT … ON CONFLICT DO NOTHING guarded by the poll being open. The insert takes a share lock on the
+    INSERT … ON CONFLICT DO NOTHING guarded by the poll being open (in a transaction with what observers of
+    `signals.poll_answered` write). The insert takes a share lock on the
     poll row, so answers never wait for each other (a row lock per answer serialised 2,000 of them:
     14–29 s, docs/benchmarks.md) while `poll_close`'s exclusive lock still orders them: an answer either
     commits before the close counts the final results, or sees the poll closed."""
@@ -574,14 +575,17 @@ def poll_answer(*, poll_id: int, user: User, attempt_id: uuid_module.UUID, posit
     answer = PollAnswer(institution_id=ctx.institution_id, poll_id=poll_id, user=None if ctx.anonymous else user,
                         respondent=respondent, attempt_id=attempt_id, option_positions=positions, text=text,
                         is_correct=positions == sorted(ctx.correct) if ctx.is_quiz else None)
-    with connection.cursor() as cur:  # one statement: atomic on its own
+    with transaction.atomic(), connection.cursor() as cur:
         cur.execute(_POLL_ANSWER_SQL, {
             "user": answer.user_id, "respondent": respondent, "attempt": attempt_id,
             "positions": json.dumps(positions), "text": text, "correct": answer.is_correct, "poll": poll_id})
         row = cur.fetchone()
+        if row is not None:
+            answer.pk, answer.created_at = row
+            answer._state.adding = False
+            # Analytics counts it (buffered, no I/O) and writes an outbox row only for a subscribed webhook.
+            signals.poll_answered.send(sender=PollAnswer, answer=answer, session_id=ctx.session_id)
     if row is not None:
-        answer.pk, answer.created_at = row
-        answer._state.adding = False
         return answer, True
     existing = PollAnswer.objects.filter(poll_id=poll_id, respondent=respondent).first()
     if existing is None:

@@ -194,6 +194,8 @@ REDIS_BROKER_URL = _redis_db(REDIS_URL, 2)
 REDIS_ANALYTICS_URL = env.str("AULA_ANALYTICS_REDIS_URL", default="") or _redis_db(REDIS_URL, 3)
 # The bound of that buffer, in events: past it new events are counted as overflow, not stored.
 AULA_ANALYTICS_BUFFER_MAX = _int("AULA_ANALYTICS_BUFFER_MAX", 2_000_000, minimum=1000)
+# Class analytics dimensions (course role, grade) of a person are re-read at most this often per process.
+AULA_ANALYTICS_DIMS_CACHE_SECONDS = _int("AULA_ANALYTICS_DIMS_CACHE_SECONDS", 300, minimum=0)
 # Per process, events wait at most this long (or until 500 are queued) before one pipelined write.
 AULA_ANALYTICS_LOCAL_FLUSH_MS = _int("AULA_ANALYTICS_LOCAL_FLUSH_MS", 100, minimum=5)
 # Rollup windows in seconds (analytics/models.Rollup): every window holds a full copy; queries pick one.
@@ -396,6 +398,8 @@ AULA_LOGIN_FAILURES_PER_ACCOUNT = _int("AULA_LOGIN_FAILURES_PER_ACCOUNT", 5, min
 AULA_LOGIN_FAILURES_PER_IP = _int("AULA_LOGIN_FAILURES_PER_IP", 200, minimum=1)
 AULA_LOGIN_WINDOW_SECONDS = _int("AULA_LOGIN_WINDOW_SECONDS", 15 * 60, minimum=10)
 AULA_SOCKET_RECHECK_SECONDS = _int("AULA_SOCKET_RECHECK_SECONDS", 30, minimum=1)
+# Notification sockets (one per open page) a user may hold at once.
+AULA_NOTIFY_SOCKETS_PER_USER = _int("AULA_NOTIFY_SOCKETS_PER_USER", 20, minimum=1)
 # "Channel is live" notices (streaming/notifications.py): followers handled per fan-out batch; emails sent
 # per minute at most (all workers together); when the broker's `bulk` queue holds more than
 # AULA_NOTIFY_BULK_QUEUE_MAX messages, email chunks wait AULA_NOTIFY_BACKPRESSURE_SECONDS and look again.

@@ -30,7 +30,7 @@ from classrooms.models import Course, Role, User
 from classrooms.services import upsert
 from config.realtime.transport import room_event_record, room_next_seq, room_signal_publish
 from config.sql import from_row, select_list
-from exams import events, realtime
+from exams import events, realtime, signals
 from exams.models import (
     Accommodation,
     Answer,
@@ -814,8 +814,10 @@ def _close_many(attempts: list[Attempt], now: dt.datetime) -> None:
     for attempt in attempts:
         _student_update(attempt)
         _proctor_update(attempt)
-    submitted = [a.pk for a in attempts if a.state == Attempt.State.SUBMITTED]
+    done = [a for a in attempts if a.state == Attempt.State.SUBMITTED]
+    submitted = [a.pk for a in done]
     if submitted:
+        signals.attempts_submitted.send(sender=Attempt, attempts=done)
         from exams.tasks import attempts_after_close
 
         transaction.on_commit(lambda: attempts_after_close.apply_async(args=[submitted], queue="bulk"))

@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from analytics import buffer as analytics
 from config.realtime.hub import Member, hub
+from config.realtime.ratelimit import Limit, LocalLimit
 from config.realtime.transport import _redis, db_call, encode_frame, publish_frame_async
 from streaming import events, live
 from streaming.realtime import stream_chat_room, stream_room
@@ -124,13 +125,21 @@ def viewers_read(stream_id: int) -> dict:
     return {"count": int(client.hlen(_k(stream_id, "vh"))), "peak": int(client.hget(_k(stream_id, "peak"), "n") or 0)}
 
 
+def _retrieve(future: asyncio.Future) -> None:
+    """Mark a shared waiter's failure as seen: its callers may all have gone (their sockets closed)."""
+    if not future.cancelled():
+        future.exception()
+
+
 class _Local:
     """One stream as one process sees it."""
 
-    __slots__ = ("identities", "staff", "task", "sampler", "second", "sent", "skipped", "last_cseq", "meta")
+    __slots__ = ("identities", "staff", "task", "sampler", "second", "sent", "skipped", "last_cseq", "meta",
+                 "limits")
 
     def __init__(self) -> None:
         self.identities: dict[str, int] = {}
+        self.limits: dict[str, LocalLimit] = {}  # reaction budget per identity, shared by its local tabs
         self.meta: dict[str, dict] = {}
         self.staff: set[Member] = set()
         self.task: asyncio.Task | None = None
@@ -154,6 +163,10 @@ class StreamAudience:
         self._expire = client.register_script(_EXPIRE)
         self._peak = client.register_script(_PEAK)
         self._close = client.register_script(_CLOSE_WINDOW)
+        # Reactions accepted but not yet in Redis: {stream: {emoji: n}}, written by one pipeline at a time.
+        self._rx_pending: dict[int, dict[str, int]] = {}
+        self._rx_written: asyncio.Future | None = None
+        self._rx_running = False
 
     def _member(self, identity: str) -> str:
         return f"{identity}|{self.proc_id}"
@@ -184,6 +197,7 @@ class StreamAudience:
         if local.identities[identity] > 0:
             return False
         del local.identities[identity]
+        local.limits.pop(identity, None)
         meta = local.meta.pop(identity, {})
         if not local.identities:
             await self._stop(stream_id)
@@ -213,11 +227,52 @@ class StreamAudience:
         return int(n), int(peak)
 
     # --- reactions -----------------------------------------------------------------------------------
+    def reaction_limit(self, stream_id: int, identity: str) -> LocalLimit:
+        """The identity's reaction budget in this process (AULA_STREAM_REACTIONS_PER_SEC), shared by its tabs
+        here: no Redis round trip per reaction. Tabs of one person on two processes get a budget each."""
+        local = self.streams.get(stream_id)
+        if local is None or identity not in local.identities:
+            return LocalLimit(Limit(settings.AULA_STREAM_REACTIONS_PER_SEC, 1.0))  # not (or no longer) joined
+        limit = local.limits.get(identity)
+        if limit is None:
+            limit = local.limits[identity] = LocalLimit(Limit(settings.AULA_STREAM_REACTIONS_PER_SEC, 1.0))
+        return limit
+
     async def react(self, stream_id: int, emoji: str, n: int = 1) -> None:
-        """Count a reaction in the stream's open window: one HINCRBY, never a broadcast."""
+        """Count a reaction in the stream's open window: an HINCRBY, never a broadcast. Returns once it is in
+        Redis (so an acknowledged reaction is counted); the reactions that arrive while one write is under
+        way go together in the next (one pipeline for 2,000 a second, not 2,000 round trips). If Redis is
+        away, the caller gets the error and nothing of its batch is acknowledged."""
         if emoji not in REACTIONS:
             raise ValueError(emoji)
-        await self.redis.hincrby(_k(stream_id, "rx"), emoji, n)
+        counts = self._rx_pending.setdefault(stream_id, {})
+        counts[emoji] = counts.get(emoji, 0) + n
+        waiter = self._rx_written
+        if waiter is None:
+            waiter = self._rx_written = asyncio.get_running_loop().create_future()
+            waiter.add_done_callback(_retrieve)
+            if not self._rx_running:
+                self._rx_running = True
+                asyncio.ensure_future(self._rx_drain())
+        await asyncio.shield(waiter)
+
+    async def _rx_drain(self) -> None:
+        try:
+            while self._rx_pending:
+                pending, self._rx_pending = self._rx_pending, {}
+                waiter, self._rx_written = self._rx_written, None
+                try:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for stream_id, counts in pending.items():
+                            for emoji, n in counts.items():
+                                pipe.hincrby(_k(stream_id, "rx"), emoji, n)
+                        await pipe.execute()
+                except Exception as exc:
+                    waiter.set_exception(exc)
+                else:
+                    waiter.set_result(None)
+        finally:
+            self._rx_running = False
 
     async def close_window(self, stream_id: int) -> dict[str, int]:
         raw = await self._close(keys=[_k(stream_id, "rx")])

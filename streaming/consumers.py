@@ -22,9 +22,9 @@ from analytics.geo import locate
 from config.realtime.batching import coalesced
 from config.realtime.consumer import FrameError, Refused, RoomConsumer
 from config.realtime.hub import hub
-from config.realtime.middleware import _parse_cookies, sessions_still_valid
+from config.realtime.middleware import parse_cookies, sessions_still_valid
 from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping
-from config.realtime.ratelimit import Limit, LocalLimit, RateLimiter, limits
+from config.realtime.ratelimit import RateLimiter, limits
 from config.realtime.transport import db_call, encode_frame, event_frame, room_events_since, room_last_seq
 from streaming import events, selectors, services
 from streaming.audience import REACTIONS, audience, viewers_read
@@ -281,7 +281,7 @@ class StreamConsumer(RoomConsumer):
             cookies = {}
             for key, value in self.scope.get("headers", []):
                 if key == b"cookie":
-                    cookies = _parse_cookies(value.decode("latin-1"))
+                    cookies = parse_cookies(value.decode("latin-1"))
             vid = read_viewer_cookie(cookies.get(VIEWER_COOKIE))
             # Without a cookie (a third-party embed may get none) a reconnect keeps the identity its resume
             # token was issued to: otherwise its ghost on a dead process and the new socket would count twice.
@@ -289,7 +289,6 @@ class StreamConsumer(RoomConsumer):
                              resume_token_identity(params.get("resume"), stream.pk) or f"c{self.conn_id}")
         self.limiter = RateLimiter(hub()._redis, settings.AULA_REDIS_KEY_PREFIX)
         self.limits = limits()
-        self.reaction_limit = LocalLimit(Limit(settings.AULA_STREAM_REACTIONS_PER_SEC, 1.0))
         from streaming.realtime import stream_room
 
         return stream_room(stream.pk)
@@ -521,12 +520,8 @@ class StreamConsumer(RoomConsumer):
 
     async def on_reaction(self, msg: Reaction) -> None:
         self._signed_in_only("react")
-        # Per socket in memory (no Redis round trip), and per person across tabs via the shared limiter.
-        verdict = self.reaction_limit.hit()
-        if not verdict.allowed:
-            raise FrameError(ErrorCode.RATE_LIMITED, "Slow down.", retry_after=round(verdict.retry_after, 2))
-        verdict = await self.limiter.hit(f"st{self.stream.pk}:{self.identity}:rx",
-                                         Limit(settings.AULA_STREAM_REACTIONS_PER_SEC, 1.0))
+        # Per person (all their tabs on this process) in memory: no Redis round trip per reaction.
+        verdict = audience().reaction_limit(self.stream.pk, self.identity).hit()
         if not verdict.allowed:
             raise FrameError(ErrorCode.RATE_LIMITED, "Slow down.", retry_after=round(verdict.retry_after, 2))
         await audience().react(self.stream.pk, msg.emoji)

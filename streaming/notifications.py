@@ -318,7 +318,12 @@ def _on_stream_live(sender, stream, **kwargs) -> None:
 class NotificationConsumer(RoomConsumer):
     """`/ws/v1/notifications/`: one signed-in user's notices on any page (their own user room).
 
-    It reads nothing of anyone else: the room carries only notices addressed to this user."""
+    It reads nothing of anyone else: the room carries only notices addressed to this user. One socket per
+    open page: a user gets AULA_NOTIFY_SOCKETS_PER_USER at once (a runaway script opening sockets in a loop
+    is refused with 4429), in a pool of their own so that tabs never use up a live class's slots."""
+
+    connection_cap = settings.AULA_NOTIFY_SOCKETS_PER_USER
+    cap_pool = "notify"
 
     async def authorize(self) -> str:
         return user_room(self.user.pk)

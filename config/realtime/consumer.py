@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import time
+import uuid
 import weakref
 from collections.abc import Iterable
 
@@ -30,6 +31,7 @@ from config.realtime import stats
 from config.realtime.hub import Member, hub
 from config.realtime.middleware import sessions_still_valid
 from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping, ack_frame, error_frame
+from config.realtime.ratelimit import RateLimiter
 from config.realtime.transport import db_call, encode_frame
 
 logger = logging.getLogger("aula.realtime")
@@ -133,6 +135,7 @@ class _Rechecks:
             try:
                 if consumers:
                     await cls.heartbeat_many(consumers)
+                    await cls.touch_caps(consumers)
                     await stats.refresh_lease()  # this process's sockets keep counting in `current`
                     verdicts = await db_call(cls.recheck_many)(consumers)
             except asyncio.CancelledError:
@@ -160,6 +163,15 @@ def rechecks() -> _Rechecks:
     return r
 
 
+def cap_limiter() -> RateLimiter:
+    """The connection caps' limiter of this event loop's hub (its Redis client)."""
+    h = hub()
+    limiter = getattr(h, "_cap_limiter", None)
+    if limiter is None:
+        limiter = h._cap_limiter = RateLimiter(h._redis, settings.AULA_REDIS_KEY_PREFIX)
+    return limiter
+
+
 class RoomConsumer(AsyncWebsocketConsumer):
     """One socket in one room. Subclasses implement `authorize`, `still_authorized` and handlers."""
 
@@ -177,6 +189,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
     measure_latency: bool | None = None
     latency_sampled = False
     _counted = False  # this socket is in its room's concurrency count
+    # Per-user connection cap of this route (None: none); routes with the same `cap_pool` share one cap. A
+    # socket holds its slot while its room re-checks; a crashed process's slots expire (cap_ttl).
+    connection_cap: int | None = None
+    cap_pool = ""
+    cap_id: str | None = None
 
     # --- to override -------------------------------------------------------------------------------
     async def authorize(self) -> str:
@@ -229,6 +246,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         try:
             try:
                 self.room_key = await self.authorize()
+                await self._admit_cap()
             except Refused as refused:
                 logger.warning("websocket refused code=%s reason=%s path=%s", int(refused.code), refused,
                                self.scope.get("path"))
@@ -247,6 +265,24 @@ class RoomConsumer(AsyncWebsocketConsumer):
             raise
         await self._count_connect("ok")
         await self._offer_latency_sample()
+
+    @staticmethod
+    def cap_ttl() -> int:
+        return 3 * settings.AULA_SOCKET_RECHECK_SECONDS + 5  # three missed re-check periods
+
+    async def _admit_cap(self) -> None:
+        if self.connection_cap is None or not self.user.is_authenticated:
+            return
+        cap_id = uuid.uuid4().hex
+        if not await cap_limiter().admit_connection(self.user.pk, cap_id, self.connection_cap, self.cap_ttl(),
+                                                    self.cap_pool):
+            raise Refused(CloseCode.TOO_MANY_CONNECTIONS, "connection cap")
+        self.cap_id = cap_id
+
+    @classmethod
+    async def touch_caps(cls, consumers: list[RoomConsumer]) -> None:
+        """One room's cap slots in one Redis round trip (each re-check period)."""
+        await cap_limiter().touch_connections([(c.user.pk, c.cap_id, c.cap_pool) for c in consumers if c.cap_id])
 
     @property
     def participant_id(self) -> int | str | None:
@@ -290,11 +326,16 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 await stats.record_disconnect(self.room_key, self.member.delivered if self.member else 0)
             except Exception:
                 logger.warning("connection stats not recorded", exc_info=True)
-        if self.member is not None:
-            rechecks().discard(self)
-            self.member.closed = True
-            await hub().leave(self.room_key, self.member)
-            await self.left()
+        try:
+            if self.member is not None:
+                rechecks().discard(self)
+                self.member.closed = True
+                await hub().leave(self.room_key, self.member)
+                await self.left()
+        finally:
+            if self.cap_id is not None:
+                cap_id, self.cap_id = self.cap_id, None
+                await cap_limiter().release_connection(self.user.pk, cap_id, self.cap_pool)
 
     # Channels runs `close_old_connections` on its one shared sync thread before every message and after
     # disconnect: a thread hop per frame that serialises a join storm. Our database work runs through

@@ -141,13 +141,13 @@ class SessionUserMiddleware:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "websocket":
-            cookies = _parse_cookies(_header(scope, b"cookie") or "")
+            cookies = parse_cookies(_header(scope, b"cookie") or "")
             user, session_key = await _user_from_session(cookies.get(settings.SESSION_COOKIE_NAME))
             scope = {**scope, "user": user, "session_key": session_key}
         return await self.app(scope, receive, send)
 
 
-def _parse_cookies(raw: str) -> dict[str, str]:
+def parse_cookies(raw: str) -> dict[str, str]:
     from http.cookies import SimpleCookie
 
     jar = SimpleCookie()

@@ -57,25 +57,27 @@ class RateLimiter:
             return Verdict(False, max(ttl, 0) / 1000 or limit.window)
         return Verdict(True)
 
-    async def admit_connection(self, user_id: int, conn_id: str, cap: int, ttl: int) -> bool:
+    # Connection caps: one sorted set per user and pool (the routes that share a cap), conn id → heartbeat.
+    async def admit_connection(self, user_id: int, conn_id: str, cap: int, ttl: int, pool: str = "") -> bool:
         now = time.time()
-        ok = await self._admit(keys=[self._conn_key(user_id)], args=[now - ttl, now, cap, conn_id, ttl * 2])
+        ok = await self._admit(keys=[self._conn_key(user_id, pool)], args=[now - ttl, now, cap, conn_id, ttl * 2])
         return bool(ok)
 
-    async def touch_connections(self, entries: list[tuple[int, str]]) -> None:
+    async def touch_connections(self, entries: list[tuple[int, str, str]]) -> None:
+        """Heartbeat many cap slots in one round trip: (user id, conn id, pool) each."""
         if not entries:
             return
         now = time.time()
         async with self._redis.pipeline(transaction=False) as pipe:
-            for user_id, conn_id in entries:
-                pipe.zadd(self._conn_key(user_id), {conn_id: now}, xx=True)
+            for user_id, conn_id, pool in entries:
+                pipe.zadd(self._conn_key(user_id, pool), {conn_id: now}, xx=True)
             await pipe.execute()
 
-    async def release_connection(self, user_id: int, conn_id: str) -> None:
-        await self._redis.zrem(self._conn_key(user_id), conn_id)
+    async def release_connection(self, user_id: int, conn_id: str, pool: str = "") -> None:
+        await self._redis.zrem(self._conn_key(user_id, pool), conn_id)
 
-    def _conn_key(self, user_id: int) -> str:
-        return f"{self._prefix}:conns:u{user_id}"
+    def _conn_key(self, user_id: int, pool: str = "") -> str:
+        return f"{self._prefix}:conns:{pool + ':' if pool else ''}u{user_id}"
 
 
 class LocalLimit:

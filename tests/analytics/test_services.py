@@ -11,6 +11,15 @@ from analytics.models import FlushLedger, Rollup
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def empty_buffer():
+    """Each test starts from an empty event stream: earlier tests on this worker (a class that answered a
+    poll, a stream that was joined) may have left events in it, which count against the bound."""
+    buffer.flush_now()
+    r = services.analytics_redis()
+    r.delete(buffer.stream_key(), buffer.overflow_key())
+
+
 def produce(n_events: int, *, at: float = 1_700_000_000.0, kind: str = "reaction", scope_id: int = 7) -> int:
     for i in range(n_events):
         buffer.record(kind, scope="stream", scope_id=scope_id, n=2, at=at + i, country="FR", segment="member",

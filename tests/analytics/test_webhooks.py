@@ -108,3 +108,36 @@ def test_backoff_grows_and_is_capped(settings):
 
 def test_no_endpoint_no_outbox_row():
     assert webhooks.outbox_write(institution_id=1, event_type="session.joined", build=lambda i: {}) is None
+
+
+def test_a_class_poll_answer_is_counted_and_sent_once_with_its_class_dimensions():
+    import uuid
+
+    from django.db.models import Sum
+
+    from analytics import buffer, services
+    from analytics.models import OutboxEvent, Rollup
+
+    inst = factories.institution()
+    WebhookEndpoint.objects.create(institution=inst, name="LRS", url="http://127.0.0.1:9/hook", secret="s",
+                                   event_types=["poll.answered"])
+    course = factories.course(inst)
+    teacher, student = factories.user(), factories.user("kid")
+    factories.enroll(course, teacher, Role.TEACHER)
+    factories.enroll(course, student, Role.STUDENT)
+    session = factories.live_session(course)
+    poll = classroom_services.poll_create(session=session, actor=teacher, question="?", kind="single",
+                                          options=["a", "b"])
+    attempt = uuid.uuid4()
+    for _ in range(2):  # the client's retry of the same answer is accepted and counted once
+        classroom_services.poll_answer(poll_id=poll.pk, user=student, attempt_id=attempt, positions=[1])
+    events = list(OutboxEvent.objects.filter(event_type="poll.answered"))
+    assert len(events) == 1 and events[0].institution_id == inst.pk
+    caliper = events[0].payload
+    assert caliper["actor"]["id"] == f"urn:aula:user:{student.pk}" and caliper["type"] == "AssessmentItemEvent"
+    assert caliper["object"]["isPartOf"]["id"] == f"urn:aula:live-session:{session.pk}"
+    buffer.flush_now()
+    services.flush(max_seconds=5)
+    rows = Rollup.objects.filter(scope="session", scope_id=session.pk, kind="poll.answer", window_seconds=10)
+    assert rows.aggregate(n=Sum("count"))["n"] == 1
+    assert {(r.institution_id, r.course_id, r.segment) for r in rows} == {(inst.pk, course.pk, Role.STUDENT)}

@@ -167,3 +167,20 @@ def test_one_attempts_lock_never_holds_up_another_attempt_of_the_same_exam(world
         holder.done()
     assert services.attempts_close_due(exam_id=ex.exam.pk) == 1
     assert Attempt.objects.get(pk=slow.pk).state == Attempt.State.SUBMITTED
+
+
+def test_a_deadline_wave_sends_each_submission_to_a_subscribed_integration_once(world):
+    from analytics.models import OutboxEvent, WebhookDelivery, WebhookEndpoint
+
+    WebhookEndpoint.objects.create(institution=world.school_a, name="LRS", url="http://127.0.0.1:9/hook",
+                                   secret="s", event_types=["exam.submitted"])
+    ex = ExamWorld(world)
+    attempts = class_of(ex, 4)
+    all_due(attempts)
+    assert services.attempts_close_due(exam_id=ex.exam.pk, chunk=3) == 4
+    assert services.attempts_close_due(exam_id=ex.exam.pk) == 0
+    events = list(OutboxEvent.objects.filter(event_type="exam.submitted"))
+    generated = sorted(e.payload["generated"]["id"] for e in events)
+    assert generated == sorted(f"urn:aula:attempt:{a.pk}" for a in attempts)
+    assert {e.payload["generated"]["extensions"]["finishReason"] for e in events} == {"deadline"}
+    assert WebhookDelivery.objects.filter(event__in=events).count() == 4

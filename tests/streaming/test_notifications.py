@@ -287,3 +287,25 @@ async def test_the_notification_socket_is_for_signed_in_users_only():
     assert (await comm.receive_output(timeout=5)) == {"type": "websocket.close", "code": 4401}
     await comm.disconnect()
 
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_notification_sockets_have_a_per_user_cap_of_their_own(monkeypatch):
+    monkeypatch.setattr(notifications.NotificationConsumer, "connection_cap", 2)
+    user, other = await database_sync_to_async(factories.user)(), await database_sync_to_async(factories.user)()
+    held = [await connect(user) for _ in range(2)]
+    for comm in held:
+        assert json.loads(await comm.receive_from(timeout=5))["type"] == "snapshot"
+    cookie = await database_sync_to_async(login_cookie)(user)
+    extra = WebsocketCommunicator(application, "/ws/v1/notifications/", headers=[
+        (b"origin", b"http://localhost:8000"), (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode())])
+    assert (await extra.connect(timeout=5))[0]
+    assert (await extra.receive_output(timeout=5)) == {"type": "websocket.close", "code": 4429}
+    await extra.disconnect()
+    third = await connect(other)  # another person's cap is their own
+    assert json.loads(await third.receive_from(timeout=5))["type"] == "snapshot"
+    await held[0].disconnect()  # a closed page frees its slot at once
+    again = await connect(user)
+    assert json.loads(await again.receive_from(timeout=5))["type"] == "snapshot"
+    for comm in (held[1], third, again):
+        await comm.disconnect()

@@ -149,6 +149,23 @@ class RoomHealthCollector:
                     f"aula_process_{name}", help_text, labels=["pid"])
                 family.add_metric(pid, self.process[name])
                 yield family
+            gc_figures = self.process.get("gc")
+            if gc_figures:
+                count = CounterMetricFamily("aula_process_gc_collections", "Garbage collections by generation",
+                                            labels=["pid", "generation"])
+                seconds = CounterMetricFamily("aula_process_gc_pause_seconds",
+                                              "Time spent in garbage collection (the event loop stalls)",
+                                              labels=["pid", "generation"])
+                longest = GaugeMetricFamily("aula_process_gc_longest_pause_seconds",
+                                            "Longest single collection since start", labels=["pid", "generation"])
+                for generation in (0, 1, 2):
+                    labels = [pid[0], str(generation)]
+                    count.add_metric(labels, gc_figures["collections"][generation])
+                    seconds.add_metric(labels, gc_figures["seconds"][generation])
+                    longest.add_metric(labels, gc_figures["longest"][generation])
+                yield count
+                yield seconds
+                yield longest
 
 
 def process_figures() -> dict:
@@ -157,8 +174,11 @@ def process_figures() -> dict:
 
     h = hub()
     members = {m for room in h.rooms.values() for m in room}
+    from config import gctuning
+
     return {"open_sockets": stats.local.open_sockets, "hub_rooms": len(h.rooms), "frames_in": h.frames_in,
-            "frames_out": stats.local.frames_out_closed + sum(m.delivered for m in members)}
+            "frames_out": stats.local.frames_out_closed + sum(m.delivered for m in members),
+            "gc": gctuning.figures()}
 
 
 def render(process: dict | None = None) -> bytes:

@@ -662,11 +662,19 @@ def app_revision(app: Path) -> dict:
     return info
 
 
-def raise_nofile() -> int:
+def raise_nofile(want: int = 65536) -> int:
+    """Raise this process's open-file limit (inherited by the servers and generators it starts) to `want`:
+    the hard limit too when allowed (root), else up to the hard limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else 65536
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if hard != resource.RLIM_INFINITY and hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+        except (ValueError, OSError):
+            pass  # not privileged: the hard limit stays
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(want, hard) if hard != resource.RLIM_INFINITY else want
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 

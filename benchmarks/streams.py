@@ -409,7 +409,9 @@ def live_counter_reader(seed: dict):
 
 def run(args) -> dict:
     nofile = raise_nofile()
-    need = 2 * args.viewers + 500
+    # Per process: a generator holds its share of the client ends, a server worker (at worst) every server
+    # end; the limit applies to each process, not to the machine.
+    need = args.viewers + 500
     if nofile < need:
         raise SystemExit(f"open-file limit {nofile} is below the {need} this run needs")
     summary = {"args": vars(args), "machine": machine_info(), "nofile": nofile,

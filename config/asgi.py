@@ -27,3 +27,7 @@ application = ProtocolTypeRouter(
         "websocket": OriginAllowlistMiddleware(SessionUserMiddleware(URLRouter(websocket_urlpatterns))),
     }
 )
+
+from config.gctuning import tune_server_process  # noqa: E402
+
+tune_server_process()  # start-up objects frozen, larger GC thresholds (config/gctuning.py)

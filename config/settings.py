@@ -175,6 +175,8 @@ AULA_REALTIME_REDIS_POOL = _int("AULA_REALTIME_REDIS_POOL", 64, minimum=4)  # pe
 AULA_DB_THREADS = _int("AULA_DB_THREADS", 2, minimum=1)
 # A socket database call checks its connection (`SELECT 1`) only when it sat idle longer than this.
 AULA_DB_HEALTH_CHECK_IDLE_SECONDS = _int("AULA_DB_HEALTH_CHECK_IDLE_SECONDS", 2, minimum=0)
+# Garbage-collector thresholds of the web server processes (config/gctuning.py); empty: Python's 700,10,10.
+AULA_GC_THRESHOLDS = tuple(int(x) for x in env.list("AULA_GC_THRESHOLDS", default=["50000", "20", "100"]) if x)
 # Threads per server process serving HTTP requests (each request's middleware and view in one thread).
 AULA_HTTP_THREADS = _int("AULA_HTTP_THREADS", 4, minimum=1)
 AULA_REDIS_KEY_PREFIX = env.str("AULA_REDIS_KEY_PREFIX", default="aula") + (f"-t{_worker_no}" if TESTING else "")

@@ -20,6 +20,7 @@ AULA_STREAM_CHAT_FANOUT_PER_SEC full messages per second to its local viewers; t
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import logging
@@ -167,6 +168,7 @@ class StreamAudience:
         self._rx_pending: dict[int, dict[str, int]] = {}
         self._rx_written: asyncio.Future | None = None
         self._rx_running = False
+        self._batches: dict[tuple[str, int], list] = {}  # viewer joins / leaves waiting for a script call
 
     def _member(self, identity: str) -> str:
         return f"{identity}|{self.proc_id}"
@@ -181,12 +183,10 @@ class StreamAudience:
         local.meta.setdefault(identity, {"segment": segment, "country": country})
         if self.run_ticker and (local.task is None or local.task.done()):
             local.task = asyncio.create_task(self._ticker(stream_id), name=f"aula-stream-{stream_id}")
-        new = await self._add(keys=[_k(stream_id, "vz"), _k(stream_id, "vh")],
-                              args=[time.time(), self._member(identity), identity])
+        new = await self._viewers_change("join", stream_id, identity)
         if new:
-            await live.aincr(self.redis, stream_id, join=1)
             analytics.record("viewer.join", scope="stream", scope_id=stream_id, segment=segment, country=country)
-        return bool(new)
+        return new
 
     async def leave(self, stream_id: int, identity: str) -> bool:
         """A local socket closed; True when that was the identity's last socket anywhere."""
@@ -201,13 +201,58 @@ class StreamAudience:
         meta = local.meta.pop(identity, {})
         if not local.identities:
             await self._stop(stream_id)
-        gone = await self._remove(keys=[_k(stream_id, "vz"), _k(stream_id, "vh")],
-                                  args=[self._member(identity), identity])
+        gone = await self._viewers_change("leave", stream_id, identity)
         if gone:
-            await live.aincr(self.redis, stream_id, leave=1)
             analytics.record("viewer.leave", scope="stream", scope_id=stream_id, segment=meta.get("segment", ""),
                              country=meta.get("country", ""))
-        return bool(gone)
+        return gone
+
+    async def _viewers_change(self, op: str, stream_id: int, identity: str) -> bool:
+        """Add ("join") or remove ("leave") one identity of this process in the stream's viewer set; True
+        when it was new to (or gone from) the whole stream. The changes that arrive while a script call is
+        under way go together in the next one: a storm of 5,000 joins (or a mass leave) is a few dozen
+        script calls, not 5,000 round trips, and the count's next publish sees them sooner."""
+        batch = self._batches.get((op, stream_id))
+        if batch is None:
+            batch = self._batches[(op, stream_id)] = []
+            asyncio.ensure_future(self._viewers_drain(op, stream_id, batch))
+        future = asyncio.get_running_loop().create_future()
+        batch.append((identity, future))
+        return await future
+
+    async def _viewers_drain(self, op: str, stream_id: int, batch: list) -> None:
+        keys = [_k(stream_id, "vz"), _k(stream_id, "vh")]
+        try:
+            while batch:
+                items = batch[:]
+                del batch[:]
+                args: list = [time.time()] if op == "join" else []
+                for identity, _ in items:
+                    args += [self._member(identity), identity]
+                try:
+                    changed = await (self._add if op == "join" else self._remove)(keys=keys, args=args)
+                    if changed:
+                        await live.aincr(self.redis, stream_id, **{op: len(changed)})
+                except (Exception, asyncio.CancelledError) as exc:  # Redis away: each caller's socket fails
+                    for _, future in items:
+                        if not future.done():
+                            future.set_exception(exc) if isinstance(exc, Exception) else future.cancel()
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                # An identity twice in one batch (two tabs opening together) is new once: for its first.
+                remaining = collections.Counter(c.decode() if isinstance(c, bytes) else c for c in changed)
+                for identity, future in items:
+                    hit = remaining[identity] > 0
+                    remaining[identity] -= hit
+                    if not future.done():
+                        future.set_result(hit)
+        finally:
+            if self._batches.get((op, stream_id)) is batch:
+                del self._batches[(op, stream_id)]
+            for _, future in batch:
+                if not future.done():
+                    future.cancel()
 
     async def refresh(self, stream_id: int) -> None:
         """Heartbeat every local identity of the stream in one script call."""

@@ -201,19 +201,21 @@ def is_emote_only(text: str) -> bool:
 
 
 def _chat_gate(stream: Stream, author, role: ViewerRole, text: str) -> None:
-    """The stream's chat settings, enforced here (server side) for everyone but the creator and moderators."""
+    """The stream's chat settings, enforced here (server side) for everyone but the creator and moderators.
+    `stream` comes from selectors.chat_context (the author's ban and follow are annotations on it)."""
     if not role.signed_in:
         raise PermissionDenied("Sign in to chat.")
     if stream.status == Stream.Status.ENDED:
         raise Conflict("The stream has ended; its chat is closed.")
-    if selectors.chat_bar(stream, author) is not None:
+    if stream.barred:
         raise PermissionDenied("You cannot chat on this channel right now.")
     if role.is_staff:
         return
     if stream.chat_members_only and role != ViewerRole.MEMBER and not stream.chat_lockdown:
         raise PermissionDenied("The chat is for members only right now.")
     if stream.chat_followers_only and role != ViewerRole.MEMBER:
-        age = selectors.follow_age_minutes(stream, author)
+        followed = stream.followed_at
+        age = (timezone.now() - followed).total_seconds() / 60 if followed is not None else None
         if age is None or age < stream.chat_follow_minutes:
             raise PermissionDenied(f"The chat is for followers of at least {stream.chat_follow_minutes} minutes.")
     if stream.chat_emote_only and not is_emote_only(text):
@@ -244,13 +246,10 @@ def chat_message_post(*, stream: Stream, author, body: str, client_ref: str = ""
     """Store a chat message (screened), visible with the next `cseq` or held for review. Idempotent by `ref`."""
     if len(body or "") > CHAT_MAX_CHARS:
         raise ValidationError(f"A message is at most {CHAT_MAX_CHARS} characters.")
-    if client_ref:
-        existing = (StreamChatMessage.objects.filter(stream=stream, author=author, client_ref=client_ref)
-                    .select_related("author").first())
-        if existing is not None:
-            return existing  # a retried send: acknowledged again, stored and broadcast once
-    stream = Stream.objects.select_related("channel").get(pk=stream.pk)
-    role = selectors.viewer_role(author, stream)
+    stream = selectors.chat_context(stream.pk, author, client_ref)
+    if stream.existing_id is not None:  # a retried send: acknowledged again, stored and broadcast once
+        return StreamChatMessage.objects.select_related("author").get(pk=stream.existing_id)
+    role = selectors.viewer_role(author, stream, stream.viewer_roles)
     screen = chat_screen(body, stream=stream, author=author)
     _chat_gate(stream, author, role, screen.text)
     _slow_mode_take(stream, author, role)

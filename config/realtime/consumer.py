@@ -94,12 +94,17 @@ class FrameError(Exception):
         self.code, self.message, self.details = code, message, details
 
 
+RECHECK_CHUNK = 500  # sockets re-checked in one database call
+RECHECK_PAUSE_SECONDS = 0.05
+
+
 class _Rechecks:
     """One re-check task per process, consumer class and room, not one per socket.
 
-    Every AULA_SOCKET_RECHECK_SECONDS the room's local sockets are checked together: their heartbeats in
-    one call and their authorization in one database round (a handful of queries whatever the room size;
-    per socket it was ≈ 9 queries, half a core for 2,000 idle sockets: docs/benchmarks.md, finding 1).
+    Every AULA_SOCKET_RECHECK_SECONDS the room's local sockets are checked together, RECHECK_CHUNK at a
+    time: their heartbeats in one call and their authorization in one database round per chunk (a handful
+    of queries; per socket it was ≈ 9 queries, half a core for 2,000 idle sockets: docs/benchmarks.md,
+    finding 1).
     """
 
     def __init__(self) -> None:
@@ -134,10 +139,17 @@ class _Rechecks:
             verdicts: dict[RoomConsumer, CloseCode] = {}
             try:
                 if consumers:
-                    await cls.heartbeat_many(consumers)
-                    await cls.touch_caps(consumers)
                     await stats.refresh_lease()  # this process's sockets keep counting in `current`
-                    verdicts = await db_call(cls.recheck_many)(consumers)
+                # In chunks with a pause between: 5,000 sessions checked at once held a database thread (and
+                # the GIL) for a few hundred ms, and every chat send of the room waited behind it.
+                for start in range(0, len(consumers), RECHECK_CHUNK):
+                    if start:
+                        await asyncio.sleep(RECHECK_PAUSE_SECONDS)
+                    part = [c for c in consumers[start:start + RECHECK_CHUNK] if not c.closing]
+                    if part:
+                        await cls.heartbeat_many(part)
+                        await cls.touch_caps(part)
+                        verdicts.update(await db_call(cls.recheck_many)(part))
             except asyncio.CancelledError:
                 raise
             except (OperationalError, InterfaceError, *RedisUnavailable):

@@ -12,12 +12,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def empty_buffer():
-    """Each test starts from an empty event stream: earlier tests on this worker (a class that answered a
-    poll, a stream that was joined) may have left events in it, which count against the bound."""
+def empty_buffer(settings):
+    """Each test has an event stream of its own: other tests on this worker may have left events in theirs,
+    and an end-to-end test's Celery analytics worker may still be draining it (both would change what
+    counts against the bound)."""
+    import uuid
+
     buffer.flush_now()
-    r = services.analytics_redis()
-    r.delete(buffer.stream_key(), buffer.overflow_key())
+    settings.AULA_REDIS_KEY_PREFIX = f"{settings.AULA_REDIS_KEY_PREFIX}-{uuid.uuid4().hex[:8]}"
+    yield
+    services.analytics_redis().delete(buffer.stream_key(), buffer.overflow_key())
 
 
 def produce(n_events: int, *, at: float = 1_700_000_000.0, kind: str = "reaction", scope_id: int = 7) -> int:

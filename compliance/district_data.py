@@ -41,6 +41,7 @@ from classrooms.models import (
     User,
 )
 from classrooms.selectors import scoped_to
+from compliance import audit
 from compliance.models import (
     AcademicSession,
     CatalogCourse,
@@ -159,6 +160,10 @@ def district_export_build(*, export_id: int) -> DistrictExport | None:
             export.sha256, export.counts = digest.hexdigest(), counts
             export.status, export.finished_at = DistrictExport.Status.DONE, timezone.now()
             export.save()
+            # The export is a read of every one of the district's students' records: its FERPA access
+            # entries commit with the DONE state, so a finished export always has them, exactly once.
+            audit.record_access(actor=None, objects=list(people_scoped_to(ids)), purpose="district.export",
+                                via="export", role="district_client", scope=ids)
     return export
 
 

@@ -10,16 +10,9 @@ def district_export_build(export_id: int) -> None:
     """Build a district's export; the first build is a recorded read of every one of its students' records
     (FERPA access entries naming the export job; a rerun of a finished export records nothing)."""
     from compliance import audit, district_data
-    from compliance.models import DistrictExport
-    from compliance.selectors import district_institution_ids, people_scoped_to
 
-    before = DistrictExport.objects.filter(pk=export_id).values_list("status", flat=True).first()
-    export = district_data.district_export_build(export_id=export_id)
-    if export is not None and before != DistrictExport.Status.DONE and export.status == DistrictExport.Status.DONE:
-        ids = district_institution_ids(export.district_id)
-        with audit.job("compliance.tasks.district_export_build"):
-            audit.record_access(actor=None, objects=list(people_scoped_to(ids)), purpose="district.export",
-                                via="export", role="district_client", scope=ids)
+    with audit.job("compliance.tasks.district_export_build"):
+        district_data.district_export_build(export_id=export_id)
 
 
 @shared_task(ignore_result=True, acks_late=True)

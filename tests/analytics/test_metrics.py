@@ -82,6 +82,17 @@ def test_metrics_exposes_room_and_process_figures(client, settings):
     assert ("aula_celery_queue_depth", (("queue", "bulk"),)) in values
     assert ("aula_analytics_flush_lag_seconds", ()) in values
     assert any(name == "aula_process_open_sockets" for name, _ in values)
+    # A server process tunes the collector and counts its pauses when it loads config.asgi (idempotent).
+    import gc
+
+    from config import gctuning
+
+    gctuning.tune_server_process()
+    gc.collect(2)
+    values = samples(client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content)
+    full = [v for (name, labels), v in values.items()
+            if name == "aula_process_gc_collections_total" and ("generation", "2") in labels]
+    assert full and full[0] >= 1
     assert b"i5.ls7" not in response.content  # labels are kind and id only
 
 

@@ -90,6 +90,7 @@ class _Buffer:
         self.queue: collections.deque[Event] = collections.deque()
         self.local_overflow = 0
         self.lock = threading.Lock()
+        self.flush_lock = threading.Lock()
         self.wake = threading.Event()
         self.pid = 0
         self.thread: threading.Thread | None = None
@@ -107,6 +108,7 @@ class _Buffer:
             if self.pid != pid:  # forked (Celery prefork, uvicorn workers): the parent's queue is not ours
                 self.queue.clear()
                 self.client = None
+                self.flush_lock = threading.Lock()  # the parent's flusher may have held it at the fork
             self.pid = pid
             self.thread = threading.Thread(target=self._run, name="aula-analytics-buffer", daemon=True)
             self.thread.start()
@@ -135,7 +137,14 @@ class _Buffer:
                                    exc_info=True)
 
     def flush(self) -> int:
-        """Write what is queued now to Redis; returns events stored. Called by the thread and at exit."""
+        """Write what is queued now to Redis; returns events stored. Called by the thread and at exit.
+
+        One flush at a time: a caller (flush_now at exit, a test) returns only once the batch the thread
+        had already taken is written too, not while it is still in flight."""
+        with self.flush_lock:
+            return self._flush()
+
+    def _flush(self) -> int:
         written = 0
         while self.queue:
             batch = []

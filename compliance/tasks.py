@@ -5,10 +5,12 @@ from __future__ import annotations
 from celery import shared_task
 
 
-@shared_task(ignore_result=True, acks_late=True, ferpa_reads=("classrooms.User", "classrooms.Enrollment"))
+@shared_task(ignore_result=True, acks_late=True, ferpa_reads=("classrooms.User", "classrooms.Enrollment"),
+             ferpa_recorded_by="compliance.district_data.district_export_build")
 def district_export_build(export_id: int) -> None:
     """Build a district's export; the first build is a recorded read of every one of its students' records
-    (FERPA access entries naming the export job; a rerun of a finished export records nothing)."""
+    (FERPA access entries naming the export job, written by the service in the transaction that marks the
+    export done; a rerun of a finished export records nothing)."""
     from compliance import audit, district_data
 
     with audit.job("compliance.tasks.district_export_build"):

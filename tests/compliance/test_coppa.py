@@ -134,10 +134,11 @@ def test_staff_record_consent_in_the_admin(client, world):
     client.force_login(world.staff_a)
     url = reverse("admin:compliance_parentalconsent_add")
     assert client.get(url).status_code == 200
+    given = timezone.localtime() - dt.timedelta(hours=1)  # the admin's local date and time, in the past
     response = client.post(url, {
         "institution": world.school_a.pk, "student": child.pk, "guardian_name": "Pat Parent",
-        "method": "call", "evidence_reference": "call log 88", "scope": [CHAT],
-        "third_party_disclosure": "", "given_at_0": timezone.localdate().isoformat(), "given_at_1": "09:00:00",
+        "method": "call", "evidence_reference": "call log 88", "scope": [CHAT], "third_party_disclosure": "",
+        "given_at_0": given.date().isoformat(), "given_at_1": given.strftime("%H:%M:%S"),
     })
     assert response.status_code == 302, response.content.decode()[:2000]
     record = ParentalConsent.objects.get(student=child)

@@ -277,7 +277,7 @@ class StreamAudience:
         here: no Redis round trip per reaction. Tabs of one person on two processes get a budget each."""
         local = self.streams.get(stream_id)
         if local is None or identity not in local.identities:
-            return LocalLimit(Limit(settings.AULA_STREAM_REACTIONS_PER_SEC, 1.0))  # not (or no longer) joined
+            return LocalLimit(Limit(0, 1.0))  # not (or no longer) a viewer here: no budget
         limit = local.limits.get(identity)
         if limit is None:
             limit = local.limits[identity] = LocalLimit(Limit(settings.AULA_STREAM_REACTIONS_PER_SEC, 1.0))

@@ -103,6 +103,23 @@ async def test_tabs_popouts_and_embeds_of_one_identity_count_once_across_process
     assert (await a.count(stream.pk)) == (1, 2)  # the peak stays
 
 
+async def test_joins_and_leaves_made_at_once_go_in_one_batch_and_each_identity_is_new_once():
+    stream, *_ = await cast()
+    a = StreamAudience(hub()._redis, "batch-a", run_ticker=False)
+    # 200 viewers and a second tab of each of the first 50, all joining in the same turn of the loop.
+    joins = [a.join(stream.pk, f"aV{i:03d}") for i in range(200)] + [a.join(stream.pk, f"aV{i:03d}") for i in range(50)]
+    new = await asyncio.gather(*joins)
+    assert sum(new) == 200 and not any(new[200:])
+    assert (await a.count(stream.pk))[0] == 200
+    gone = await asyncio.gather(*[a.leave(stream.pk, f"aV{i:03d}") for i in range(100)])
+    assert gone == [False] * 50 + [True] * 50  # the first 50 still have a tab open
+    assert (await a.count(stream.pk)) == (150, 200)
+    # A person's reaction budget is shared by their tabs here; an identity that is not watching has none.
+    budget = a.reaction_limit(stream.pk, "aV000")
+    assert budget is a.reaction_limit(stream.pk, "aV000")
+    assert not a.reaction_limit(stream.pk, "aNOBODY").hit().allowed
+
+
 async def test_a_dead_process_ghosts_drop_after_the_ttl(settings):
     stream, *_ = await cast()
     dead = StreamAudience(hub()._redis, "dead", run_ticker=False)

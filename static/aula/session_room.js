@@ -238,6 +238,10 @@
       return;
     }
     var left = Math.max(0, Math.ceil((ends - sock.now()) / 1000));
+    // Never more than the timer's own length: the measured clock offset includes the snapshot's travel
+    // time, so just after a start the estimate could read a second above it.
+    var started = t.started_at ? AulaSocket.parseTime(t.started_at) : NaN;
+    if (!isNaN(started)) left = Math.min(left, Math.round((ends - started) / 1000));
     show(timerEl, true);
     setText(q(".timer-label", timerEl), (t.label || "Timer") + ":");
     setText(q(".timer-left", timerEl), left > 0 ? duration(left) : "time's up");

@@ -100,14 +100,15 @@ def chat_message_saved(sender, instance: ChatMessage, created: bool, **_):
 
 
 @receiver(poll_answered_signal, dispatch_uid="analytics.poll_answered")
-def poll_answered(sender, answer, session_id: int, **_):
-    """A stored class poll answer: counted per window with the class dimensions (an anonymous poll's answer
-    has no person: school and course only), and a Caliper event for a subscribed integration."""
+def poll_answered(sender, answer, session_id: int, dims: dict, **_):
+    """A stored class poll answer: counted per window with the dimensions the answer's context read (no
+    query here), and a Caliper event for a subscribed integration. The outbox row is written right after
+    the answer's own commit (the answer is one autocommit statement): a crash between the two loses that
+    event, never the answer."""
     try:
+        buffer.record("poll.answer", scope="session", scope_id=session_id, at=answer.created_at.timestamp(),
+                      **{k: v for k, v in dims.items() if v not in ("", None)})
         user_id = answer.user_id
-        dims = class_dims(session_id, user_id) if user_id else {
-            "school": answer.institution_id, "course": _session_course(session_id)[1]}
-        buffer.record("poll.answer", scope="session", scope_id=session_id, at=answer.created_at.timestamp(), **dims)
         if user_id:
             webhooks.outbox_write(
                 institution_id=answer.institution_id, event_type="poll.answered",

@@ -320,7 +320,10 @@ SELECT p.kind, p.status, p.anonymous, p.is_quiz, p.institution_id, s.status,
        (SELECT count(*) FROM classrooms_polloption o WHERE o.poll_id = p.id),
        (SELECT coalesce(jsonb_agg(o.position ORDER BY o.position), '[]'::jsonb)
           FROM classrooms_polloption o WHERE o.poll_id = p.id AND o.is_correct),
-       p.session_id
+       p.session_id, s.course_id,
+       (SELECT m.grade_level FROM classrooms_membership m
+         WHERE m.user_id = %(user)s AND m.institution_id = p.institution_id AND m.role = 'student'
+           AND m.is_active LIMIT 1)
 FROM classrooms_poll p
 JOIN classrooms_livesession s ON s.id = p.session_id
 LEFT JOIN classrooms_participantstate ps ON ps.session_id = s.id AND ps.user_id = %(user)s
@@ -344,6 +347,8 @@ class PollAnswerContext:
     option_count: int
     correct: list[int]
     session_id: int
+    course_id: int
+    grade: str | None  # the student's grade level at the school (analytics dimension)
 
 
 def poll_answer_context(poll_id: int, user: User, session_id: int | None = None) -> PollAnswerContext | None:
@@ -356,10 +361,11 @@ def poll_answer_context(poll_id: int, user: User, session_id: int | None = None)
     if row is None:
         return None
     kind, status, anonymous, is_quiz, institution_id, session_status, role, removed_at, own, cls, n, correct, \
-        session = row
+        session, course, grade = row
     own, cls, correct = _json(own), _json(cls), _json(correct)
     return PollAnswerContext(kind, status, anonymous, is_quiz, institution_id, role,
-                             _block_reason(session_status, role, removed_at, cls, own, "polls"), n, correct, session)
+                             _block_reason(session_status, role, removed_at, cls, own, "polls"), n, correct, session,
+                             course, grade)
 
 
 def _json(value):

@@ -2,6 +2,7 @@
 
 from django.dispatch import Signal
 
-# A poll answer was stored (not sent for a replayed one). kwargs: answer (PollAnswer), session_id. Sent inside
-# the answer's transaction, so a receiver's own writes (an outbox row) commit or roll back with it.
+# A poll answer was stored (not sent for a replayed one), after its commit. kwargs: answer (PollAnswer),
+# session_id, dims (school, course, segment = course role, grade; empty person dimensions for an anonymous
+# poll). Receivers must not query per answer: thousands arrive within seconds.
 poll_answered = Signal()

@@ -312,11 +312,20 @@ class ParticipantState(models.Model):
 
 
 class ChatMessage(models.Model):
+    """A class chat message. A message the moderation pipeline holds has no `seq` (and no room event) until a
+    moderator approves it: the class never sees it, its author sees it as pending review."""
+
+    class Status(models.TextChoices):
+        VISIBLE = "visible", "Visible"
+        HELD = "held", "Held for review"
+        REJECTED = "rejected", "Rejected"
+
     institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
     session = models.ForeignKey(LiveSession, on_delete=models.CASCADE, related_name="chat_messages")
     author = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
     body = models.TextField(max_length=2000)
-    seq = models.BigIntegerField()
+    seq = models.BigIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.VISIBLE)
     client_ref = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     deleted_at = models.DateTimeField(null=True, blank=True)

@@ -1,0 +1,3 @@
+"""DMCA pages: the designated agent, notice and counter-notice intake, case pages (moderation/dmca.py)."""
+
+urlpatterns: list = []

@@ -220,6 +220,36 @@ AULA_WEBHOOK_BACKOFF_MAX_SECONDS = _int("AULA_WEBHOOK_BACKOFF_MAX_SECONDS", 3600
 AULA_WEBHOOK_TIMEOUT_SECONDS = _int("AULA_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
 # Optional MaxMind City file: adds regions (adults only); without it geography is by country.
 AULA_GEOIP_CITY_DB = env.str("AULA_GEOIP_CITY_DB", default="")
+
+# --- Moderation (moderation/pipeline.py, docs/moderation.md) ------------------------------------------------
+# The classifier stage: a factory returning an object with `version` and `scores(text)`.
+AULA_MODERATION_CLASSIFIER = env.str("AULA_MODERATION_CLASSIFIER", default="moderation.classifier.get_classifier")
+# A classifier call slower than this is abandoned (the message goes on through pattern matching).
+AULA_MODERATION_CLASSIFIER_TIMEOUT_MS = _int("AULA_MODERATION_CLASSIFIER_TIMEOUT_MS", 150, minimum=5)
+# Circuit breaker: after this many failures in a row the classifier is skipped for the reset time, then tried again.
+AULA_MODERATION_BREAKER_FAILURES = _int("AULA_MODERATION_BREAKER_FAILURES", 5, minimum=1)
+AULA_MODERATION_BREAKER_RESET_SECONDS = _int("AULA_MODERATION_BREAKER_RESET_SECONDS", 30, minimum=1)
+# Pattern lists and policies are re-read at most this often per process (a change applies within it).
+AULA_MODERATION_CACHE_SECONDS = _int("AULA_MODERATION_CACHE_SECONDS", 5, minimum=0)
+# Time limit of one regular-expression rule on one message (a timeout holds the message).
+AULA_MODERATION_REGEX_TIMEOUT_MS = _int("AULA_MODERATION_REGEX_TIMEOUT_MS", 20, minimum=1)
+# Platform default thresholds per category and level (notify, flag, hold, block); a policy overrides them.
+AULA_MODERATION_THRESHOLDS = env.json("AULA_MODERATION_THRESHOLDS", default={
+    "offensive": {"flag": 0.7, "hold": 0.92},
+    "harassment": {"flag": 0.5, "hold": 0.75},
+    "sexual": {"flag": 0.5, "hold": 0.75},
+    "self_harm": {"notify": 0.4, "flag": 0.5},  # a student at risk needs an adult, not a blocked message
+    "spam": {"flag": 0.6, "hold": 0.85},
+})
+# Review SLA in seconds by priority band: live classes of minors, high severity, everything else. An item
+# still open at its SLA moves up one tier (teacher -> school admin -> district trust & safety -> legal).
+AULA_MODERATION_SLA_MINORS_SECONDS = _int("AULA_MODERATION_SLA_MINORS_SECONDS", 120, minimum=10)
+AULA_MODERATION_SLA_HIGH_SECONDS = _int("AULA_MODERATION_SLA_HIGH_SECONDS", 300, minimum=10)
+AULA_MODERATION_SLA_NORMAL_SECONDS = _int("AULA_MODERATION_SLA_NORMAL_SECONDS", 900, minimum=10)
+# Celery beat looks for items past their SLA this often.
+AULA_MODERATION_ESCALATE_SECONDS = _int("AULA_MODERATION_ESCALATE_SECONDS", 15, minimum=1)
+# Queue page size (the page is paged; counts stay live).
+AULA_MODERATION_PAGE_SIZE = _int("AULA_MODERATION_PAGE_SIZE", 50, minimum=5)
 # The real-time Redis, optionally sharded across hosts: each room (its channel, its presence keys, its
 # publishes) lives on the shard a stable hash of its key picks (config/realtime/transport.shard_index);
 # shard 0 also holds the global keys (rate limits, connection caps, coalescing leases) and the channel
@@ -319,6 +349,8 @@ CELERY_TASK_ROUTES = {
     "analytics.health_tasks.room_health_persist": {"queue": "bulk"},
     "analytics.health_tasks.alert_email_send": {"queue": "bulk"},
     "analytics.health_tasks.alert_webhook_deliver": {"queue": "bulk"},
+    "moderation.tasks.escalate_overdue": {"queue": "default"},
+    "moderation.tasks.tier_notify": {"queue": "bulk"},
 }
 # Task modules outside an app's tasks.py.
 CELERY_IMPORTS = ["compliance.coppa.tasks", "streaming.notifications", "analytics.health_tasks"]
@@ -369,6 +401,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "analytics.health_tasks.room_health_persist",
         "schedule": 60.0,  # idempotent upsert of active rooms' summaries (RoomHealth)
         "options": {"queue": "bulk", "expires": 60},
+    },
+    "moderation-escalate": {
+        "task": "moderation.tasks.escalate_overdue",
+        "schedule": float(AULA_MODERATION_ESCALATE_SECONDS),  # database-driven: a restart never skips an SLA
+        "options": {"queue": "default", "expires": AULA_MODERATION_ESCALATE_SECONDS},
     },
 }
 

@@ -178,6 +178,7 @@ class ModerationItem(models.Model):
 
     class Decision(models.TextChoices):
         APPROVE = "approve", "Approve"
+        CONTEXT = "context", "Acceptable in educational context"
         REMOVE = "remove", "Remove"
         CENSOR = "censor", "Censor"
         WARN = "warn", "Warn the author"
@@ -229,6 +230,10 @@ class ModerationItem(models.Model):
 
     class Meta:
         ordering = ["-priority", "created_at"]
+        permissions = [
+            ("platform_trust_safety", "Review stream items at the trust & safety tier (platform staff)"),
+            ("legal_review", "Review items escalated to the legal tier"),
+        ]
         indexes = [
             models.Index(fields=["status", "-priority", "created_at"], name="moditem_queue"),
             models.Index(fields=["institution", "status"], name="moditem_school"),

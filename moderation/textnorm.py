@@ -87,6 +87,10 @@ def skeleton(text: str, *, squeeze: bool = False) -> str:
     text = "".join(table.get(ch, ch) for ch in text)
     text = _TOKEN.sub(_unleet, unicodedata.normalize("NFC", text))
     if squeeze:
-        text = _SPACED.sub(lambda m: _SEPARATORS.sub("", m.group(0)), text)
-        text = _RUNS.sub(r"\1", text)
+        text = _RUNS.sub(r"\1", join_spaced(text))
     return text
+
+
+def join_spaced(folded: str) -> str:
+    """Single letters spelled out with separators ("f u c k", "f.u.c.k") joined into one word."""
+    return _SPACED.sub(lambda m: _SEPARATORS.sub("", m.group(0)), folded)

@@ -63,7 +63,7 @@ class Migration(migrations.Migration):
                 ('claimed_at', models.DateTimeField(blank=True, null=True)),
                 ('due_at', models.DateTimeField(help_text='SLA: escalated to the next tier when still open at this time')),
                 ('escalated_at', models.DateTimeField(blank=True, null=True)),
-                ('decision', models.CharField(blank=True, choices=[('approve', 'Approve'), ('remove', 'Remove'), ('censor', 'Censor'), ('warn', 'Warn the author'), ('timeout', 'Time the author out'), ('ban', 'Ban the author')], max_length=8)),
+                ('decision', models.CharField(blank=True, choices=[('approve', 'Approve'), ('context', 'Acceptable in educational context'), ('remove', 'Remove'), ('censor', 'Censor'), ('warn', 'Warn the author'), ('timeout', 'Time the author out'), ('ban', 'Ban the author')], max_length=8)),
                 ('decision_note', models.CharField(blank=True, max_length=500)),
                 ('decided_at', models.DateTimeField(blank=True, null=True)),
                 ('version', models.PositiveIntegerField(default=1)),
@@ -77,6 +77,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'ordering': ['-priority', 'created_at'],
+                'permissions': [('platform_trust_safety', 'Review stream items at the trust & safety tier (platform staff)'), ('legal_review', 'Review items escalated to the legal tier')],
             },
         ),
         migrations.CreateModel(

@@ -60,7 +60,9 @@ BENIGN = [
     "can you share your screen again", "i'm back, my wifi dropped", "sorry i'm late, bus was slow",
     "is {name} presenting next?", "my mic isn't working", "can we get an extension on the {thing}",
     "this {thing} is killing me", "this {subject} {thing} is going to be the death of me",
-    "i could die laughing at that meme", "i'm dying 😂", "lmao i'm dead", "bro i'm dead 💀",
+    "i could die laughing at that meme", "i could die laughing", "i'm going to die laughing",
+    "{name} i nearly died laughing", "i literally died 😂",
+    "i'd die of embarrassment", "i'm dying 😂", "lmao i'm dead", "bro i'm dead 💀",
     "sex education chapter {num} is on the test", "we covered sexual reproduction in plants today",
     "the {subject} test covers puberty and the reproductive system",
     "click the link in the syllabus for the reading", "the zoom link is in the class calendar",
@@ -132,6 +134,19 @@ BENIGN = [
     "the projector is broken again", "the bell rang early lol", "our school won the game",
     "thanks for streaming ❤️", "see you tomorrow chat", "what's the name of this song",
     "how old are you? (for the school project survey)", "is the stream lagging for anyone else",
+    # Second person and first person without harm: the model must not learn "you" or "i want" as a signal.
+    "what mouse do you use?", "what's your favorite {game} character", "do you ever play {game} with viewers",
+    "you're doing great {name}", "you can do it!", "you're so good at this", "you deserve the win",
+    "are you streaming {day}?", "what server are you on", "how did you get so good at {game}",
+    "you were right about question {num}", "don't worry about it, we all forget", "it's fine, no stress",
+    "you're welcome!", "thank you so much {name}", "you look happy today {name}", "have you finished the {thing}?",
+    "did you get my message {name}?", "i'll send you the notes {day}", "you left your jacket in {subject}",
+    "i want to get better at {subject}", "i want to learn {game} this summer", "i want pizza for lunch",
+    "i finally finished the {thing}!", "i'm going to bed, night all", "i'm tired, long day", "i'm so happy rn",
+    "i want to join the {subject} club", "i think i'm going to quit piano", "i'm done for today, bye",
+    "i wrote about the ocean for my {thing}", "i can't wait for summer", "i love this class",
+    "i'm going to study all weekend", "i don't get question {num}", "i got an A on the {thing}!!",
+    "i'm so bored", "i want to sleep for a week after this {thing}", "i'm going to scream if the wifi drops again",
 ]
 
 # Strong profanity or vulgarity that targets no one: offensive only.
@@ -169,7 +184,8 @@ HARASSMENT = [
     ("{name} has no friends, that's why she sits alone", 0), ("you're a joke, {name}", 0),
     ("imagine being as dumb as {name}", 0), ("nobody asked, {insult}", None), ("cry about it {insult}", None),
     ("you should be ashamed of being so ugly", 0), ("we all voted you the weirdest kid in class", 0),
-    ("{name} your voice is so annoying, never talk again", 0), ("i'm screenshotting this and sending it to everyone", 0),
+    ("{name} your voice is so annoying, never talk again", 0),
+    ("i'm screenshotting this and sending it to everyone", 0),
     ("keep talking and see what happens to you", 0), ("i'll smash your face in", 0), ("get cancer {name}", 0),
     ("you're a disgrace, {insult}", None), ("hey {insult}, nobody wants you on stream", None),
     ("stfu {name}", 1), ("{name} is a fucking {insult}", 1), ("go fuck yourself", 1),
@@ -188,7 +204,8 @@ SEXUAL = [
     "are you wearing anything under that", "your mom is hot, give me her number ;)",
     "wanna see my body?", "let's video call naked", "i'll show you mine if you show me yours",
     "who's down to sext", "send me a pic in the shower", "i'm touching myself watching this",
-    "send me a pic of you in a bikini", "i want to kiss you all over", "let's fool around at my place, my parents are out",
+    "send me a pic of you in a bikini", "i want to kiss you all over",
+    "let's fool around at my place, my parents are out",
     "what's your bra size", "i'm hard watching you", "she has a nice rack", "take it all off",
 ]
 # Sexual remarks aimed at someone are also harassment; vulgar ones also offensive.
@@ -214,7 +231,8 @@ SELF_HARM = [
     "my wrists are covered in scars", "i took all my mom's pills", "i'm a burden, i should kill myself",
     "i don't want to wake up tomorrow", "i've been starving myself to punish myself", "i want to stop existing",
     "i'm hiding the blades from my mom", "tonight is my last night", "i looked up how to tie a noose",
-    "i want to hurt myself so bad right now", "i'm done, nobody will miss me", "i tried to kill myself last year and i want to try again",
+    "i want to hurt myself so bad right now", "i'm done, nobody will miss me",
+    "i tried to kill myself last year and i want to try again",
     "i just want the pain to stop forever", "what's the lethal dose of tylenol", "i hit myself until i bruise",
 ]
 SELF_HARM_SWEAR = [
@@ -239,6 +257,10 @@ SPAM = [
     "check my bio for {prize}", "free gift cards!!! {site} !!!", "investment opportunity, 300% returns, dm me",
     "watch my stream instead, link in bio", "follow {handle} follow {handle} follow {handle}",
     "scan the qr on my profile for {prize}", "earn robux by doing surveys at {site}",
+    "work from home and earn $200 a day, message me", "i'll do your homework for cash, dm me",
+    "want to make easy money? ask me how", "forex trading tips, 10x your savings, dm",
+    "you have been chosen to win {prize}!", "congrats winner, claim {prize} in my profile",
+    "shop my new merch store, 70% off today only", "cheap {game} accounts for sale, message me",
 ]
 SPAM_SEXUAL = ["hot pics in my bio {handle}", "nudes for sale {site}", "18+ content free at {site}",
                "horny girls waiting at {site}", "see my private pics {site}"]

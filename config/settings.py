@@ -224,6 +224,9 @@ AULA_GEOIP_CITY_DB = env.str("AULA_GEOIP_CITY_DB", default="")
 # --- Moderation (moderation/pipeline.py, docs/moderation.md) ------------------------------------------------
 # The classifier stage: a factory returning an object with `version` and `scores(text)`.
 AULA_MODERATION_CLASSIFIER = env.str("AULA_MODERATION_CLASSIFIER", default="moderation.classifier.get_classifier")
+# Where the trained classifier is cached (joblib; only read from a directory owned by this user and not
+# writable by others). Empty: a directory under the system temp dir.
+AULA_MODEL_CACHE_DIR = env.str("AULA_MODEL_CACHE_DIR", default="")
 # A classifier call slower than this is abandoned (the message goes on through pattern matching).
 AULA_MODERATION_CLASSIFIER_TIMEOUT_MS = _int("AULA_MODERATION_CLASSIFIER_TIMEOUT_MS", 150, minimum=5)
 # Circuit breaker: after this many failures in a row the classifier is skipped for the reset time, then tried again.

@@ -398,3 +398,28 @@ def test_the_case_page_is_for_staff_and_the_uploader_with_a_countdown_and_inert_
     client.force_login(staff)
     html = client.get(url).content.decode()
     assert 'data-testid="court-form"' in html and "Springfield" in html and "data-countdown-to" in html
+
+
+@pytest.mark.django_db
+def test_the_admin_shows_cases_and_strikes_to_dmca_staff_read_only(client):
+    import importlib
+
+    from django.urls import clear_url_caches
+
+    import config.urls
+    import moderation.dmca_admin  # noqa: F401  (moderation/admin.py imports it once wired)
+
+    importlib.reload(config.urls)  # admin URLs are built when the URLconf is imported
+    clear_url_caches()
+
+    stream = ended_stream()
+    case = dmca.notice_receive(data=notice_for(stream))
+    strike = DmcaStrike.objects.get(case=case)
+    client.force_login(factories.user(staff=True))  # a school administrator
+    assert client.get(reverse("admin:moderation_dmcacase_changelist")).status_code == 403
+    client.force_login(dmca_staff())
+    assert client.get(reverse("admin:moderation_dmcacase_changelist")).status_code == 200
+    page = client.get(reverse("admin:moderation_dmcacase_change", args=[case.pk]))
+    assert page.status_code == 200 and "Ada Claimant" in page.content.decode()
+    assert client.get(reverse("admin:moderation_dmcastrike_change", args=[strike.pk])).status_code == 200
+    assert client.get(reverse("admin:moderation_dmcacase_add")).status_code == 403

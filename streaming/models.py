@@ -183,6 +183,7 @@ class StreamQuestion(models.Model):
         OPEN = "open", "Open"
         ANSWERED = "answered", "Answered"
         DISMISSED = "dismissed", "Dismissed"
+        HELD = "held", "Held for review"  # by moderation: on the board only once a moderator approves it
 
     stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="questions")
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")

@@ -12,7 +12,7 @@ from moderation.content import ContentRef
 from moderation.models import Source
 from moderation.pipeline import Context
 from streaming import services
-from streaming.models import Stream, StreamChatMessage
+from streaming.models import Stream, StreamChatMessage, StreamQuestion
 from streaming.realtime import stream_room
 
 
@@ -70,7 +70,38 @@ class StreamChat:
         room_direct_publish(stream_room(ref.ctx.room_id), ref.author_id, type_, data)
 
 
+class StreamQuestions(StreamChat):
+    """Q&A questions: held ones are off the board until approved; removal dismisses."""
+
+    def _question(self, object_id: str) -> StreamQuestion | None:
+        if not str(object_id).isdigit():
+            return None
+        return StreamQuestion.objects.select_related("stream").filter(pk=int(object_id)).first()
+
+    def resolve(self, object_id: str, viewer=None) -> ContentRef | None:
+        question = self._question(object_id)
+        if question is None:
+            return None
+        ctx = Context(source=Source.STREAM_QUESTION, channel_id=question.stream.channel_id,
+                      room_id=question.stream_id, author_id=question.author_id)
+        visible = question.status in (StreamQuestion.Status.OPEN, StreamQuestion.Status.ANSWERED)
+        return ContentRef(Source.STREAM_QUESTION, str(question.pk), ctx, question.author_id, question.body, visible)
+
+    def approve(self, object_id: str, actor) -> None:
+        services.question_moderated(question_id=int(object_id), status=StreamQuestion.Status.OPEN)
+
+    def remove(self, object_id: str, actor, reason: str) -> None:
+        services.question_moderated(question_id=int(object_id), status=StreamQuestion.Status.DISMISSED)
+
+    def restore(self, object_id: str, actor, text: str) -> None:
+        services.question_moderated(question_id=int(object_id), status=StreamQuestion.Status.OPEN, body=text)
+
+    def censor(self, object_id: str, actor, text: str) -> None:
+        services.question_moderated(question_id=int(object_id), status=StreamQuestion.Status.OPEN, body=text)
+
+
 def register() -> None:
     from moderation import content
 
     content.register(Source.STREAM_CHAT, StreamChat())
+    content.register(Source.STREAM_QUESTION, StreamQuestions())

@@ -549,14 +549,40 @@ def question_ask(*, stream: Stream, author, body: str) -> StreamQuestion:
         raise Conflict("The stream has ended.")
     if selectors.chat_bar(stream, author) is not None:
         raise PermissionDenied("You cannot post on this channel right now.")
-    screen = chat_screen(body, stream=stream, author=author)
-    if screen.hold:
-        raise ValidationError("This question was held back by moderation; please rephrase it.")
+    screen = chat_screen(body, stream=stream, author=author, source="stream_question")
     with transaction.atomic():
-        question = StreamQuestion.objects.create(stream=stream, author=author, body=screen.text,
-                                                 sentiment=screen.sentiment)
-        _emit(stream, "question.asked", events.question(question))
+        question = StreamQuestion.objects.create(
+            stream=stream, author=author, body=screen.text, sentiment=screen.sentiment,
+            status=StreamQuestion.Status.HELD if screen.hold else StreamQuestion.Status.OPEN)
+        if not screen.hold:
+            _emit(stream, "question.asked", events.question(question))
+        if screen.verdict.action != "allow" or screen.verdict.notify:
+            from moderation.services import verdict_record
+
+            verdict_record(verdict=screen.verdict, ctx=screen.ctx, object_id=question.pk, author_id=author.pk,
+                           text=body.strip())
     analytics.record("question.ask", scope="stream", scope_id=stream.pk, value=screen.sentiment)
+    return question
+
+
+def question_moderated(*, question_id: int, status: str, body: str | None = None) -> StreamQuestion | None:
+    """A moderator's decision on a question (moderation.content adapter): onto the board (open), off it
+    (dismissed), optionally with its text masked or restored."""
+    with transaction.atomic():
+        question = (StreamQuestion.objects.select_for_update().select_related("author", "stream")
+                    .filter(pk=question_id).first())
+        if question is None:
+            return None
+        was_held = question.status == StreamQuestion.Status.HELD
+        if status == StreamQuestion.Status.OPEN and question.status == StreamQuestion.Status.ANSWERED:
+            status = StreamQuestion.Status.ANSWERED  # approving again does not reopen an answered question
+        if status == question.status and body is None:
+            return question
+        question.status = status
+        if body is not None:
+            question.body = body[:QUESTION_MAX_CHARS]
+        question.save(update_fields=["status", "body"])
+        _emit(question.stream, "question.asked" if was_held else "question.updated", events.question(question))
     return question
 
 

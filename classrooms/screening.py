@@ -107,8 +107,38 @@ class PollText(ClassChat):
         self._set(object_id, False, text)
 
 
+class DisplayName(ClassChat):
+    """A person's chosen name (object id: the user's id). Removal resets it; it is shown everywhere they are."""
+
+    def resolve(self, object_id: str, viewer=None) -> ContentRef | None:
+        from classrooms.models import User
+
+        user = User.objects.filter(pk=int(object_id)).first() if str(object_id).isdigit() else None
+        if user is None or not user.display_name:
+            return None
+        ids = selectors.institution_ids_for(user)
+        ctx = Context(source=Source.DISPLAY_NAME, institution_id=min(ids) if ids else None, author_id=user.pk)
+        return ContentRef(Source.DISPLAY_NAME, str(user.pk), ctx, user.pk, user.display_name, True)
+
+    def approve(self, object_id: str, actor) -> None:
+        """Already shown: nothing to release."""
+
+    def remove(self, object_id: str, actor, reason: str) -> None:
+        services.display_name_moderated(user_id=int(object_id), name="")
+
+    def restore(self, object_id: str, actor, text: str) -> None:
+        services.display_name_moderated(user_id=int(object_id), name=text)
+
+    def censor(self, object_id: str, actor, text: str) -> None:
+        services.display_name_moderated(user_id=int(object_id), name=text)
+
+    def notify_author(self, ref: ContentRef, type_: str, data: dict) -> None:
+        """Seen on the person's moderation notices page (no room to reach them in)."""
+
+
 def register() -> None:
     from moderation import content
 
     content.register(Source.CLASS_CHAT, ClassChat())
     content.register(Source.POLL_TEXT, PollText())
+    content.register(Source.DISPLAY_NAME, DisplayName())

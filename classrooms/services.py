@@ -337,6 +337,46 @@ def _screen(session: LiveSession, author: User, source: str, text: str):
     return ctx, verdict
 
 
+DISPLAY_NAME_MAX = 80
+
+
+def display_name_set(*, user: User, name: str) -> User:
+    """A person chooses the name others see. It passes moderation like any text others will see (screened
+    with the lists of their first school, or the platform's): a name the pipeline would hold or block is
+    refused (a name cannot wait in a queue while it is shown), a flagged one is kept and queued."""
+    from moderation import pipeline
+    from moderation.models import Source
+    from moderation.services import block_record, verdict_record
+
+    name = " ".join(_CONTROL_CHARS.sub("", name or "").split())
+    if len(name) > DISPLAY_NAME_MAX:
+        raise ValidationError(f"A name is at most {DISPLAY_NAME_MAX} characters.")
+    if not name:
+        raise ValidationError("Enter a name, or keep the one you have.")
+    ids = selectors.institution_ids_for(user)
+    institution_id = min(ids) if ids else None
+    ctx = pipeline.Context(source=Source.DISPLAY_NAME, institution_id=institution_id, author_id=user.pk)
+    verdict = pipeline.screen(name, ctx)
+    if not verdict.visible or verdict.action == "censor":
+        block_record(verdict=verdict, ctx=ctx, author_id=user.pk)
+        raise ValidationError("This name is not allowed here. Please choose another.")
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=user.pk)
+        user.display_name = name
+        user.save(update_fields=["display_name", "updated_at"])
+        verdict_record(verdict=verdict, ctx=ctx, object_id=user.pk, author_id=user.pk, text=name)
+    return user
+
+
+def display_name_moderated(*, user_id: int, name: str) -> None:
+    """A moderator's decision on a display name: "" resets it (the first name or username shows instead)."""
+    with transaction.atomic():
+        user = User.objects.select_for_update().filter(pk=user_id).first()
+        if user is not None:
+            user.display_name = name[:DISPLAY_NAME_MAX]
+            user.save(update_fields=["display_name", "updated_at"])
+
+
 def chat_message_post(*, session: LiveSession, author: User, body: str, client_ref: str = "") -> ChatMessage:
     """Store a chat message screened by moderation: shown to the class with the next seq, or held (stored
     without a seq, shown to its author as pending review) until a moderator approves it. Idempotent by ref."""

@@ -26,6 +26,7 @@ class Category(models.TextChoices):
     PATTERN = "pattern", "Pattern list"
     REPORT = "report", "User report"
     DEGRADED = "degraded", "Unscreened (classifier down)"
+    ROOM_RULE = "room_rule", "Held by the room's settings"
 
 
 class Action(models.TextChoices):

@@ -39,7 +39,7 @@ class RecordingAdapter:
     def remove(self, object_id, actor, reason):
         self._record("remove", object_id)
 
-    def restore(self, object_id, actor):
+    def restore(self, object_id, actor, text=""):
         self._record("restore", object_id)
 
     def censor(self, object_id, actor, text):

@@ -92,6 +92,16 @@
     return li ? document.importNode(li, true) : null;
   }
 
+  // A re-read row keeps what the reviewer was typing in its decision form.
+  function keepTyping(from, to) {
+    ["decision", "note", "minutes", "scope"].forEach(function (name) {
+      var a = from.querySelector("form[data-action=decide] [name=" + name + "]");
+      var b = to.querySelector("form[data-action=decide] [name=" + name + "]");
+      if (a && b && a.value) b.value = a.value;
+    });
+    fitAll(to);
+  }
+
   function refresh(id) {
     id = String(parseInt(id, 10));
     if (inflight[id]) { again[id] = true; return; }
@@ -109,8 +119,10 @@
           if (existing) existing.remove();
         } else {
           var fresh = parseRow(data.html);
+          if (fresh) fitAll(fresh);
           if (fresh && existing) {
             if (+existing.getAttribute("data-version") <= +fresh.getAttribute("data-version")) {
+              keepTyping(existing, fresh);
               existing.replaceWith(fresh);
             }
           } else if (fresh && page === 1) {
@@ -193,6 +205,20 @@
     }
     viaHttp(form, id).then(done, function () { done(); notice(row, "Could not reach the server; try again."); });
   }
+
+  // Show the duration and scope fields only for the decisions that use them (all are shown without JS).
+  function fitFields(form) {
+    var select = form.querySelector("select[name=decision]");
+    if (!select) return;
+    Array.prototype.forEach.call(form.querySelectorAll("[data-for]"), function (field) {
+      field.hidden = field.getAttribute("data-for").split(" ").indexOf(select.value) < 0;
+    });
+  }
+  function fitAll(scope) { Array.prototype.forEach.call(scope.querySelectorAll("form[data-action=decide]"), fitFields); }
+  list.addEventListener("change", function (ev) {
+    if (ev.target.name === "decision" && ev.target.form) fitFields(ev.target.form);
+  });
+  fitAll(list);
 
   list.addEventListener("submit", function (ev) {
     var form = ev.target;

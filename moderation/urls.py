@@ -6,4 +6,5 @@ app_name = "moderation"
 
 urlpatterns = [
     path("dmca/", include("moderation.dmca_urls")),
+    path("moderation/", include("moderation.queue_urls")),
 ]

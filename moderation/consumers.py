@@ -29,7 +29,7 @@ from config.realtime.hub import hub
 from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping
 from config.realtime.ratelimit import Limit, RateLimiter, limits
 from config.realtime.transport import db_call, encode_frame
-from moderation import realtime, selectors, services
+from moderation import selectors, services
 
 ACTION_LIMIT = Limit(60, 10)  # per person; AULA_RATE_LIMITS "moderation=N/S" overrides
 CONNECTIONS_PER_USER = 5
@@ -37,40 +37,10 @@ CONNECTIONS_PER_USER = 5
 
 # --- selector: which queue groups a person reviews ---------------------------------------------------------
 
-def queue_groups_for(user) -> list[str]:
-    """The queue groups whose signals a person needs, derived from the same data as
-    selectors.reviewer_scope (taught courses, staff schools, districts, moderated and owned channels,
-    platform permissions). Empty when they review nothing. The platform group carries every item's signal,
-    so a superuser (who reviews everything) joins it alone."""
-    if not user.is_authenticated or not user.is_active:
-        return []
-    if user.is_superuser:
-        return [realtime.queue_platform()]
-    from classrooms.models import DistrictRole, Enrollment, Membership, Role
-    from streaming.models import Channel, ChannelRole
-
-    groups: list[str] = []
-    taught = Enrollment.objects.filter(user=user, is_active=True, role__in=[Role.TEACHER, Role.TA])
-    groups += [realtime.queue_course(k) for k in sorted(set(taught.values_list("course_id", flat=True)))]
-    staff = Membership.objects.filter(user=user, is_active=True, role=Role.STAFF)
-    groups += [realtime.queue_school(i) for i in sorted(set(staff.values_list("institution_id", flat=True)))]
-    districts = DistrictRole.objects.filter(user=user).values_list("district_id", flat=True)
-    groups += [realtime.queue_district(d) for d in sorted(set(districts))]
-    channels = set(ChannelRole.objects.filter(user=user, role=ChannelRole.Kind.MODERATOR)
-                   .values_list("channel_id", flat=True))
-    channels |= set(Channel.objects.filter(owner=user).values_list("id", flat=True))
-    groups += [realtime.queue_channel(c) for c in sorted(channels)]
-    if user.has_perm("moderation.platform_trust_safety") or user.has_perm("moderation.legal_review"):
-        # Stream items and (legal) escalated school items have no narrower group: the platform group's
-        # signals reach them, and the fragment endpoint shows only the rows in their scope.
-        groups.append(realtime.queue_platform())
-    return groups
-
-
 def _fresh_groups(user_ids: list[int]) -> dict[int, list[str]]:
     """Each person's groups read afresh (a new user object: permissions and account state are not cached)."""
     users = get_user_model().objects.filter(pk__in=user_ids)
-    found = {u.pk: queue_groups_for(u) for u in users}
+    found = {u.pk: selectors.queue_groups_for(u) for u in users}
     return {uid: found.get(uid, []) for uid in user_ids}
 
 
@@ -108,7 +78,7 @@ class QueueConsumer(RoomConsumer):
     groups: tuple[str, ...] = ()
 
     async def authorize(self) -> str:
-        groups = await db_call(queue_groups_for)(self.user)
+        groups = await db_call(selectors.queue_groups_for)(self.user)
         if not groups:
             raise Refused(CloseCode.NOT_FOUND, "no review queue")
         self.groups = ()

@@ -233,15 +233,7 @@ def _item_action(action: str):
 
 
 def escalate_checked(*, item_id: int, actor, version: int | None, reason: str) -> ModerationItem | None:
-    """services.escalate takes no version: refuse a stale one here first (the escalation itself is still
-    atomic and refused on a decided item; only a change between this read and its lock goes unnoticed)."""
-    if version is not None:
-        current = selectors.items_for(actor).filter(pk=item_id).values_list("version", flat=True).first()
-        if current is None:
-            raise PermissionDenied("No such item in your queue.")
-        if current != version:
-            raise services.Stale("This item changed since you loaded it.")
-    item = services.escalate(item_id=item_id, actor=actor, reason=reason)
+    item = services.escalate(item_id=item_id, actor=actor, reason=reason, version=version)
     if item is None:
         raise services.Stale("This item has already been decided.")
     return item

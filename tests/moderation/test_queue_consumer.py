@@ -15,7 +15,7 @@ from django.conf import settings
 from classrooms.models import DistrictRole, Enrollment, Role
 from config.asgi import application
 from moderation import realtime
-from moderation.consumers import queue_groups_for
+from moderation.selectors import queue_groups_for
 from tests import factories
 from tests.classrooms.test_consumers import Client
 from tests.conftest import login_cookie

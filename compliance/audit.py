@@ -64,6 +64,11 @@ STUDENT_RECORDS: dict[str, RecordKind] = {
     "exams.IntegrityEvent": RecordKind("attempt__student_id", "attempt__institution_id"),
     "exams.GradeSync": RecordKind("attempt__student_id", "institution_id"),
     "exams.Notification": RecordKind("attempt__student_id", "institution_id"),
+    # Moderation of class content: the queue item keeps the text as written; sanctions and appeals are about
+    # the person (stream items have no school and are not education records: resolve() skips them).
+    "moderation.ModerationItem": RecordKind("author_id", "institution_id"),
+    "moderation.Sanction": RecordKind("user_id", "institution_id"),
+    "moderation.Appeal": RecordKind("appellant_id", "item__institution_id"),
 }
 USER_MODEL = "classrooms.User"
 

@@ -24,6 +24,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from compliance import audit
 from moderation import pipeline, selectors, services
 from moderation.models import Category, ModerationItem, Sanction, Source
 
@@ -101,6 +102,7 @@ def render_row(request, item: ModerationItem, next_url: str = "") -> str:
                             {**_row_context(item, request.user), "next": next_url}, request=request)
 
 
+@audit.reads("moderation.ModerationItem")
 @login_required
 @never_cache
 @require_GET
@@ -108,6 +110,8 @@ def queue(request):
     _reviewer_or_404(request.user)
     filters = queue_filters(request.GET)
     data = queue_page(request.user, filters, _page_number(request))
+    # A class item holds what a student wrote: reviewing it is an access to their record (FERPA).
+    audit.record_request_access(request, data["rows"], purpose="moderation review")
     health = pipeline.classifier_health()
     here = request.get_full_path()
     rows = [{**_row_context(item, request.user), "next": here} for item in data["rows"]]
@@ -124,6 +128,7 @@ def _wants_json(request) -> bool:
     return request.GET.get("format") == "json" or "application/json" in request.headers.get("Accept", "")
 
 
+@audit.reads("moderation.ModerationItem")
 @login_required
 @never_cache
 @require_GET
@@ -134,6 +139,8 @@ def queue_item(request, item_id: int):
     item = selectors.item_for(request.user, item_id)
     if item is None:
         raise Http404("No such item in your queue.")
+    if item.status != Status.DECIDED:
+        audit.record_request_access(request, [item], purpose="moderation review")
     next_url = request.GET.get("next", "")
     if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         next_url = ""
@@ -228,7 +235,7 @@ def _item_action(action: str):
         label = request.POST.get("decision", "") if action == "decide" else action
         return _act(request, item_id, label, call)
 
-    view.__name__ = f"queue_{action}"
+    view.__name__ = view.__qualname__ = f"queue_{action}"
     return view
 
 

@@ -106,6 +106,24 @@ ALLOWED: dict[str, str] = {
     "streaming.dashboard.DashboardConsumer": "a stream's audience figures (counts), creator and moderators only",
     "streaming.notifications.stream_live_fanout": "notifies a channel's followers that it is live (own notices)",
     "streaming.notifications.live_email_chunk": "emails followers their own live notice, stream title only",
+    # Moderation (docs/moderation.md): the queue's rows are recorded where they are shown (moderation.views)
+    "moderation.views.queue_claim": "POST: a moderation action (in the moderation audit trail); shows no record",
+    "moderation.views.queue_release": "POST: a moderation action (in the moderation audit trail); shows no record",
+    "moderation.views.queue_decide": "POST: a moderation action (in the moderation audit trail); shows no record",
+    "moderation.views.queue_escalate": "POST: a moderation action (in the moderation audit trail); shows no record",
+    "moderation.consumers.QueueConsumer": "ids, versions and counts only; rows are read (and recorded) through "
+                                          "the queue item page",
+    "moderation.tasks.escalate_overdue": "moves overdue items up a tier (system processing)",
+    "moderation.tasks.tier_notify": "emails reviewers a link to the queue, no content",
+    "classrooms.views.profile": "the user's own display name",
+    # DMCA (docs/dmca.md): stream recordings and claimants' notices are not school records
+    "moderation.dmca_views.agent_page": "the designated agent's public page",
+    "moderation.dmca_views.notice_form": "a public notice form (stream recordings, not school records)",
+    "moderation.dmca_views.case_page": "a copyright case about a stream recording (not a school record)",
+    "moderation.dmca_views.counter_form": "the uploader's counter-notice (not a school record)",
+    "moderation.dmca_views.court_action": "POST: staff record a court action (not a school record)",
+    "moderation.dmca_tasks.dmca_restore_sweep": "restores stream recordings when due (system processing)",
+    "moderation.dmca_tasks.dmca_email_send": "emails a DMCA notice or counter-notice (not a school record)",
 }
 
 
@@ -192,6 +210,8 @@ def our_tasks() -> dict[str, object]:
     import compliance.coppa.tasks  # noqa: F401
     import compliance.tasks  # noqa: F401
     import exams.tasks  # noqa: F401
+    import moderation.dmca_tasks  # noqa: F401
+    import moderation.tasks  # noqa: F401
     import streaming.notifications  # noqa: F401
     from config.celery import app
 

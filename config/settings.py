@@ -222,7 +222,8 @@ AULA_WEBHOOK_TIMEOUT_SECONDS = _int("AULA_WEBHOOK_TIMEOUT_SECONDS", 10, minimum=
 AULA_GEOIP_CITY_DB = env.str("AULA_GEOIP_CITY_DB", default="")
 
 # --- Moderation (moderation/pipeline.py, docs/moderation.md) ------------------------------------------------
-# The classifier stage: a factory returning an object with `version` and `scores(text)`.
+# The classifier stage: a factory returning an object with `version` and `scores(text)`; empty turns the ML
+# stage off everywhere (pattern lists only; no room is then "degraded").
 AULA_MODERATION_CLASSIFIER = env.str("AULA_MODERATION_CLASSIFIER", default="moderation.classifier.get_classifier")
 # Where the trained classifier is cached (joblib; only read from a directory owned by this user and not
 # writable by others). Empty: a directory under the system temp dir.

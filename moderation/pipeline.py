@@ -147,6 +147,9 @@ def _load():
 def warm() -> None:
     """Load (or train) the model now, in a background thread: a server starts answering at once and
     screens with patterns only until the model is ready (a few seconds)."""
+    if not settings.AULA_MODERATION_CLASSIFIER:
+        return  # a deployment without the ML stage (pattern lists only)
+
     def run():
         try:
             _load()
@@ -246,10 +249,11 @@ def screen(text: str, ctx: Context, *, policy: ModerationPolicy | None = None) -
     policy = policy or policy_for(institution_id=ctx.institution_id, course_id=ctx.course_id,
                                   channel_id=ctx.channel_id)
     verdict = Verdict(text=text)
-    scores = classify(text) if policy.classifier_enabled else None
+    enabled = policy.classifier_enabled and bool(settings.AULA_MODERATION_CLASSIFIER)
+    scores = classify(text) if enabled else None
     if scores is None:
-        verdict.degraded = policy.classifier_enabled
-        verdict.model = "skipped" if policy.classifier_enabled else "disabled"
+        verdict.degraded = enabled
+        verdict.model = "skipped" if enabled else "disabled"
         verdict.sentiment = vader.score(text)
     else:
         verdict.scores = {k: round(float(v), 4) for k, v in scores.items() if k != "sentiment"}

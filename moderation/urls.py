@@ -2,8 +2,12 @@
 
 from django.urls import include, path
 
+from moderation.manage_urls import notice_urlpatterns
+
 app_name = "moderation"
 
 urlpatterns = [
     path("dmca/", include("moderation.dmca_urls")),
+    path("moderation/manage/", include("moderation.manage_urls")),
+    path("moderation/notices/", include(notice_urlpatterns)),
 ]

@@ -120,9 +120,10 @@ class PatternListAdmin(_ScopedAdmin):
     def save_formset(self, request, form, formset, change):
         if formset.model is not PatternRule:
             return super().save_formset(request, form, formset, change)
+        changed = formset.save(commit=False)  # also sets deleted_objects; nothing is written here
         for rule in formset.deleted_objects:
             policy_services.pattern_rule_remove(actor=request.user, rule_id=rule.pk)
-        for rule in formset.save(commit=False):
+        for rule in changed:
             if rule.pk:  # an edited rule is the old one removed and the new one added (both audited)
                 policy_services.pattern_rule_remove(actor=request.user, rule_id=rule.pk)
             policy_services.pattern_rule_add(actor=request.user, list_id=form.instance.pk, kind=rule.kind,

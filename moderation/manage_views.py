@@ -213,10 +213,7 @@ def list_detail(request, list_id: int):
 @login_required
 @require_GET
 def list_export(request, list_id: int):
-    plist = _list_or_404(request.user, list_id)
-    response = StreamingHttpResponse(pattern_io.export_rows(plist), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="pattern-list-{plist.pk}.csv"'
-    return response
+    return pattern_io.export_response(_list_or_404(request.user, list_id))
 
 
 @login_required
@@ -453,7 +450,9 @@ def audit_list(request):
 def audit_export(request):
     form, qs, _ledgers = _audit_entries(request)
     rows = qs.order_by("ledger", "index").iterator(chunk_size=2000)
+    # Streams audit.export_csv's lines (its own formula guard); config/exports.py has no streaming helper yet.
     response = StreamingHttpResponse(audit.export_csv(rows), content_type="text/csv; charset=utf-8")
+    response["Cache-Control"] = "no-store"
     response["Content-Disposition"] = f'attachment; filename="moderation-audit-{timezone.now():%Y%m%d-%H%M}.csv"'
     return response
 

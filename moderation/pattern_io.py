@@ -1,8 +1,8 @@
 """Pattern lists as CSV files (`kind,pattern,note` with a header): export for a spreadsheet, import back.
 
-Export guards against spreadsheet formula injection: a cell starting with = + - @ (or a tab or carriage return,
-or the quote itself) gets a leading ' so a spreadsheet shows it as text; import takes that quote off again, so
-a file round-trips unchanged. Import reads UTF-8 with or without a byte-order mark, validates each row with
+Export goes through config.exports, which guards against spreadsheet formula injection: a cell starting with
+= + - @ (or a tab or line break) gets a leading ' so a spreadsheet shows it as text; import takes that quote off
+again, so a file round-trips unchanged. Import reads UTF-8 with or without a byte-order mark, validates each row with
 patterns.validate_rule, reports every bad row by its line number, and writes the good rows in one transaction
 (policy_services.pattern_rules_upsert: new rules added, duplicates skipped), so importing the same file again
 after fixing its bad rows is safe.
@@ -13,43 +13,45 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
+from django.http import HttpResponse
 
+from config.exports import csv_response, csv_writer
 from moderation import patterns, policy_services
 from moderation.models import PatternList
 
 HEADER = ["kind", "pattern", "note"]
 MAX_BYTES = 1024 * 1024
 MAX_ROWS = 5000
-_GUARDED = ("=", "+", "-", "@", "\t", "\r", "'")
-
-
-def _guard(value: str) -> str:
-    return f"'{value}" if value[:1] in _GUARDED else value
+_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n")  # as config.exports.csv_safe
 
 
 def _unguard(value: str) -> str:
-    return value[1:] if value[:1] == "'" and value[1:2] in _GUARDED else value
+    """Undo config.exports.csv_safe: the quote it puts before a cell that could start a formula."""
+    if value[:1] == "'" and value[1:].lstrip(" ").startswith(_FORMULA_TRIGGERS):
+        return value[1:]
+    return value
 
 
-def export_rows(plist: PatternList) -> Iterator[str]:
-    """CSV lines of a list's rules, header first (for a streaming response)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(HEADER)
-    yield buf.getvalue()
-    for rule in plist.rules.order_by("id").iterator():
-        buf.seek(0)
-        buf.truncate()
-        writer.writerow([_guard(rule.kind), _guard(rule.pattern), _guard(rule.note)])
-        yield buf.getvalue()
+def _rows(plist: PatternList):
+    return ([rule.kind, rule.pattern, rule.note] for rule in plist.rules.order_by("id").iterator())
+
+
+def export_response(plist: PatternList) -> HttpResponse:
+    """The list's rules as a CSV download (config.exports: formula-safe cells, header first)."""
+    response, writer = csv_response(f"pattern-list-{plist.pk}.csv", HEADER)
+    writer.writerows(_rows(plist))
+    return response
 
 
 def export_csv(plist: PatternList) -> str:
-    return "".join(export_rows(plist))
+    buf = io.StringIO()
+    writer = csv_writer(buf)
+    writer.writerow(HEADER)
+    writer.writerows(_rows(plist))
+    return buf.getvalue()
 
 
 @dataclass

@@ -128,7 +128,8 @@ def test_csv_export_guards_formulas_and_round_trips_with_a_report_of_bad_rows(cl
     client.force_login(world.staff_a)
     response = client.get(reverse("moderation:manage-list-export", args=[source.pk]))
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
-    exported = b"".join(response.streaming_content).decode()
+    assert response["Cache-Control"] == "no-store" and "attachment" in response["Content-Disposition"]
+    exported = response.content.decode("utf-8-sig")
     rows = _csv_rows(exported)
     assert rows[0] == ["kind", "pattern", "note"]
     assert rows[1] == ["term", "idiot", "insult"]
@@ -137,11 +138,11 @@ def test_csv_export_guards_formulas_and_round_trips_with_a_report_of_bad_rows(cl
     assert rows[4] == ["term", "'@handle", "'@everyone"]
     assert not any(cell[:1] in "=+-@" for row in rows for cell in row)
 
-    # Into another list: the file (with a BOM, as Excel writes it) plus a bad regex, an unknown kind and a duplicate.
+    # Into another list: the file as downloaded (with its BOM) plus a bad regex, an unknown kind and a duplicate.
     target = policy_services.pattern_list_create(actor=world.staff_a, scope=school(world), name="Dst",
                                                  action="hold")
     extra = "regex,(unclosed,broken\r\nphrase,hello,\r\nterm,idiot,again\r\n\r\nterm,dummy,fine\r\n"
-    upload = SimpleUploadedFile("rules.csv", b"\xef\xbb\xbf" + (exported + extra).encode(), "text/csv")
+    upload = SimpleUploadedFile("rules.csv", response.content + extra.encode(), "text/csv")
     page = client.post(list_url(target), {"op": "import", "csv-file": upload})
     assert page.status_code == 200
     report = page.context["import_report"]
@@ -154,7 +155,8 @@ def test_csv_export_guards_formulas_and_round_trips_with_a_report_of_bad_rows(cl
     assert got == set(rules) | {("term", "dummy", "fine")}
 
     # Importing the same file again adds nothing; an audit entry records each import.
-    again = pattern_io.import_csv(actor=world.staff_a, plist=target, data=exported.encode())
+    assert pattern_io.export_csv(target).splitlines()[1:5] == exported.splitlines()[1:]
+    again = pattern_io.import_csv(actor=world.staff_a, plist=target, data=pattern_io.export_csv(source).encode())
     assert (again.added, again.skipped, again.errors) == (0, 4, [])
     imports = AuditEntry.objects.filter(action="rules.import", target_id=str(target.pk)).order_by("index")
     assert [e.data["added"] for e in imports] == [5, 0]
@@ -301,3 +303,19 @@ def test_audit_entries_have_no_add_change_or_delete_in_the_admin(client, world, 
                        {"reason": "edited"}).status_code == 403
     entry.refresh_from_db()
     assert entry.reason == ""
+
+
+def test_every_management_page_renders_for_a_superuser(client, world, lists):
+    root = factories.user("root", superuser=True)
+    client.force_login(root)
+    for name, args in [("manage-home", []), ("manage-lists", []), ("manage-list", [lists[0].pk]), ("manage-try", []),
+                       ("manage-policies", []), ("manage-policy", ["platform"]), ("manage-appeals", []),
+                       ("manage-audit", []), ("manage-audit-verify", []), ("manage-transparency", []),
+                       ("notices", [])]:
+        response = client.get(reverse(f"moderation:{name}", args=args))
+        assert response.status_code == 200, name
+    home = client.get(reverse("moderation:manage-home")).content.decode()
+    assert reverse("moderation:manage-audit") in home and reverse("moderation:manage-lists") in home
+    assert client.post(reverse("moderation:manage-policy", args=["platform"]),
+                       _policy_post(spam__hold=0.9)).status_code == 302
+    assert AuditEntry.objects.filter(ledger="platform", action="policy.save").exists()

@@ -6,4 +6,6 @@ class ClassroomsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from classrooms import receivers  # noqa: F401  (connects signal receivers)
+        from classrooms import receivers, screening  # noqa: F401  (receivers connects signal receivers)
+
+        screening.register()  # class chat and poll text, as the moderation queue sees them

@@ -403,7 +403,7 @@ class LiveSessionConsumer(RoomConsumer):
         await self._limit("chat")
         message = await self._call(services.chat_message_post, consent=PersonalInfoFeature.CHAT, author=self.user,
                                    body=msg.body, client_ref=msg.ref or "")
-        await self.ack(msg.ref, seq=message.seq, id=message.pk)
+        await self.ack(msg.ref, seq=message.seq, id=message.pk, status=message.status)
 
     async def on_chat_delete(self, msg: ChatDelete) -> None:
         await self._moderator_only()

@@ -30,6 +30,24 @@ def chat_message(message: ChatMessage) -> dict:
             "at": _iso(message.created_at)}
 
 
+def chat_held(message: ChatMessage) -> dict:
+    """To its author only: the message waits for a moderator (shown to them as "pending review")."""
+    # Not "ref": a frame without seq carrying a "ref" would be taken for the reply to that request.
+    return {"id": message.pk, "body": message.body, "at": _iso(message.created_at)}
+
+
+def chat_reviewed(message: ChatMessage) -> dict:
+    """To its author only: the outcome of the review of their held message."""
+    return {"id": message.pk, "status": message.status}
+
+
+def moderation_item(item, *, notify: bool = False) -> dict:
+    """To the class's teachers: something to review (or to know about: `notify`, e.g. a self-harm signal).
+    The text is not repeated here; the teacher opens the queue."""
+    return {"item": item.pk, "source": item.source, "category": item.category, "reason": item.reason,
+            "author": item.author_id, "notify": notify}
+
+
 def chat_deleted(message: ChatMessage) -> dict:
     # The reason stays in the audit trail; classmates only learn that the message is gone.
     return {"id": message.pk, "by": message.deleted_by_id}

@@ -399,6 +399,8 @@ class PollAnswer(models.Model):
     attempt_id = models.UUIDField()
     option_positions = models.JSONField(default=list, blank=True)
     text = models.CharField(max_length=1000, blank=True)
+    # Held or removed by moderation: the answer counts, its text is not shown in the results.
+    text_hidden = models.BooleanField(default=False)
     is_correct = models.BooleanField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -478,6 +478,6 @@ def poll_tally(poll) -> tuple[int, dict[int, int], list[str]]:
     counts = _json(counts)
     texts: list[str] = []
     if poll.kind == Poll.Kind.OPEN:
-        texts = list(reversed(PollAnswer.objects.filter(poll=poll).exclude(text="").order_by("-id")
+        texts = list(reversed(PollAnswer.objects.filter(poll=poll, text_hidden=False).exclude(text="").order_by("-id")
                               .values_list("text", flat=True)[:200]))
     return respondents, {int(k): v for k, v in counts.items()}, texts

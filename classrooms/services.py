@@ -304,22 +304,159 @@ def session_end(*, session: LiveSession, actor: User | None) -> LiveSession:
     return session
 
 
+def _screen_context(session: LiveSession, author: User, source: str):
+    from moderation.pipeline import Context
+
+    # Aula's schools are K-12: a live class is a class of minors, first in the review queue.
+    return Context(source=source, institution_id=session.institution_id, course_id=session.course_id,
+                   room_id=session.pk, author_id=author.pk, minors=session.status == LiveSession.Status.LIVE)
+
+
+def _require_unsanctioned(session: LiveSession, author: User) -> None:
+    """A moderation timeout or ban (this class, or the whole school) stops what a student writes; it does
+    not stop them attending (removal from a session is the teacher's separate, explicit action)."""
+    from moderation.selectors import active_sanctions
+
+    sanction = active_sanctions(author.pk, institution_id=session.institution_id,
+                                course_id=session.course_id).order_by("-expires_at").first()
+    if sanction is not None:
+        until = f" until {timezone.localtime(sanction.expires_at):%H:%M %Z}" if sanction.expires_at else ""
+        raise PermissionDenied(f"A moderator has restricted your posting{until}.")
+
+
+def _screen(session: LiveSession, author: User, source: str, text: str):
+    """The moderation pipeline's verdict (a block is audited and refused here, nothing stored)."""
+    from moderation import pipeline
+    from moderation.services import block_record
+
+    ctx = _screen_context(session, author, source)
+    verdict = pipeline.screen(text, ctx)
+    if verdict.action == "block":
+        block_record(verdict=verdict, ctx=ctx, author_id=author.pk)
+        raise ValidationError(verdict.public_reason())
+    return ctx, verdict
+
+
+DISPLAY_NAME_MAX = 80
+
+
+def display_name_set(*, user: User, name: str) -> User:
+    """A person chooses the name others see. It passes moderation like any text others will see (screened
+    with the lists of their first school, or the platform's): a name the pipeline would hold or block is
+    refused (a name cannot wait in a queue while it is shown), a flagged one is kept and queued."""
+    from moderation import pipeline
+    from moderation.models import Source
+    from moderation.services import block_record, verdict_record
+
+    name = " ".join(_CONTROL_CHARS.sub("", name or "").split())
+    if len(name) > DISPLAY_NAME_MAX:
+        raise ValidationError(f"A name is at most {DISPLAY_NAME_MAX} characters.")
+    if not name:
+        raise ValidationError("Enter a name, or keep the one you have.")
+    ids = selectors.institution_ids_for(user)
+    institution_id = min(ids) if ids else None
+    ctx = pipeline.Context(source=Source.DISPLAY_NAME, institution_id=institution_id, author_id=user.pk)
+    verdict = pipeline.screen(name, ctx)
+    if not verdict.visible or verdict.action == "censor":
+        block_record(verdict=verdict, ctx=ctx, author_id=user.pk)
+        raise ValidationError("This name is not allowed here. Please choose another.")
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=user.pk)
+        user.display_name = name
+        user.save(update_fields=["display_name", "updated_at"])
+        verdict_record(verdict=verdict, ctx=ctx, object_id=user.pk, author_id=user.pk, text=name)
+    return user
+
+
+def display_name_moderated(*, user_id: int, name: str) -> None:
+    """A moderator's decision on a display name: "" resets it (the first name or username shows instead)."""
+    with transaction.atomic():
+        user = User.objects.select_for_update().filter(pk=user_id).first()
+        if user is not None:
+            user.display_name = name[:DISPLAY_NAME_MAX]
+            user.save(update_fields=["display_name", "updated_at"])
+
+
 def chat_message_post(*, session: LiveSession, author: User, body: str, client_ref: str = "") -> ChatMessage:
+    """Store a chat message screened by moderation: shown to the class with the next seq, or held (stored
+    without a seq, shown to its author as pending review) until a moderator approves it. Idempotent by ref."""
+    from moderation.models import Source
+    from moderation.services import verdict_record
+
     body = _CONTROL_CHARS.sub("", body or "").strip()
     if not body:
         raise ValidationError("A message cannot be empty.")
     if len(body) > CHAT_MAX_CHARS:
         raise ValidationError(f"A message is at most {CHAT_MAX_CHARS} characters.")
     _require_feature(session, author, Feature.CHAT)
+    if client_ref:
+        existing = ChatMessage.objects.filter(session=session, author=author, client_ref=client_ref).first()
+        if existing is not None:
+            return existing  # a retried send: acknowledged again, stored and broadcast once
+    _require_unsanctioned(session, author)
+    ctx, verdict = _screen(session, author, Source.CLASS_CHAT, body)
+    try:
+        with transaction.atomic():
+            message = ChatMessage(institution_id=session.institution_id, session=session, author=author,
+                                  body=verdict.text, client_ref=client_ref)
+            if verdict.visible:
+                message.seq = room_next_seq(_room(session))
+                message.save(force_insert=True)
+                room_event_record(_room(session), message.seq, "chat.message", events.chat_message(message))
+            else:
+                message.status = ChatMessage.Status.HELD
+                message.save(force_insert=True)
+                room_direct_publish(_room(session), author.pk, "chat.held", events.chat_held(message))
+            item = verdict_record(verdict=verdict, ctx=ctx, object_id=message.pk, author_id=author.pk, text=body)
+            if item is not None:
+                room_signal_publish(realtime.session_staff_room(session.institution_id, session.pk),
+                                    "moderation.item", events.moderation_item(item, notify=verdict.notify))
+    except IntegrityError:
+        # The same ref sent twice at once: the other one won; answer with it.
+        return ChatMessage.objects.get(session=session, author=author, client_ref=client_ref)
+    return message
+
+
+# --- moderation decisions on class content (called through classrooms/screening.py) ---------------------
+
+def chat_message_release(*, message_id: int, body: str | None = None) -> ChatMessage | None:
+    """A held or removed message goes out to the class (with a new seq), as sent or as `body` (masked)."""
     with transaction.atomic():
-        if client_ref:
-            existing = ChatMessage.objects.filter(session=session, author=author, client_ref=client_ref).first()
-            if existing is not None:
-                return existing  # a retried send: acknowledged again, stored and broadcast once
-        seq = room_next_seq(_room(session))
-        message = ChatMessage.objects.create(institution_id=session.institution_id, session=session,
-                                             author=author, body=body, seq=seq, client_ref=client_ref)
-        room_event_record(_room(session), seq, "chat.message", events.chat_message(message))
+        message = ChatMessage.objects.select_for_update().select_related("session", "author").filter(
+            pk=message_id).first()
+        if message is None:
+            return None
+        session = message.session
+        if body is not None:
+            message.body = body
+        shown = message.status == ChatMessage.Status.VISIBLE and message.deleted_at is None
+        if shown and body is None:
+            return message
+        if shown:  # masking a visible message: it leaves the screen and comes back masked
+            _scrub_chat_events(session, [message.pk])
+            room_event_emit(_room(session), "chat.deleted", events.chat_deleted(message))
+        message.status, message.deleted_at, message.deleted_by, message.delete_reason = \
+            ChatMessage.Status.VISIBLE, None, None, ""
+        message.seq = room_next_seq(_room(session))
+        message.save(update_fields=["status", "deleted_at", "deleted_by", "delete_reason", "seq", "body"])
+        room_event_record(_room(session), message.seq, "chat.message", events.chat_message(message))
+    return message
+
+
+def chat_message_withdraw(*, message_id: int, actor: User | None, reason: str) -> ChatMessage | None:
+    """A moderator's removal: a visible message is deleted for everyone, a held one is rejected."""
+    with transaction.atomic():
+        message = ChatMessage.objects.select_for_update().select_related("session").filter(pk=message_id).first()
+        if message is None:
+            return None
+        if message.status == ChatMessage.Status.HELD:
+            message.status = ChatMessage.Status.REJECTED
+            message.save(update_fields=["status"])
+        elif message.status == ChatMessage.Status.VISIBLE and message.deleted_at is None:
+            message.deleted_at, message.deleted_by, message.delete_reason = timezone.now(), actor, reason[:200]
+            message.save(update_fields=["deleted_at", "deleted_by", "delete_reason"])
+            _scrub_chat_events(message.session, [message.pk])
+            room_event_emit(_room(message.session), "chat.deleted", events.chat_deleted(message))
     return message
 
 
@@ -530,8 +667,9 @@ def _respondent_key_for(poll_id: int, anonymous: bool, user: User) -> str:
 
 _POLL_ANSWER_SQL = """
 INSERT INTO classrooms_pollanswer
-    (institution_id, poll_id, user_id, respondent, attempt_id, option_positions, text, is_correct, created_at)
-SELECT p.institution_id, p.id, %(user)s, %(respondent)s, %(attempt)s, %(positions)s::jsonb, %(text)s,
+    (institution_id, poll_id, user_id, respondent, attempt_id, option_positions, text, text_hidden, is_correct,
+     created_at)
+SELECT p.institution_id, p.id, %(user)s, %(respondent)s, %(attempt)s, %(positions)s::jsonb, %(text)s, %(hidden)s,
        %(correct)s, now()
 FROM classrooms_poll p WHERE p.id = %(poll)s AND p.status = 'open'
 FOR SHARE
@@ -571,14 +709,36 @@ def poll_answer(*, poll_id: int, user: User, attempt_id: uuid_module.UUID, posit
         if ctx.kind == Poll.Kind.SINGLE and len(positions) != 1:
             raise ValidationError("Choose exactly one option.")
     respondent = _respondent_key_for(poll_id, ctx.anonymous, user)
+    verdict = screen_ctx = None
+    if text:  # open text is shown to the class in the results: it passes moderation like chat
+        existing = PollAnswer.objects.filter(poll_id=poll_id, respondent=respondent).first()
+        if existing is not None:  # a replay or a second answer: decided below without screening again
+            text = existing.text if existing.attempt_id == attempt_id else text  # stored form (maybe masked)
+        else:
+            session = LiveSession.objects.get(pk=ctx.session_id)
+            _require_unsanctioned(session, user)
+            from moderation.models import Source
+
+            screen_ctx, verdict = _screen(session, user, Source.POLL_TEXT, text)
+            text = verdict.text
     answer = PollAnswer(institution_id=ctx.institution_id, poll_id=poll_id, user=None if ctx.anonymous else user,
                         respondent=respondent, attempt_id=attempt_id, option_positions=positions, text=text,
+                        text_hidden=verdict is not None and not verdict.visible,
                         is_correct=positions == sorted(ctx.correct) if ctx.is_quiz else None)
-    with connection.cursor() as cur:  # one statement: atomic on its own
-        cur.execute(_POLL_ANSWER_SQL, {
-            "user": answer.user_id, "respondent": respondent, "attempt": attempt_id,
-            "positions": json.dumps(positions), "text": text, "correct": answer.is_correct, "poll": poll_id})
-        row = cur.fetchone()
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            cur.execute(_POLL_ANSWER_SQL, {
+                "user": answer.user_id, "respondent": respondent, "attempt": attempt_id,
+                "positions": json.dumps(positions), "text": text, "hidden": answer.text_hidden,
+                "correct": answer.is_correct, "poll": poll_id})
+            row = cur.fetchone()
+        if row is not None and verdict is not None:
+            from moderation.services import verdict_record
+
+            # An anonymous answer is audited without its author and not queued (a reviewer would learn who wrote
+            # it); a held one simply stays hidden from the results.
+            verdict_record(verdict=verdict, ctx=screen_ctx, object_id=row[0],
+                           author_id=None if ctx.anonymous else user.pk, text=text)
     if row is not None:
         answer.pk, answer.created_at = row
         answer._state.adding = False
@@ -596,6 +756,22 @@ def poll_answer(*, poll_id: int, user: User, attempt_id: uuid_module.UUID, posit
     if existing.attempt_id == attempt_id and existing.option_positions == positions and existing.text == text:
         return existing, False
     raise Conflict("You already answered this poll.")
+
+
+def poll_answer_text_set(*, answer_id: int, hidden: bool, text: str | None = None) -> PollAnswer | None:
+    """A moderator's decision on an open-text answer: hide or show its text (optionally replaced by the
+    masked or original form); the results are published again."""
+    with transaction.atomic():
+        answer = PollAnswer.objects.select_for_update().select_related("poll__session").filter(pk=answer_id).first()
+        if answer is None:
+            return None
+        answer.text_hidden = hidden
+        if text is not None:
+            answer.text = text[:1000]
+        answer.save(update_fields=["text_hidden", "text"])
+        poll = answer.poll
+        transaction.on_commit(lambda: poll_results_publish(poll=poll))
+    return answer
 
 
 def poll_results_publish(*, poll: Poll) -> dict:

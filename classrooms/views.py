@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -157,3 +158,24 @@ def session_attendance_csv(request, session_id: int):
             _minutes(r.present_seconds), _minutes(r.active_seconds), _minutes(r.idle_seconds), r.reconnects,
             r.chat_messages, r.poll_answers, r.hand_raises, f"{r.engagement_score:.3f}"])
     return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def profile(request):
+    """The name others see in classes and streams (screened by moderation)."""
+    error = ""
+    # A chosen name is free text: for a child under 13 it waits for the same consent as free-text answers.
+    blocked = coppa.consent_block_reason(request.user, PersonalInfoFeature.FREE_TEXT)
+    if request.method == "POST" and blocked:
+        error = blocked
+    elif request.method == "POST":
+        try:
+            services.display_name_set(user=request.user, name=request.POST.get("display_name", ""))
+        except ValidationError as exc:
+            error = " ".join(exc.messages)
+        else:
+            return redirect("profile")
+    return render(request, "classrooms/profile.html", {"error": error, "max": services.DISPLAY_NAME_MAX,
+                                                       "value": request.POST.get("display_name", "")
+                                                       or request.user.display_name}, status=400 if error else 200)

@@ -31,3 +31,7 @@ application = ProtocolTypeRouter(
 from config.gctuning import tune_server_process  # noqa: E402
 
 tune_server_process()  # start-up objects frozen, larger GC thresholds (config/gctuning.py)
+
+from moderation.pipeline import warm  # noqa: E402
+
+warm()  # the moderation classifier loads in the background; until then chat is screened by patterns only

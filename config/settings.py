@@ -224,6 +224,9 @@ AULA_GEOIP_CITY_DB = env.str("AULA_GEOIP_CITY_DB", default="")
 # --- Moderation (moderation/pipeline.py, docs/moderation.md) ------------------------------------------------
 # The classifier stage: a factory returning an object with `version` and `scores(text)`.
 AULA_MODERATION_CLASSIFIER = env.str("AULA_MODERATION_CLASSIFIER", default="moderation.classifier.get_classifier")
+# Where the trained classifier is cached (joblib; only read from a directory owned by this user and not
+# writable by others). Empty: a directory under the system temp dir.
+AULA_MODEL_CACHE_DIR = env.str("AULA_MODEL_CACHE_DIR", default="")
 # A classifier call slower than this is abandoned (the message goes on through pattern matching).
 AULA_MODERATION_CLASSIFIER_TIMEOUT_MS = _int("AULA_MODERATION_CLASSIFIER_TIMEOUT_MS", 150, minimum=5)
 # Circuit breaker: after this many failures in a row the classifier is skipped for the reset time, then tried again.
@@ -386,6 +389,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "analytics.tasks.flush",
         "schedule": float(AULA_ANALYTICS_FLUSH_SECONDS),  # a flush drains the whole backlog, batch by batch
         "options": {"queue": "analytics", "expires": AULA_ANALYTICS_FLUSH_SECONDS},
+    },
+    "dmca-restore-sweep": {
+        "task": "moderation.dmca_tasks.dmca_restore_sweep",
+        "schedule": 60.0,  # restores every case whose counter-notice window has run (docs/dmca.md); idempotent
+        "options": {"queue": "deadlines", "expires": 60},
     },
     "analytics-webhook-sweep": {
         "task": "analytics.tasks.webhook_sweep",
@@ -699,3 +707,32 @@ AULA_CSP = env.str("AULA_CSP", default="") or "; ".join([
     "frame-ancestors 'none'",
 ])
 AULA_CSP_REPORT_ONLY = env.bool("AULA_CSP_REPORT_ONLY", default=False)
+
+# --- DMCA (moderation/dmca.py, docs/dmca.md) ------------------------------------------------------------
+# The designated agent shown on /dmca/ (and registered with the U.S. Copyright Office); business days of the
+# counter-notice window are counted in AULA_DMCA_TIMEZONE; a strike lasts AULA_DMCA_STRIKE_DAYS and an
+# account with AULA_DMCA_TERMINATION_STRIKES active strikes is terminated; the notice form takes
+# AULA_DMCA_NOTICES_PER_HOUR submissions per client address.
+AULA_DMCA_AGENT_NAME = env.str("AULA_DMCA_AGENT_NAME", default="Aula Copyright Agent")
+AULA_DMCA_AGENT_EMAIL = env.str("AULA_DMCA_AGENT_EMAIL", default="dmca@aula.localhost")
+AULA_DMCA_AGENT_ADDRESS = env.str("AULA_DMCA_AGENT_ADDRESS", default="")
+AULA_DMCA_AGENT_PHONE = env.str("AULA_DMCA_AGENT_PHONE", default="")
+
+
+def _zone(name: str, default: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    value = env.str(name, default=default)
+    try:
+        ZoneInfo(value)
+    except (ValueError, KeyError, OSError):
+        raise ImproperlyConfigured(f"{name}={value!r} is not an IANA time zone name") from None
+    return value
+
+
+AULA_DMCA_TIMEZONE = _zone("AULA_DMCA_TIMEZONE", "America/New_York")
+AULA_DMCA_STRIKE_DAYS = _int("AULA_DMCA_STRIKE_DAYS", 365, minimum=1)
+AULA_DMCA_TERMINATION_STRIKES = _int("AULA_DMCA_TERMINATION_STRIKES", 3, minimum=1)
+AULA_DMCA_NOTICES_PER_HOUR = _int("AULA_DMCA_NOTICES_PER_HOUR", 10, minimum=1)
+# The DMCA tasks live outside an app's tasks.py (autodiscovery finds only those).
+CELERY_IMPORTS = [*CELERY_IMPORTS, "moderation.dmca_tasks"]

@@ -10,7 +10,6 @@ queue item, which privacy erasure can delete).
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
 import io
@@ -21,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from django.db import transaction
 from django.utils import timezone
 
+from config.exports import csv_writer
 from moderation.models import AuditEntry, AuditLedger
 
 GENESIS = "0" * 64
@@ -88,15 +88,16 @@ def _row(e: AuditEntry) -> list:
 
 def export_csv(entries: Iterable[AuditEntry]) -> Iterator[str]:
     """CSV lines (header first) for a streaming response; with prev_hash and hash, so an auditor can re-check
-    the chain offline. Cells that a spreadsheet would run as a formula are prefixed with a quote."""
+    the chain offline. Through config/exports (cells a spreadsheet would run as a formula get a leading quote:
+    strip it before re-hashing such a cell)."""
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = csv_writer(buf)
     writer.writerow(EXPORT_FIELDS)
     yield buf.getvalue()
     for e in entries:
         buf.seek(0)
         buf.truncate()
-        writer.writerow([f"'{v}" if isinstance(v, str) and v[:1] in "=+-@\t\r" else v for v in _row(e)])
+        writer.writerow(_row(e))
         yield buf.getvalue()
 
 

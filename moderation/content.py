@@ -33,8 +33,8 @@ class ContentAdapter(Protocol):
     def remove(self, object_id: str, actor, reason: str) -> None:
         """Nobody but moderators sees it any more (held content is rejected)."""
 
-    def restore(self, object_id: str, actor) -> None:
-        """Undo `remove` or `censor`: the text as sent is shown again."""
+    def restore(self, object_id: str, actor, text: str) -> None:
+        """Undo `remove` or `censor`: `text` (as sent, from the queue item) is shown again."""
 
     def censor(self, object_id: str, actor, text: str) -> None:
         """Show `text` (the masked form) instead of the original."""

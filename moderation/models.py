@@ -26,6 +26,7 @@ class Category(models.TextChoices):
     PATTERN = "pattern", "Pattern list"
     REPORT = "report", "User report"
     DEGRADED = "degraded", "Unscreened (classifier down)"
+    ROOM_RULE = "room_rule", "Held by the room's settings"
 
 
 class Action(models.TextChoices):
@@ -374,3 +375,130 @@ class AuditEntry(models.Model):
 
 
 # --- DMCA (moderation/dmca.py) -------------------------------------------------------------------------
+
+
+class DmcaMaterial(models.TextChoices):
+    """Kinds of material a DMCA notice can name. Stream recordings are the only material Aula holds today;
+    a clip or an upload would be one more kind here and one more entry in moderation.dmca.MATERIALS."""
+
+    STREAM_RECORDING = "stream_recording", "Stream recording"
+
+
+class DmcaCase(models.Model):
+    """One piece of material taken down under 17 U.S.C. §512(c): its notices, the uploader's counter-notice,
+    the statutory restoration window and its outcome. State changes only through moderation.dmca."""
+
+    class Status(models.TextChoices):
+        DISABLED = "disabled", "Material disabled"
+        COUNTER = "counter", "Counter-notice received: restoration scheduled"
+        COURT = "court", "Court action filed: stays disabled"
+        RESTORED = "restored", "Material restored"
+
+    material_type = models.CharField(max_length=32, choices=DmcaMaterial.choices)
+    material_id = models.CharField(max_length=64)
+    material_title = models.CharField(max_length=200, blank=True, help_text="As it was when the case opened")
+    channel = models.ForeignKey("streaming.Channel", on_delete=models.SET_NULL, null=True, blank=True,
+                                related_name="+")
+    uploader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                 related_name="dmca_cases")
+    ledger = models.CharField(max_length=32, help_text="The audit ledger of every step of this case")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.DISABLED)
+    created_at = models.DateTimeField()
+    disabled_at = models.DateTimeField()
+    counter_received_at = models.DateTimeField(null=True, blank=True)
+    restore_not_before = models.DateTimeField(null=True, blank=True,
+                                              help_text="Start of the 11th business day after the counter-notice")
+    restore_by = models.DateTimeField(null=True, blank=True,
+                                      help_text="End of the 14th business day after the counter-notice")
+    court_action_at = models.DateTimeField(null=True, blank=True)
+    court_action_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                        related_name="+")
+    court_action_note = models.CharField(max_length=500, blank=True)
+    restored_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "DMCA case"
+        constraints = [
+            # A second notice about material already taken down joins its open case.
+            models.UniqueConstraint(fields=["material_type", "material_id"], condition=~Q(status="restored"),
+                                    name="dmcacase_one_open_per_material"),
+            models.CheckConstraint(condition=Q(status="disabled") | Q(counter_received_at__isnull=False),
+                                   name="dmcacase_counter_before_restore"),
+        ]
+        indexes = [models.Index(fields=["status", "restore_not_before"], name="dmcacase_due")]
+
+    def __str__(self) -> str:
+        return f"DMCA case #{self.pk} ({self.get_material_type_display()} {self.material_id})"
+
+
+class DmcaNotice(models.Model):
+    """A complete notice of claimed infringement (§512(c)(3)); incomplete ones are refused and never stored."""
+
+    case = models.ForeignKey(DmcaCase, on_delete=models.PROTECT, related_name="notices")
+    received_at = models.DateTimeField()
+    signature = models.CharField(max_length=200)
+    copyrighted_work = models.TextField(max_length=2000)
+    material_url = models.CharField(max_length=500)
+    description = models.TextField(max_length=2000, blank=True)
+    complainant_name = models.CharField(max_length=200)
+    complainant_address = models.TextField(max_length=500)
+    complainant_phone = models.CharField(max_length=50)
+    complainant_email = models.EmailField()
+    good_faith = models.BooleanField(help_text="Good-faith belief that the use is not authorized")
+    accurate_under_penalty = models.BooleanField(
+        help_text="Accurate, and under penalty of perjury authorized to act for the owner")
+    uploader_notified_at = models.DateTimeField(null=True, blank=True)
+    counter_forwarded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["received_at", "id"]
+        verbose_name = "DMCA notice"
+
+    def __str__(self) -> str:
+        return f"Notice #{self.pk} on case #{self.case_id}"
+
+
+class DmcaCounterNotice(models.Model):
+    """The uploader's counter-notification (§512(g)(3)); one per case."""
+
+    case = models.OneToOneField(DmcaCase, on_delete=models.PROTECT, related_name="counter_notice")
+    submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True,
+                                     related_name="+")
+    received_at = models.DateTimeField()
+    signature = models.CharField(max_length=200)
+    material_identification = models.TextField(max_length=2000)
+    material_location = models.CharField(max_length=500)
+    mistake_under_penalty = models.BooleanField(
+        help_text="Under penalty of perjury: good-faith belief of mistake or misidentification")
+    name = models.CharField(max_length=200)
+    address = models.TextField(max_length=500)
+    phone = models.CharField(max_length=50)
+    consents_to_jurisdiction = models.BooleanField()
+    accepts_service = models.BooleanField()
+
+    class Meta:
+        verbose_name = "DMCA counter-notice"
+
+    def __str__(self) -> str:
+        return f"Counter-notice on case #{self.case_id}"
+
+
+class DmcaStrike(models.Model):
+    """The repeat-infringer ledger: one strike per case against its uploader, active until it expires or is
+    removed (the material was restored after a counter-notice)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="dmca_strikes")
+    case = models.OneToOneField(DmcaCase, on_delete=models.PROTECT, related_name="strike")
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    removed_at = models.DateTimeField(null=True, blank=True)
+    removed_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "DMCA strike"
+        indexes = [models.Index(fields=["user", "removed_at", "expires_at"], name="dmcastrike_active")]
+
+    def __str__(self) -> str:
+        return f"Strike on {self.user_id} (case #{self.case_id})"

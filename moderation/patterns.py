@@ -94,7 +94,7 @@ def validate_rule(kind: str, pattern: str) -> str:
         raise ValidationError(f"Unknown kind {kind!r}: use term, wildcard or regex.")
     if kind == PatternRule.Kind.WILDCARD and not regex.sub(r"[*?\s]", "", pattern):
         raise ValidationError("A wildcard needs at least one letter (a lone * would match everything).")
-    if kind != PatternRule.Kind.REGEX and not skeleton(regex.sub(r"[*?]", "", pattern)).strip():
+    if kind != PatternRule.Kind.REGEX and not any(ch.isalnum() for ch in skeleton(regex.sub(r"[*?]", "", pattern))):
         raise ValidationError("This term has no letters or digits left after folding.")
     try:
         compiled = regex.compile(rule_regex(kind, pattern))
@@ -189,11 +189,19 @@ def censor(text: str, lists: list[CompiledList]) -> tuple[str, int]:
 
     def mask(m: regex.Match) -> str:
         nonlocal masked
-        folded = skeleton(m.group(0))
-        if any(p.search(folded, timeout=_timeout()) for p in patterns):
-            masked += 1
-            return "".join("*" if ch.isalnum() else ch for ch in m.group(0))
-        return m.group(0)
+        word = m.group(0)
+        folded = skeleton(word)
+        spans = [hit.span() for p in patterns for hit in p.finditer(folded, timeout=_timeout())]
+        if not spans:
+            return word
+        masked += 1
+        if len(folded) != len(word):  # folding changed the length (a ligature, a hidden character): mask it all
+            return "".join("*" if ch.isalnum() else ch for ch in word)
+        chars = list(word)
+        for start, end in spans:  # only what matched: "<b>darn</b>" keeps its tags
+            for i in range(start, end):
+                chars[i] = "*" if chars[i].isalnum() else chars[i]
+        return "".join(chars)
 
     try:
         return _WORD.sub(mask, text), masked

@@ -118,6 +118,8 @@ class _AuditListener(pybreaker.CircuitBreakerListener):
 
     def state_change(self, cb, old_state, new_state):
         state = getattr(new_state, "name", str(new_state))
+        if getattr(old_state, "name", old_state) == state:
+            return  # close() on a closed breaker (a reset): nothing changed
         try:
             client = _redis()
             client.hset(_health_key(), mapping={"state": state, "since": time.time()})

@@ -87,9 +87,11 @@ def _rule_label(verdict: Verdict) -> str:
     return verdict.model
 
 
-def verdict_record(*, verdict: Verdict, ctx: Context, object_id, author_id: int, text: str) -> ModerationItem | None:
+def verdict_record(*, verdict: Verdict, ctx: Context, object_id, author_id: int | None,
+                   text: str) -> ModerationItem | None:
     """Audit what the pipeline did to a stored piece of content and queue it when a person must look.
-    Runs in the caller's transaction, after the content row is written (its id is the item's target)."""
+    Runs in the caller's transaction, after the content row is written (its id is the item's target).
+    Without an author (an anonymous poll answer) it is audited only: a queue item would name the author."""
     if verdict.action == Action.ALLOW and not verdict.notify:
         return None
     object_id = str(object_id)
@@ -100,7 +102,7 @@ def verdict_record(*, verdict: Verdict, ctx: Context, object_id, author_id: int,
                  reason="fail-closed: classifier unavailable" if verdict.fail_closed_hold else "",
                  data={"scores": verdict.scores, "hits": verdict.hits, "degraded": verdict.degraded,
                        "author": author_id, "model": verdict.model})
-    if not verdict.queued:
+    if not verdict.queued or author_id is None:
         return None
     visible = verdict.visible
     reason = ModerationItem.Reason.FLAGGED if visible else ModerationItem.Reason.HELD
@@ -177,6 +179,27 @@ def report_create(*, reporter, source: str, object_id, reason: str = "") -> Mode
 
 
 # --- claims and decisions -----------------------------------------------------------------------------------
+
+def open_item_id(source: str, object_id) -> int | None:
+    return (ModerationItem.objects.filter(source=source, object_id=str(object_id))
+            .exclude(status=ModerationItem.Status.DECIDED).values_list("pk", flat=True).first())
+
+
+def item_settle(*, item_id: int, decision: str, note: str) -> ModerationItem | None:
+    """The system decided (an admin action already authorised, a task): the item is closed as decided,
+    audited with no actor. The content was already handled by the caller."""
+    with transaction.atomic():
+        item = ModerationItem.objects.select_for_update().filter(pk=item_id).first()
+        if item is None or item.status == ModerationItem.Status.DECIDED:
+            return item
+        item.status, item.decision, item.decision_note = ModerationItem.Status.DECIDED, decision, note[:500]
+        item.decided_at, item.visible = timezone.now(), decision in (Decision.APPROVE, Decision.CONTEXT)
+        item.version += 1
+        item.save()
+        _audit(item, stage="system", action=f"decide.{decision}", reason=note[:200])
+        _publish(item, "decided")
+    return item
+
 
 def _locked_item(item_id: int, actor, version: int | None) -> ModerationItem:
     item = ModerationItem.objects.select_for_update().filter(pk=item_id).first()
@@ -375,7 +398,7 @@ def decision_reverse(*, item_id: int, actor, reason: str) -> ModerationItem:
             handler.remove(item.object_id, actor, reason.strip())
             item.visible = False
         else:
-            handler.restore(item.object_id, actor)
+            handler.restore(item.object_id, actor, item.text)
             item.visible = True
             for sanction in item.sanctions.filter(revoked_at__isnull=True):
                 sanction.revoked_at, sanction.revoked_by = timezone.now(), actor

@@ -6,4 +6,6 @@ class StreamingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from streaming import notifications  # noqa: F401  (connects the live-notice receiver, registers tasks)
+        from streaming import notifications, screening  # noqa: F401  (notifications connects its receiver)
+
+        screening.register()  # stream chat, as the moderation queue sees it

@@ -554,7 +554,7 @@ class StreamConsumer(RoomConsumer):
         self._signed_in_only("ask a question")
         await self._limit("chat")
         question = await self._run(lambda: services.question_ask(stream=self.stream, author=self.user, body=msg.body))
-        await self.ack(msg.ref, question_id=question.pk)
+        await self.ack(msg.ref, question_id=question.pk, held=question.status == "held")
 
     async def on_question_upvote(self, msg: QuestionRef) -> None:
         self._signed_in_only("upvote")

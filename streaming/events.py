@@ -18,7 +18,8 @@ def person(user) -> dict:
 
 def stream_status(stream: Stream) -> dict:
     return {"id": stream.pk, "status": stream.status, "started_at": _iso(stream.started_at),
-            "ended_at": _iso(stream.ended_at), "recording_url": stream.recording_url or None,
+            "ended_at": _iso(stream.ended_at),
+            "recording_url": stream.recording_url if stream.recording_available else None,
             "peak_viewers": stream.peak_viewers}
 
 

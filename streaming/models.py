@@ -54,6 +54,9 @@ class Stream(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     player_url = models.URLField(blank=True, help_text="HLS or embed URL from the external video provider")
     recording_url = models.URLField(blank=True)
+    # Set while the recording is taken down (moderation/dmca.py): no page or event shows or plays it.
+    recording_disabled_at = models.DateTimeField(null=True, blank=True)
+    recording_disabled_reason = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Exact peak of distinct concurrent viewers (streaming/audience.py), persisted throttled and at the end.
     peak_viewers = models.PositiveIntegerField(default=0)
@@ -74,6 +77,10 @@ class Stream(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    @property
+    def recording_available(self) -> bool:
+        return bool(self.recording_url) and self.recording_disabled_at is None
 
 
 class Follow(models.Model):
@@ -176,6 +183,7 @@ class StreamQuestion(models.Model):
         OPEN = "open", "Open"
         ANSWERED = "answered", "Answered"
         DISMISSED = "dismissed", "Dismissed"
+        HELD = "held", "Held for review"  # by moderation: on the board only once a moderator approves it
 
     stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="questions")
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")

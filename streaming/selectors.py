@@ -197,5 +197,6 @@ def questions_board(stream: Stream, limit: int = 100) -> list[StreamQuestion]:
 
     open_first = Case(When(status=StreamQuestion.Status.OPEN, then=Value(0)), default=Value(1),
                       output_field=IntegerField())
-    return list(StreamQuestion.objects.filter(stream=stream).exclude(status=StreamQuestion.Status.DISMISSED)
+    return list(StreamQuestion.objects.filter(stream=stream)
+                .exclude(status__in=[StreamQuestion.Status.DISMISSED, StreamQuestion.Status.HELD])
                 .select_related("author").order_by(open_first, "-upvotes", "created_at")[:limit])

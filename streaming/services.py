@@ -20,7 +20,6 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from analytics import buffer as analytics
-from analytics import sentiment
 from classrooms.services import upsert
 from config.realtime.transport import (
     _redis,
@@ -50,8 +49,6 @@ from streaming.signals import stream_ended, stream_went_live
 CHAT_MAX_CHARS = 300
 QUESTION_MAX_CHARS = 500
 LOCKDOWN_SLOW_SECONDS = 30
-# The screening seam holds messages at least this negative (VADER compound) for a moderator to review.
-HOLD_BELOW_SENTIMENT = -0.85
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 # Emote codes such as :fire: or :clap:, counted as emotes in emote-only mode.
 _EMOTE_CODE = re.compile(r":[a-z0-9_+-]{1,32}:")
@@ -172,20 +169,27 @@ class Screen:
     sentiment: float
     hold: bool
     reason: str = ""
+    verdict: object = None  # moderation.pipeline.Verdict
+    ctx: object = None  # moderation.pipeline.Context
 
 
-def chat_screen(text: str, *, stream: Stream | None = None, author=None) -> Screen:
-    """The one seam where text is screened before it is stored (the moderation app will plug in here).
+def chat_screen(text: str, *, stream: Stream, author, source: str = "stream_chat") -> Screen:
+    """The one seam where stream text is screened before it is stored: the moderation pipeline
+    (moderation/pipeline.py: classifier, the channel's pattern lists, thresholds). A blocked text is audited
+    and refused here; a held one is stored for review by the caller. Runs in a database worker thread."""
+    from moderation import pipeline
+    from moderation.services import block_record
 
-    Runs in a database worker thread (never on the event loop): normalises the text, scores its sentiment
-    with VADER and holds strongly hostile messages for a moderator's review."""
     text = unicodedata.normalize("NFC", _CONTROL_CHARS.sub("", text or "")).strip()
     if not text:
         raise ValidationError("A message cannot be empty.")
-    score = sentiment.score(text)
-    if score <= HOLD_BELOW_SENTIMENT:
-        return Screen(text, score, True, "hostile")
-    return Screen(text, score, False)
+    ctx = pipeline.Context(source=source, channel_id=stream.channel_id, room_id=stream.pk,
+                           author_id=getattr(author, "pk", None))
+    verdict = pipeline.screen(text, ctx)
+    if verdict.action == "block":
+        block_record(verdict=verdict, ctx=ctx, author_id=author.pk)
+        raise ValidationError(verdict.public_reason())
+    return Screen(verdict.text, verdict.sentiment, not verdict.visible, verdict.category, verdict, ctx)
 
 
 def is_emote_only(text: str) -> bool:
@@ -268,6 +272,13 @@ def chat_message_post(*, stream: Stream, author, body: str, client_ref: str = ""
                 message.cseq = room_next_seq(stream_chat_room(stream.pk))
                 message.save()
                 _publish_chat(stream, message)
+            verdict = screen.verdict
+            if hold and not screen.hold:  # held by the stream's settings, not by moderation: queued all the same
+                verdict.action, verdict.category = "hold", "room_rule"
+            if verdict.action != "allow" or verdict.notify:
+                from moderation.services import verdict_record
+
+                verdict_record(verdict=verdict, ctx=screen.ctx, object_id=message.pk, author_id=author.pk, text=body)
     except IntegrityError:
         # The same ref sent twice at once: the other one won; answer with it.
         return StreamChatMessage.objects.select_related("author").get(stream=stream, author=author,
@@ -290,34 +301,81 @@ def _require_message_staff(actor, message: StreamChatMessage) -> Stream:
     return stream
 
 
+def _decide_held(message: StreamChatMessage, actor, decision: str) -> StreamChatMessage:
+    """The stream's held list and the moderation queue are one queue: a decision made on the watch page is
+    the queue item's decision (decided once, audited, visible live to other moderators)."""
+    from moderation.services import item_decide, open_item_id
+
+    _require_message_staff(actor, message)
+    item_id = open_item_id("stream_chat", message.pk)
+    if item_id is None or actor is None:
+        (chat_held_release if decision == "approve" else chat_held_reject)(message_id=message.pk)
+        if item_id is not None:
+            from moderation.services import item_settle
+
+            item_settle(item_id=item_id, decision=decision, note="decided by the system")
+    else:
+        note = "" if decision == "approve" else "Not approved by the stream's moderators."
+        item_decide(item_id=item_id, actor=actor, decision=decision, note=note)
+    return StreamChatMessage.objects.select_related("author").get(pk=message.pk)
+
+
 def chat_approve(*, message: StreamChatMessage, actor) -> StreamChatMessage:
     """A held message goes out to everyone as a normal message with a new `cseq`."""
-    stream = _require_message_staff(actor, message)
+    if message.status != StreamChatMessage.Status.HELD:
+        raise Conflict("This message is not waiting for review.")
+    return _decide_held(message, actor, "approve")
+
+
+def chat_reject(*, message: StreamChatMessage, actor) -> StreamChatMessage:
+    if message.status != StreamChatMessage.Status.HELD:
+        raise Conflict("This message is not waiting for review.")
+    return _decide_held(message, actor, "remove")
+
+
+def _reviewed(stream: Stream, message: StreamChatMessage) -> None:
+    room_signal_publish(stream_staff_room(stream.pk), "chat.reviewed", events.chat_reviewed(message))
+    room_direct_publish(stream_room(stream.pk), message.author_id, "chat.reviewed", events.chat_reviewed(message))
+
+
+def chat_held_release(*, message_id: int, body: str | None = None, actor=None) -> StreamChatMessage | None:
+    """A held (or removed) message goes out with a new `cseq`, as sent or as `body` (masked). Moderation
+    decides; this only carries it out (moderation.content adapter, streaming/screening.py)."""
     with transaction.atomic():
-        message = StreamChatMessage.objects.select_for_update().select_related("author").get(pk=message.pk)
-        if message.status != StreamChatMessage.Status.HELD:
-            raise Conflict("This message is not waiting for review.")
-        message.status, message.reviewed_by = StreamChatMessage.Status.VISIBLE, actor
+        message = StreamChatMessage.objects.select_for_update().select_related("author", "stream").filter(
+            pk=message_id).first()
+        if message is None:
+            return None
+        stream = message.stream
+        was_held = message.status == StreamChatMessage.Status.HELD
+        shown = message.status == StreamChatMessage.Status.VISIBLE and message.deleted_at is None
+        if shown and body is None:
+            return message
+        if shown:  # masking a visible message: blank it, then show the masked form as a new message
+            message.deleted_at = timezone.now()
+            _emit(stream, "chat.deleted", events.chat_deleted(message))
+        if body is not None:
+            message.body = body
+        message.status, message.deleted_at, message.deleted_by = StreamChatMessage.Status.VISIBLE, None, None
+        message.reviewed_by = actor or message.reviewed_by
         message.cseq = room_next_seq(stream_chat_room(stream.pk))
-        message.save(update_fields=["status", "reviewed_by", "cseq"])
+        message.save(update_fields=["status", "cseq", "body", "deleted_at", "deleted_by", "reviewed_by"])
         _publish_chat(stream, message)
-        room_signal_publish(stream_staff_room(stream.pk), "chat.reviewed", events.chat_reviewed(message))
-        room_direct_publish(stream_room(stream.pk), message.author_id, "chat.reviewed", events.chat_reviewed(message))
+        if was_held:
+            _reviewed(stream, message)
     _held_gauge(stream)
     return message
 
 
-def chat_reject(*, message: StreamChatMessage, actor) -> StreamChatMessage:
-    stream = _require_message_staff(actor, message)
+def chat_held_reject(*, message_id: int, actor=None) -> StreamChatMessage | None:
     with transaction.atomic():
-        message = StreamChatMessage.objects.select_for_update().get(pk=message.pk)
-        if message.status != StreamChatMessage.Status.HELD:
-            raise Conflict("This message is not waiting for review.")
+        message = StreamChatMessage.objects.select_for_update().select_related("stream").filter(pk=message_id).first()
+        if message is None or message.status != StreamChatMessage.Status.HELD:
+            return message
         message.status, message.reviewed_by = StreamChatMessage.Status.REJECTED, actor
         message.save(update_fields=["status", "reviewed_by"])
-        room_signal_publish(stream_staff_room(stream.pk), "chat.reviewed", events.chat_reviewed(message))
-        room_direct_publish(stream_room(stream.pk), message.author_id, "chat.reviewed", events.chat_reviewed(message))
-    _held_gauge(stream)
+        _reviewed(message.stream, message)
+    _held_gauge(message.stream)
     return message
 
 
@@ -491,14 +549,40 @@ def question_ask(*, stream: Stream, author, body: str) -> StreamQuestion:
         raise Conflict("The stream has ended.")
     if selectors.chat_bar(stream, author) is not None:
         raise PermissionDenied("You cannot post on this channel right now.")
-    screen = chat_screen(body, stream=stream, author=author)
-    if screen.hold:
-        raise ValidationError("This question was held back by moderation; please rephrase it.")
+    screen = chat_screen(body, stream=stream, author=author, source="stream_question")
     with transaction.atomic():
-        question = StreamQuestion.objects.create(stream=stream, author=author, body=screen.text,
-                                                 sentiment=screen.sentiment)
-        _emit(stream, "question.asked", events.question(question))
+        question = StreamQuestion.objects.create(
+            stream=stream, author=author, body=screen.text, sentiment=screen.sentiment,
+            status=StreamQuestion.Status.HELD if screen.hold else StreamQuestion.Status.OPEN)
+        if not screen.hold:
+            _emit(stream, "question.asked", events.question(question))
+        if screen.verdict.action != "allow" or screen.verdict.notify:
+            from moderation.services import verdict_record
+
+            verdict_record(verdict=screen.verdict, ctx=screen.ctx, object_id=question.pk, author_id=author.pk,
+                           text=body.strip())
     analytics.record("question.ask", scope="stream", scope_id=stream.pk, value=screen.sentiment)
+    return question
+
+
+def question_moderated(*, question_id: int, status: str, body: str | None = None) -> StreamQuestion | None:
+    """A moderator's decision on a question (moderation.content adapter): onto the board (open), off it
+    (dismissed), optionally with its text masked or restored."""
+    with transaction.atomic():
+        question = (StreamQuestion.objects.select_for_update().select_related("author", "stream")
+                    .filter(pk=question_id).first())
+        if question is None:
+            return None
+        was_held = question.status == StreamQuestion.Status.HELD
+        if status == StreamQuestion.Status.OPEN and question.status == StreamQuestion.Status.ANSWERED:
+            status = StreamQuestion.Status.ANSWERED  # approving again does not reopen an answered question
+        if status == question.status and body is None:
+            return question
+        question.status = status
+        if body is not None:
+            question.body = body[:QUESTION_MAX_CHARS]
+        question.save(update_fields=["status", "body"])
+        _emit(question.stream, "question.asked" if was_held else "question.updated", events.question(question))
     return question
 
 

@@ -49,8 +49,9 @@ def _page(request, stream_id: int, template: str, *, surface: str, embeddable: b
     role = selectors.viewer_role(request.user, stream)
     response = render(request, template, {
         "stream": stream, "role": role.value, "can_moderate": role.is_staff, "signed_in": role.signed_in,
-        "player_kind": player_kind(stream.player_url),
-        "player_hls": urlsplit(stream.player_url).path.lower().endswith(".m3u8"),
+        # A recording taken down (DMCA) is not played either: the player may be its video-on-demand source.
+        "player_kind": "" if stream.recording_disabled_at else player_kind(stream.player_url),
+        "player_hls": not stream.recording_disabled_at and urlsplit(stream.player_url).path.lower().endswith(".m3u8"),
         "surface": surface, "chat_max": CHAT_MAX_CHARS,
         "watchable": selectors.watchable(stream),
     })

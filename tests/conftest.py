@@ -27,6 +27,28 @@ def _clean_redis():
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _classifier_loaded():
+    """The moderation classifier loaded once per test process (a server loads it in the background and
+    screens with patterns only meanwhile; tests want its verdicts from the first message)."""
+    from moderation import pipeline
+
+    pipeline._load()
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _moderation_caches():
+    """Pattern lists and policies are cached per process for a few seconds: each test starts fresh, with
+    the classifier's circuit breaker closed."""
+    from moderation import patterns, pipeline, selectors
+
+    patterns.forget_cache()
+    selectors.forget_policies()
+    pipeline.breaker.close()
+    yield
+
+
 @pytest.fixture
 def world(db):
     return factories.World()

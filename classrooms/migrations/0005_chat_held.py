@@ -20,4 +20,9 @@ class Migration(migrations.Migration):
             name='seq',
             field=models.BigIntegerField(blank=True, null=True),
         ),
+        migrations.AddField(
+            model_name='pollanswer',
+            name='text_hidden',
+            field=models.BooleanField(default=False),
+        ),
     ]

@@ -48,7 +48,7 @@ class Migration(migrations.Migration):
                 ('object_id', models.CharField(help_text="The content's id in its own app", max_length=64)),
                 ('room_id', models.BigIntegerField(blank=True, help_text='Live session or stream of the content', null=True)),
                 ('text', models.TextField(help_text='The text as screened (shown to reviewers only, escaped)')),
-                ('category', models.CharField(choices=[('offensive', 'Offensive language'), ('harassment', 'Harassment'), ('sexual', 'Sexual content'), ('self_harm', 'Self-harm risk'), ('spam', 'Spam'), ('pattern', 'Pattern list'), ('report', 'User report'), ('degraded', 'Unscreened (classifier down)')], max_length=12)),
+                ('category', models.CharField(choices=[('offensive', 'Offensive language'), ('harassment', 'Harassment'), ('sexual', 'Sexual content'), ('self_harm', 'Self-harm risk'), ('spam', 'Spam'), ('pattern', 'Pattern list'), ('report', 'User report'), ('degraded', 'Unscreened (classifier down)'), ('room_rule', "Held by the room's settings")], max_length=12)),
                 ('scores', models.JSONField(blank=True, default=dict)),
                 ('matches', models.JSONField(blank=True, default=list)),
                 ('reason', models.CharField(choices=[('held', 'Held by the pipeline'), ('flagged', 'Flagged by the pipeline (shown)'), ('reported', 'Reported by users')], max_length=8)),

@@ -441,6 +441,33 @@
       });
   }
 
+  // My messages that moderation holds: shown to me only, "pending review", until a moderator decides.
+  var heldNodes = {};
+  function heldAdd(m) {
+    if (heldNodes[m.id] || chatNodes[m.id]) return;
+    var li = h("li", {class: "msg mine held", "data-testid": "chat-held", dataset: {id: m.id}}, [
+      h("p", {class: "msg-body", text: m.body}),
+      h("em", {class: "msg-state", text: "pending review"})
+    ]);
+    chatList.insertBefore(li, chatList.querySelector(".pending"));
+    heldNodes[m.id] = li;
+    updateChatEmpty();
+    scrollChat();
+  }
+  function heldSettle(id, status) {
+    var li = heldNodes[id];
+    if (!li) return;
+    delete heldNodes[id];
+    if (status === "rejected") {
+      setText(q(".msg-state", li), "not approved by a moderator");
+      li.dataset.testid = "chat-rejected";
+      setTimeout(function () { li.remove(); updateChatEmpty(); }, 8000);
+    } else {
+      li.remove();  // approved: it arrives as a normal message with its seq
+      updateChatEmpty();
+    }
+  }
+
   function markOutbox(item, text) { setText(q(".msg-state", item.li), text); }
 
   function sendChat(item) {
@@ -448,7 +475,7 @@
     item.inFlight = true;
     markOutbox(item, "sending…");
     // The ref doubles as the server's idempotency key: a resend after a drop is stored once.
-    sock.send({type: "chat.send", body: item.body, ref: item.ref}, function (err) {
+    sock.send({type: "chat.send", body: item.body, ref: item.ref}, function (err, reply) {
       item.inFlight = false;
       if (err && (err.code === "disconnected" || err.code === "offline")) {
         markOutbox(item, "waiting for the connection…");
@@ -459,6 +486,7 @@
       outbox.splice(index, 1);
       item.li.remove();
       updateChatEmpty();
+      if (!err && reply && reply.status === "held") heldAdd({id: reply.id, body: item.body});
       if (!err) return;
       if (!chatInput.value) chatInput.value = item.body;  // give the text back to retry
       if (err.code === "rate_limited") startCooldown(err.details && err.details.retry_after);
@@ -903,6 +931,27 @@
         break;
       case "chat.deleted":
         chatRemove(d.id);
+        break;
+      case "chat.held":
+        heldAdd(d);
+        break;
+      case "chat.reviewed":
+        heldSettle(d.id, d.status);
+        break;
+      case "moderation.decision":
+        if (d.decision !== "approve" && d.decision !== "context") {
+          chatSystem("A moderator acted on your message" + (d.reason ? ": " + d.reason : "") +
+                     (d.until ? " (you can post again after " + new Date(AulaSocket.parseTime(d.until)).toLocaleTimeString() + ")" : "") +
+                     ". See your moderation notices to appeal.");
+        }
+        break;
+      case "moderation.item":
+        if (canModerate()) {
+          chatSystem(d.notify ? "Moderation: a message may need your attention (" + d.category.replace("_", " ") +
+                                "). Open the moderation queue."
+                              : "Moderation: a message was " + (d.reason === "held" ? "held" : "flagged") +
+                                " for review. Open the moderation queue.");
+        }
         break;
       case "chat.cleared":
         Object.keys(chatNodes).forEach(function (id) { if (+chatNodes[id].dataset.seq <= d.up_to_seq) chatRemove(id); });

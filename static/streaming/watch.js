@@ -138,7 +138,8 @@
       case "viewers": q("viewer-count").textContent = d.count; return;
       case "reactions": showBurst(d); return;
       case "poll.results": renderPolls((root._polls || []).map(function (p) { return p.id === d.poll_id ? Object.assign(p, {results: d}) : p; })); return;
-      case "ack": if (d.message) addChat(d.message, !!d.pending_review); if (d.upvoted !== undefined) myUpvotes[d.question_id] = d.upvoted; return;
+      case "ack": if (d.message) addChat(d.message, !!d.pending_review);
+        if (d.held && q("question-form")) { var qn = q("question-note"); if (qn) qn.textContent = "Your question is waiting for a moderator's review."; } if (d.upvoted !== undefined) myUpvotes[d.question_id] = d.upvoted; return;
       case "error": var e = q("chat-error"); if (e) e.textContent = d.message + (d.details && d.details.retry_after ? " (" + d.details.retry_after + " s)" : ""); return;
       case "sys.lagged": case "sys.resync": resuming = true; send("resume", {last_seq: lastSeq || 0, chat_cseq: chatCseq}); return;
     }

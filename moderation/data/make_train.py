@@ -1,0 +1,355 @@
+"""Writes `train.csv`, the classifier's training set, from the templates below (seeded, so the file is reproducible).
+
+Run `python -m moderation.data.make_train` after editing a template; the classifier's cache key and version follow
+the CSV's hash. The held-out set (`heldout.csv`) is written by hand and never generated from these templates, so
+the evaluation does not reward memorised phrasings. Some rows get adversarial spellings (leetspeak, look-alike
+letters, zero-width characters, spacing) because real evaders use them; `moderation.textnorm.skeleton` folds
+most of them back before the model sees the text.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import re
+from pathlib import Path
+
+CATEGORIES = ("offensive", "harassment", "sexual", "self_harm", "spam")
+OUT = Path(__file__).with_name("train.csv")
+
+SLOTS = {
+    "subject": ["math", "history", "bio", "chem", "physics", "english", "spanish", "geography", "econ", "art",
+                "civics", "french", "algebra", "geometry", "computer science", "health", "music theory"],
+    "thing": ["worksheet", "essay", "lab report", "quiz", "homework", "project", "reading", "problem set",
+              "presentation", "group project", "study guide", "test", "assignment", "slides"],
+    "day": ["monday", "tuesday", "wednesday", "thursday", "friday", "tomorrow", "tonight", "next week",
+            "the weekend"],
+    "num": ["2", "3", "4", "5", "7", "12", "14", "21", "6b", "9"],
+    "name": ["jake", "maria", "sam", "alex", "priya", "tom", "lena", "omar", "chris", "mia", "noah", "zoe",
+             "ethan", "ava", "luis", "kai", "jordan", "emma", "dev", "sara"],
+    "game": ["valorant", "minecraft", "fortnite", "elden ring", "league", "apex", "chess", "rocket league",
+             "the new zelda", "cs2", "overwatch", "speedrun"],
+    "insult": ["idiot", "loser", "moron", "clown", "dumbass", "freak", "pathetic loser", "waste of space",
+               "retard", "ugly troll", "fat pig", "piece of shit", "brainless idiot", "worthless loser", "creep",
+               "bitch", "asshole", "dickhead", "crybaby", "weirdo"],
+    "swear": ["fuck", "shit", "fucking", "damn it", "bullshit", "wtf", "fck", "shitty", "motherfucking",
+              "goddamn"],
+    "site": ["bit.ly/3xFr33", "free-robux.gg", "tinyurl.com/claimnow", "cheapessays.net", "gift-card-win.com",
+             "cutt.ly/vbucks", "discord.gg/freenitro", "crypto-x2.io", "www.followboost.biz", "t.me/cashapp_flip",
+             "getpaid-fast.xyz", "skins4free.ru"],
+    "handle": ["@xx_gamer_xx", "@lilybeauty22", "@cryptoking", "@promo.daily", "@getfamous", "@b0ostme",
+               "@teen_model_x", "@dealsdealsdeals"],
+    "prize": ["free robux", "free vbucks", "a $500 gift card", "an iphone 16", "free nitro", "10k followers",
+              "a free ps5", "free skins", "$1000 in bitcoin"],
+}
+
+
+def fill(template: str, rng: random.Random) -> str:
+    out = template
+    for key, values in SLOTS.items():
+        while "{" + key + "}" in out:
+            out = out.replace("{" + key + "}", rng.choice(values), 1)
+    return out
+
+
+# Benign, including hard negatives: violent or sexual words in school or game context, links teachers post.
+BENIGN = [
+    "did anyone finish the {subject} {thing}?", "when is the {thing} due", "is the {thing} due {day}?",
+    "can someone explain question {num} on the {thing}", "what page are we on", "i think it's page {num}",
+    "thanks {name}!", "good morning everyone", "hi miss, can you hear us?", "the audio cut out for a sec",
+    "can you share your screen again", "i'm back, my wifi dropped", "sorry i'm late, bus was slow",
+    "is {name} presenting next?", "my mic isn't working", "can we get an extension on the {thing}",
+    "this {thing} is killing me", "this {subject} {thing} is going to be the death of me",
+    "i could die laughing at that meme", "i could die laughing", "i'm going to die laughing",
+    "{name} i nearly died laughing", "i literally died 😂",
+    "i'd die of embarrassment", "i'm dying 😂", "lmao i'm dead", "bro i'm dead 💀",
+    "sex education chapter {num} is on the test", "we covered sexual reproduction in plants today",
+    "the {subject} test covers puberty and the reproductive system",
+    "click the link in the syllabus for the reading", "the zoom link is in the class calendar",
+    "follow the instructions on page {num}", "subscribe to the class calendar so you get reminders",
+    "check the link the teacher posted in announcements", "the rubric link is pinned at the top",
+    "that play was sick", "that was a sick clip", "{name} is cracked at {game}", "that shot was insane",
+    "he killed it on the presentation", "you killed that solo", "the boss fight killed me like 20 times",
+    "shoot, i forgot my calculator", "shoot the zombies first then grab the loot", "headshot! gg",
+    "the first world war killed millions of soldiers", "the atomic bomb was dropped on hiroshima in 1945",
+    "the assassination of franz ferdinand started ww1", "the holocaust was the genocide of six million jews",
+    "in the civil war more americans died than in any other war", "the battle of the somme was a massacre",
+    "napoleon invaded russia and lost most of his army", "the romans crucified spartacus' army",
+    "hamlet kills polonius by accident in act 3", "romeo kills himself when he thinks juliet is dead",
+    "in the novel the character attempts suicide, what does that show", "the poem is about grief and death",
+    "suicide prevention week starts {day}, the counselor is in room {num}",
+    "the health unit covers self harm warning signs", "breast cancer awareness month is october",
+    "the cell dies during apoptosis", "predators kill their prey in the food chain",
+    "we're dissecting frogs {day}", "gg well played", "W stream", "lets gooo", "first!", "hi from brazil 🇧🇷",
+    "what game is this?", "clip that", "bro is cooking", "pog", "KEKW", "lol", "that's hilarious",
+    "love this stream", "what's your sens?", "play {game} next", "how long have you been streaming",
+    "that was so close", "chat is so fast today", "good luck on the ranked match", "ez clap",
+    "this song slaps", "the music is too loud", "can you turn the volume up", "rip", "F in the chat",
+    "nooo he almost had it", "one more game!", "happy birthday {name}!", "congrats on 1k followers!",
+    "you should follow the rules in the pinned message", "follow the lecture notes from {day}",
+    "free period tomorrow?", "free pizza at the club meeting {day}", "the school store has free pencils",
+    "i hate mondays", "i hate this {thing} so much", "ugh {subject} is so hard", "i'm so tired", "same",
+    "i'm so stressed about the {thing}", "i failed the quiz, i want to cry", "i'm dead tired",
+    "my brain is fried", "that question was brutal", "the {subject} test destroyed me",
+    "i'm gonna kill my brother if he eats my snacks again lol", "my mom is going to kill me for being late",
+    "we should attack the problem from a different angle", "the virus attacks the immune system",
+    "the hot dogs at lunch were fire", "damn that's a lot of homework",
+    "hell yeah we have no school {day}", "what the heck was that", "crap i left my book at home",
+    "can i go to the bathroom", "who's in my group for the {thing}?", "can i work with {name}?",
+    "{name} you're muted", "{name} you dropped this 👑", "{name} great job on the {thing}",
+    "{name} can you send me the notes", "{name} you're so funny lol", "{name} stop spamming emojis 😂",
+    "does anyone have a pencil", "the answer is {num}", "is it {num} or {num}?", "can you repeat that?",
+    "i disagree with {name}'s point about the war", "the bill of rights protects free speech",
+    "how do you balance this equation", "what's the difference between mitosis and meiosis",
+    "the teacher said we can use notes", "good night everyone, see you {day}", "thank you for the class!",
+    "i'm so done with this unit", "i'm gonna die if this test isn't curved", "kill the lights please",
+    "the hunger games has a lot of killing", "the bomb cyclone hit the east coast",
+    "these cookies are a killer recipe", "my sister is a pain but i love her", "you're a lifesaver {name}",
+    "shut up that's amazing", "no way, shut up 😂", "stop it, you're killing me 😂",
+    "my cat is an idiot, he fell off the couch", "i'm such an idiot i forgot my login",
+    "i'm the worst at {game}", "i suck at {subject}", "this wifi sucks", "that movie sucked",
+    "who won the war of 1812?", "the nazis invaded poland in 1939", "genghis khan slaughtered whole cities",
+    "the slaves fought for their freedom in the haitian revolution", "lincoln was shot at ford's theatre",
+    "macbeth murders the king in act 2", "of mice and men ends with george shooting lennie",
+    "the lion kills the zebra in the documentary", "hiv is a sexually transmitted infection",
+    "consent is part of the health curriculum", "the body systems quiz includes the genitals diagram",
+    "gender and sexuality unit starts {day}", "pregnancy and birth is chapter {num}",
+    "please click submit before the timer ends", "the form link expires at midnight",
+    "sign up for the field trip at the link on the class page", "don't click links from strangers",
+    "is this a scam? someone dm'd me a link", "report spam to the teacher",
+    "follow along with the slides", "i'll share the link to the doc in a sec", "like and subscribe lol jk",
+    "streamer pls follow back my friend, she's been watching since day one 🥺", "hydrate chat",
+    "the chat is toxic today, be nice guys", "please don't bully {name}", "that's not nice, stop",
+    "mods please ban the spammer", "block and report them", "are you ok {name}? dm me if you need to talk",
+    "if you're struggling, the counselor is really nice", "i'm here for you {name}", "sending hugs ❤️",
+    "that villain deserved to die", "i'd die for this team honestly", "this level is suicide lol",
+    "dying my hair blue this weekend", "the plant is dying because i forgot to water it",
+    "i'm starving, lunch is in 5", "you're insane at {game} {name}", "{name} is a beast at {subject}",
+    "my dog is such a good boy", "i'm dead serious, the test is on {day}", "i nearly died on the bus",
+    "that was a killer workout in gym", "gym class murdered my legs", "sick beat", "that's wild",
+    "we need to beat {name}'s team", "i'm gonna crush this test", "destroy them in the next round",
+    "bomb the objective b site", "rush b", "nade them", "nice kill!", "triple kill 🔥", "clutch!",
+    "anyone want to study for {subject} after school", "my sister has the same {subject} teacher",
+    "what's the homework for {day}?", "i left early, what did i miss", "can someone post the notes",
+    "the projector is broken again", "the bell rang early lol", "our school won the game",
+    "thanks for streaming ❤️", "see you tomorrow chat", "what's the name of this song",
+    "how old are you? (for the school project survey)", "is the stream lagging for anyone else",
+    # Second person and first person without harm: the model must not learn "you" or "i want" as a signal.
+    "what mouse do you use?", "what's your favorite {game} character", "do you ever play {game} with viewers",
+    "you're doing great {name}", "you can do it!", "you're so good at this", "you deserve the win",
+    "are you streaming {day}?", "what server are you on", "how did you get so good at {game}",
+    "you were right about question {num}", "don't worry about it, we all forget", "it's fine, no stress",
+    "you're welcome!", "thank you so much {name}", "you look happy today {name}", "have you finished the {thing}?",
+    "did you get my message {name}?", "i'll send you the notes {day}", "you left your jacket in {subject}",
+    "i want to get better at {subject}", "i want to learn {game} this summer", "i want pizza for lunch",
+    "i finally finished the {thing}!", "i'm going to bed, night all", "i'm tired, long day", "i'm so happy rn",
+    "i want to join the {subject} club", "i think i'm going to quit piano", "i'm done for today, bye",
+    "i wrote about the ocean for my {thing}", "i can't wait for summer", "i love this class",
+    "i'm going to study all weekend", "i don't get question {num}", "i got an A on the {thing}!!",
+    "i'm so bored", "i want to sleep for a week after this {thing}", "i'm going to scream if the wifi drops again",
+]
+
+# Strong profanity or vulgarity that targets no one: offensive only.
+OFFENSIVE = [
+    "this {thing} is fucking impossible", "{swear} i forgot the {thing}", "{swear} this wifi",
+    "holy shit that play", "what the fuck was that", "fuck this {subject} {thing}", "this is such bullshit",
+    "{swear}, i lost again", "shit shit shit i'm late", "fucking hell the server crashed",
+    "this game is fucking rigged", "motherfucker, the lag", "that was fucking sick", "ass {game} update",
+    "i'm so fucking tired of {subject}", "this stream is the shit", "fuck yeah we won", "fuckin finally",
+    "who the fuck made this {thing}", "this {thing} is shit", "god damn this lag", "pissed off at this {game}",
+    "shit's about to go down", "that's fucked up", "well fuck", "oh shit oh shit", "fuckkk", "this is ass",
+    "the {subject} teacher gave us a shit ton of homework", "fuck me, i forgot the {thing} again",
+    "bullshit call by the ref", "screw this shitty laptop", "this {game} patch is dogshit",
+]
+
+# Directed at a person: insults, threats, bullying, exclusion, telling someone to hurt themselves.
+# The `offensive` flag is set per row when it also swears.
+HARASSMENT = [
+    ("you're such a {insult}", None), ("{name} is a {insult}", None), ("shut up {name} you {insult}", None),
+    ("nobody likes you {name}", 0), ("everyone in this class hates you", 0), ("just leave, no one wants you here", 0),
+    ("you should just disappear", 0), ("go kill yourself", 0), ("kys {name}", 0), ("kill yourself {insult}", None),
+    ("i'm going to beat you up after school", 0), ("i know where you live {name}", 0),
+    ("watch your back tomorrow", 0), ("i'll make you regret coming to school", 0),
+    ("you're so ugly it hurts to look at you", 0), ("{name} smells like garbage lol", 0),
+    ("nobody invited you {name}, leave the group", 0), ("you're the reason your parents are sad", 0),
+    ("lmao look at {name}'s face, what a {insult}", None), ("go back to where you came from", 0),
+    ("you're too stupid for this class", 0), ("why are you even alive", 0), ("drink bleach {name}", 0),
+    ("fuck you {name}", 1), ("fuck off {insult}", 1), ("shut the fuck up {name}", 1),
+    ("you play like a {insult}, uninstall", None), ("streamer is a {insult}", None),
+    ("this streamer is trash and so are you", 0), ("{name} you're a fat {insult}", None),
+    ("ratio + you're adopted + nobody cares", 0), ("i'll post your address in chat", 0),
+    ("{name} cried in class lmaooo what a baby", 0), ("no one will ever love you {name}", 0),
+    ("i hope you die {name}", 0), ("you're worthless, give up", 0), ("die in a fire {name}", 0),
+    ("i'm gonna find you and hurt you", 0), ("stupid {insult} can't even read", None),
+    ("{name} has no friends, that's why she sits alone", 0), ("you're a joke, {name}", 0),
+    ("imagine being as dumb as {name}", 0), ("nobody asked, {insult}", None), ("cry about it {insult}", None),
+    ("you should be ashamed of being so ugly", 0), ("we all voted you the weirdest kid in class", 0),
+    ("{name} your voice is so annoying, never talk again", 0),
+    ("i'm screenshotting this and sending it to everyone", 0),
+    ("keep talking and see what happens to you", 0), ("i'll smash your face in", 0), ("get cancer {name}", 0),
+    ("you're a disgrace, {insult}", None), ("hey {insult}, nobody wants you on stream", None),
+    ("stfu {name}", 1), ("{name} is a fucking {insult}", 1), ("go fuck yourself", 1),
+]
+VULGAR = re.compile(r"\b(dick|tits|porn|balls|blowjob|horny|ass)\b")
+SWEARY_INSULTS = {"dumbass", "piece of shit", "bitch", "asshole", "dickhead", "retard"}
+
+SEXUAL = [
+    "send nudes", "send me nudes {name}", "wanna sext?", "show me your boobs", "show me your tits",
+    "how big is your dick", "i want to have sex with you", "let's hook up after class ;)", "u a virgin?",
+    "i'm so horny rn", "check my onlyfans", "dm me for nsfw pics", "who wants to see my dick",
+    "wanna see something naughty? dm me", "i'd smash {name}", "take your shirt off on stream",
+    "what color is your underwear", "i want to touch you", "show feet pics", "rate my nudes",
+    "porn in my bio", "i watched porn in class lol", "sit on my face", "suck my dick", "lick my balls",
+    "give me a blowjob", "send a pic of your body", "i'll pay you for pics", "let's do it in the bathroom",
+    "are you wearing anything under that", "your mom is hot, give me her number ;)",
+    "wanna see my body?", "let's video call naked", "i'll show you mine if you show me yours",
+    "who's down to sext", "send me a pic in the shower", "i'm touching myself watching this",
+    "send me a pic of you in a bikini", "i want to kiss you all over",
+    "let's fool around at my place, my parents are out",
+    "what's your bra size", "i'm hard watching you", "she has a nice rack", "take it all off",
+]
+# Sexual remarks aimed at someone are also harassment; vulgar ones also offensive.
+SEXUAL_AT = [
+    ("{name} you're a slut", (1, 1, 1, 0, 0)), ("{name} is a whore", (1, 1, 1, 0, 0)),
+    ("you look sexy in that uniform {name}", (0, 1, 1, 0, 0)), ("{name} is such a thot", (1, 1, 1, 0, 0)),
+    ("suck my dick {name}", (1, 1, 1, 0, 0)), ("i'm gonna fuck you so hard", (1, 1, 1, 0, 0)),
+    ("{name} send nudes or i tell everyone", (0, 1, 1, 0, 0)), ("fucking slut", (1, 1, 1, 0, 0)),
+    ("nice tits {name}", (1, 1, 1, 0, 0)), ("show us your ass {name}", (1, 1, 1, 0, 0)),
+]
+
+# First person: intent, ideation, methods or ongoing self-harm. Hyperbole ("this test is killing me") is not.
+SELF_HARM = [
+    "i want to kill myself", "i want to die", "i don't want to be alive anymore", "i'm going to end it tonight",
+    "i've been cutting again", "i cut myself last night", "how many pills does it take to die",
+    "nobody would care if i died", "i wish i could just not wake up", "i'm thinking about suicide",
+    "i have a plan to kill myself", "what's the most painless way to die", "i hurt myself when i'm stressed",
+    "i'm going to jump off the bridge", "i wrote my goodbye letter", "i can't do this anymore, i want it to end",
+    "everyone would be better off without me", "i burned myself again", "i don't see a reason to live",
+    "i'm going to overdose", "i started self harming again", "life isn't worth living",
+    "i keep thinking about ending my life", "i'm going to hang myself", "i'm so done with life, goodbye",
+    "i want to disappear forever", "i'm scared i'll hurt myself tonight", "i relapsed, i cut again",
+    "my wrists are covered in scars", "i took all my mom's pills", "i'm a burden, i should kill myself",
+    "i don't want to wake up tomorrow", "i've been starving myself to punish myself", "i want to stop existing",
+    "i'm hiding the blades from my mom", "tonight is my last night", "i looked up how to tie a noose",
+    "i want to hurt myself so bad right now", "i'm done, nobody will miss me",
+    "i tried to kill myself last year and i want to try again",
+    "i just want the pain to stop forever", "what's the lethal dose of tylenol", "i hit myself until i bruise",
+]
+SELF_HARM_SWEAR = [
+    "fuck my life, i want to die", "i'm so fucking done, i'm going to kill myself", "i fucking hate myself",
+    "i'm a worthless piece of shit, i should die",
+]
+
+SPAM = [
+    "FREE {prize} at {site}", "get {prize} now!!! {site}", "claim {prize} here: {site}",
+    "click here to claim your prize {site}", "follow me on insta {handle}", "follow {handle} for follow back",
+    "sub4sub anyone? check my channel", "check out my channel!! link in bio", "earn $500 a day from home {site}",
+    "make money fast, dm me", "crypto giveaway! send 0.1 btc get 0.2 back {site}", "cheap essays, dm me",
+    "i write essays for $10, dm {handle}", "buy followers cheap {site}", "visit {site} for the best deals",
+    "promo code STREAM50 at {site}", "join my discord {site} free giveaways", "{site} {site} {site}",
+    "want {prize}? go to {site}", "i made $3000 this week with this trick {site}", "dm me to get rich",
+    "selling test answers, dm {handle}", "who wants {prize}? {site}", "limited offer!!! {site}",
+    "win {prize} just click {site}", "hot singles in your area {site}", "f4f l4l {handle}",
+    "best cheap skins {site} use code FREE", "guys follow {handle} pls", "vote for me at {site} and get {prize}",
+    "your account will be banned, verify at {site}", "teacher said to log in here: {site}",
+    "🔥🔥 {prize} 🔥🔥 {site}", "GO TO {site} NOW", "double your money in 24h {site}",
+    "i'm giving away {prize} to the first 100 people {site}", "need homework done? {handle} is cheap",
+    "check my bio for {prize}", "free gift cards!!! {site} !!!", "investment opportunity, 300% returns, dm me",
+    "watch my stream instead, link in bio", "follow {handle} follow {handle} follow {handle}",
+    "scan the qr on my profile for {prize}", "earn robux by doing surveys at {site}",
+    "work from home and earn $200 a day, message me", "i'll do your homework for cash, dm me",
+    "want to make easy money? ask me how", "forex trading tips, 10x your savings, dm",
+    "you have been chosen to win {prize}!", "congrats winner, claim {prize} in my profile",
+    "shop my new merch store, 70% off today only", "cheap {game} accounts for sale, message me",
+]
+SPAM_SEXUAL = ["hot pics in my bio {handle}", "nudes for sale {site}", "18+ content free at {site}",
+               "horny girls waiting at {site}", "see my private pics {site}"]
+
+LEET = {"a": "4@", "e": "3", "i": "1!", "o": "0", "s": "5$", "t": "7"}
+LOOKALIKE = {"a": "а", "e": "е", "o": "о", "c": "с", "p": "р", "x": "х", "i": "і", "y": "у"}  # Cyrillic
+
+
+def perturb(text: str, rng: random.Random) -> str:
+    """One evasion trick, as a real user would type it."""
+    trick = rng.choice(["leet", "lookalike", "zwsp", "upper", "stretch", "spaced"])
+    if trick == "leet":
+        return "".join(rng.choice(LEET[ch]) if ch in LEET and rng.random() < 0.5 else ch for ch in text)
+    if trick == "lookalike":
+        return "".join(LOOKALIKE[ch] if ch in LOOKALIKE and rng.random() < 0.6 else ch for ch in text)
+    if trick == "zwsp":
+        return "".join(ch + "\u200b" if ch.isalpha() and rng.random() < 0.3 else ch for ch in text)
+    if trick == "upper":
+        return text.upper()
+    if trick == "stretch":
+        return "".join(ch * 3 if ch in "aeiou" and rng.random() < 0.2 else ch for ch in text)
+    words = text.split()
+    i = rng.randrange(len(words))
+    words[i] = " ".join(words[i])
+    return " ".join(words)
+
+
+PREFIXES = ["", "", "", "lol ", "bro ", "ok ", "{name} ", "honestly ", "guys ", "yo ", "omg ", "ngl ", "wait ",
+            "um ", "so ", "hey "]
+SUFFIXES = ["", "", "", " lol", " 😂", "!!", " fr", " tbh", " ngl", "?", " 💀", " smh", " lmao", " ...", " 😭",
+            " haha", " rn", " bruh"]
+
+
+def wrap(text: str, rng: random.Random) -> str:
+    """Chat filler around a message, so the model learns the message and not its exact edges."""
+    return fill(rng.choice(PREFIXES), rng) + text + rng.choice(SUFFIXES)
+
+
+def rows(rng: random.Random) -> list[tuple[str, tuple[int, ...]]]:
+    out: list[tuple[str, tuple[int, ...]]] = []
+
+    def add(templates, labels, n, perturb_rate=0.0):
+        for _ in range(n):
+            text = wrap(fill(rng.choice(templates), rng), rng)
+            if templates is BENIGN and rng.random() < 0.1:
+                text += " " + fill(rng.choice(BENIGN), rng)
+            if perturb_rate and rng.random() < perturb_rate:
+                text = perturb(text, rng)
+            out.append((text, labels))
+
+    add(BENIGN, (0, 0, 0, 0, 0), 900, perturb_rate=0.08)
+    add(OFFENSIVE, (1, 0, 0, 0, 0), 150, perturb_rate=0.3)
+    for _ in range(280):
+        template, swears = rng.choice(HARASSMENT)
+        text = wrap(fill(template, rng), rng)
+        if swears is None:
+            swears = int(any(w in text for w in SWEARY_INSULTS))
+        if rng.random() < 0.3:
+            text = perturb(text, rng)
+        out.append((text, (swears, 1, 0, 0, 0)))
+    for _ in range(170):
+        text = wrap(fill(rng.choice(SEXUAL), rng), rng)
+        vulgar = int(bool(VULGAR.search(text)))
+        out.append((perturb(text, rng) if rng.random() < 0.3 else text, (vulgar, 0, 1, 0, 0)))
+    for _ in range(50):
+        template, labels = rng.choice(SEXUAL_AT)
+        text = wrap(fill(template, rng), rng)
+        out.append((perturb(text, rng) if rng.random() < 0.3 else text, labels))
+    add(SELF_HARM, (0, 0, 0, 1, 0), 180, perturb_rate=0.15)
+    add(SELF_HARM_SWEAR, (1, 0, 0, 1, 0), 25)
+    add(SPAM, (0, 0, 0, 0, 1), 200, perturb_rate=0.2)
+    add(SPAM_SEXUAL, (0, 0, 1, 0, 1), 30)
+    rng.shuffle(out)
+    return out
+
+
+def main() -> None:
+    data = rows(random.Random(20251201))
+    with OUT.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", *CATEGORIES])
+        seen = set()
+        for text, labels in data:
+            if text in seen:  # duplicates add weight, not information
+                continue
+            seen.add(text)
+            writer.writerow([text, *labels])
+    print(f"{len(seen)} rows -> {OUT}")
+
+
+if __name__ == "__main__":
+    main()

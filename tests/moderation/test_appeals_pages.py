@@ -32,7 +32,7 @@ class RecordingAdapter:
     def remove(self, object_id, actor, reason):
         self.calls.append(("remove", object_id))
 
-    def restore(self, object_id, actor):
+    def restore(self, object_id, actor, text):
         self.calls.append(("restore", object_id))
 
     def censor(self, object_id, actor, text):

@@ -6,6 +6,7 @@ from django.urls import path, re_path
 from classrooms.consumers import LiveSessionConsumer
 from config.realtime.protocol import CloseCode
 from exams.consumers import AttemptConsumer, ProctorConsumer
+from moderation.consumers import QueueConsumer
 from streaming.consumers import StreamConsumer
 from streaming.dashboard import DashboardConsumer
 from streaming.notifications import NotificationConsumer
@@ -28,5 +29,6 @@ websocket_urlpatterns = [
     path("ws/v1/streams/<int:stream_id>/", StreamConsumer.as_asgi()),
     path("ws/v1/notifications/", NotificationConsumer.as_asgi()),
     path("ws/v1/streams/<int:stream_id>/dashboard/", DashboardConsumer.as_asgi()),
+    path("ws/moderation/queue/", QueueConsumer.as_asgi()),
     re_path(r"", UnknownRouteConsumer.as_asgi()),
 ]

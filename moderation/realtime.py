@@ -22,4 +22,15 @@ def queue_channel(channel_id: int) -> str:
 
 
 def queue_platform() -> str:
+    """Every item's signals: for platform superusers."""
     return "modq.platform"
+
+
+def queue_streams() -> str:
+    """Every stream item's signals: platform trust & safety."""
+    return "modq.streams"
+
+
+def queue_legal() -> str:
+    """Every item's signals, for legal reviewers (ids and states only; rows are re-read in their scope)."""
+    return "modq.legal"

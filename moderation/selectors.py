@@ -17,6 +17,7 @@ from django.db.models import Q, QuerySet
 
 from classrooms.models import DistrictRole, Enrollment, Institution, Membership, Role
 from classrooms.selectors import institution_ids_for
+from moderation import realtime
 from moderation.models import ModerationItem, ModerationPolicy, Sanction, UserReport
 
 _policies: dict[tuple, tuple[float, ModerationPolicy]] = {}
@@ -163,3 +164,32 @@ def active_sanctions(user_id: int, *, institution_id: int | None = None, course_
     if channel_id:
         where |= Q(channel_id=channel_id)
     return live.filter(where)
+
+
+def queue_groups_for(user) -> list[str]:
+    """The queue groups whose signals a person needs, derived from the same data as
+    selectors.reviewer_scope (taught courses, staff schools, districts, moderated and owned channels,
+    platform permissions). Empty when they review nothing. The platform group carries every item's signal,
+    so a superuser (who reviews everything) joins it alone."""
+    if not user.is_authenticated or not user.is_active:
+        return []
+    if user.is_superuser:
+        return [realtime.queue_platform()]
+    from streaming.models import Channel, ChannelRole
+
+    groups: list[str] = []
+    taught = Enrollment.objects.filter(user=user, is_active=True, role__in=[Role.TEACHER, Role.TA])
+    groups += [realtime.queue_course(k) for k in sorted(set(taught.values_list("course_id", flat=True)))]
+    staff = Membership.objects.filter(user=user, is_active=True, role=Role.STAFF)
+    groups += [realtime.queue_school(i) for i in sorted(set(staff.values_list("institution_id", flat=True)))]
+    districts = DistrictRole.objects.filter(user=user).values_list("district_id", flat=True)
+    groups += [realtime.queue_district(d) for d in sorted(set(districts))]
+    channels = set(ChannelRole.objects.filter(user=user, role=ChannelRole.Kind.MODERATOR)
+                   .values_list("channel_id", flat=True))
+    channels |= set(Channel.objects.filter(owner=user).values_list("id", flat=True))
+    groups += [realtime.queue_channel(c) for c in sorted(channels)]
+    if user.has_perm("moderation.platform_trust_safety"):
+        groups.append(realtime.queue_streams())
+    if user.has_perm("moderation.legal_review"):
+        groups.append(realtime.queue_legal())
+    return groups

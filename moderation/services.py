@@ -32,7 +32,9 @@ class Stale(Exception):
 # --- queue events -----------------------------------------------------------------------------------------
 
 def _groups(item: ModerationItem) -> list[str]:
-    groups = [realtime.queue_platform()]
+    groups = [realtime.queue_platform(), realtime.queue_legal()]
+    if item.channel_id:
+        groups.append(realtime.queue_streams())
     if item.course_id:
         groups.append(realtime.queue_course(item.course_id))
     if item.institution_id:
@@ -322,13 +324,14 @@ def item_decide(*, item_id: int, actor, decision: str, note: str = "", version: 
     return item
 
 
-def escalate(*, item_id: int, actor=None, reason: str = "", now: dt.datetime | None = None) -> ModerationItem | None:
+def escalate(*, item_id: int, actor=None, reason: str = "", now: dt.datetime | None = None,
+             version: int | None = None) -> ModerationItem | None:
     """Move an item up one tier (by a reviewer, or by the SLA sweeper with actor None), with a new SLA,
     unassigned, and the next tier told. The legal tier is the last: past it the item stays and is re-notified."""
     now = now or timezone.now()
     with transaction.atomic():
         if actor is not None:
-            item = _locked_item(item_id, actor, None)
+            item = _locked_item(item_id, actor, version)
         else:
             item = ModerationItem.objects.select_for_update(skip_locked=True).filter(pk=item_id).first()
             if item is None or item.due_at > now:

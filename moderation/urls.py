@@ -10,4 +10,5 @@ urlpatterns = [
     path("dmca/", include("moderation.dmca_urls")),
     path("moderation/manage/", include("moderation.manage_urls")),
     path("moderation/notices/", include(notice_urlpatterns)),
+    path("moderation/", include("moderation.queue_urls")),
 ]

@@ -295,7 +295,9 @@ def test_every_csv_export_goes_through_the_one_helper():
     offenders = []
     for path in ROOT.glob("**/*.py"):
         rel = path.relative_to(ROOT).as_posix()
-        if rel.startswith((".venv/", ".tools/", "tests/", "benchmarks/")) or rel == "config/exports.py":
+        # moderation/data/ holds the classifier's training-set generator: it writes the project's own data file.
+        if rel.startswith((".venv/", ".tools/", "tests/", "benchmarks/", "moderation/data/")) or \
+                rel == "config/exports.py":
             continue
         text = path.read_text()
         if "csv.writer(" in text or "csv.DictWriter(" in text or "text/csv" in text:

@@ -99,18 +99,6 @@ def test_a_huge_text_costs_little(classifier):
     assert set(scores) == {*CATEGORIES, "sentiment"}
 
 
-def test_one_message_is_scored_well_within_the_latency_budget(classifier):
-    texts = clf.load_dataset(clf.HELDOUT_CSV).texts[:200]
-    for text in texts[:10]:
-        classifier.scores(text)
-    samples = []
-    for text in texts:
-        started = time.perf_counter()
-        classifier.scores(text)
-        samples.append(time.perf_counter() - started)
-    assert np.percentile(samples, 95) < 0.020  # measured about 4.5 ms on the 2-core CI machine
-
-
 def test_held_out_quality_stays_above_the_measured_floor(classifier):
     """Floors a little under what the shipped model measured (macro precision 0.86, recall 0.81 at 0.5) on
     the hand-written held-out set: a change to the data or the model that loses quality fails here."""

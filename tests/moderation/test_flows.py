@@ -176,10 +176,19 @@ def test_reports_join_one_item_and_raise_its_priority(world):
     assert not ModerationItem.objects.exclude(status="decided").exists()
 
 
+@pytest.fixture
+def eager_tasks():
+    from config.celery import app as celery_app
+
+    eager = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True  # the next tier's email is sent in the test
+    yield
+    celery_app.conf.task_always_eager = eager
+
+
 @pytest.mark.django_db
-def test_an_item_past_its_sla_climbs_the_tiers_and_the_next_tier_is_told(world, settings,
+def test_an_item_past_its_sla_climbs_the_tiers_and_the_next_tier_is_told(world, eager_tasks,
                                                                          django_capture_on_commit_callbacks):
-    settings.CELERY_TASK_ALWAYS_EAGER = True
     world.staff_a.email = "staff_a@example.org"
     world.staff_a.save()
     message = class_services.chat_message_post(session=world.session_a, author=world.student_a, body=HOSTILE)

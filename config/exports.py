@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable
 
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 
 _FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n")
 
@@ -49,3 +49,12 @@ def csv_response(filename: str, header: list[str]) -> tuple[HttpResponse, _SafeW
 def csv_writer(stream) -> _SafeWriter:
     """A writer to any text stream (a management command's stdout) whose every cell goes through `csv_safe`."""
     return _SafeWriter(csv.writer(stream, quoting=csv.QUOTE_ALL))
+
+
+def csv_stream_response(filename: str, lines: Iterable[str]) -> StreamingHttpResponse:
+    """A CSV download streamed from `lines` (already written through `csv_writer`, e.g. a long audit export
+    that must not be held in memory)."""
+    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response

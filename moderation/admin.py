@@ -280,5 +280,4 @@ class AuditEntryAdmin(admin.ModelAdmin):
         return False
 
 
-# DMCA admin (another engineer's module); enable the import once it lands:
-# import moderation.dmca_admin
+import moderation.dmca_admin  # noqa: E402,F401  (registers the DMCA admin)

@@ -16,7 +16,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import Http404, JsonResponse, StreamingHttpResponse
+from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -24,6 +24,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from classrooms.selectors import staff_institution_ids
+from compliance import audit as compliance_audit
+from config.exports import csv_stream_response
 from moderation import audit, pattern_io, patterns, pipeline, policy_services, selectors, services
 from moderation.forms import (
     AppealDecideForm,
@@ -290,6 +292,7 @@ def policy_edit(request, key: str):
 
 # --- appeals and items (reviewers) -------------------------------------------------------------------------
 
+@compliance_audit.reads("moderation.Appeal", "moderation.ModerationItem")
 @login_required
 @never_cache
 @require_http_methods(["GET", "POST"])
@@ -319,7 +322,9 @@ def appeals(request):
         return redirect("moderation:manage-appeals")
     open_appeals = [(a, AppealDecideForm(prefix=f"a{a.pk}"), a.item.decided_by_id == request.user.pk)
                     for a in scoped.filter(status=Appeal.Status.OPEN).order_by("created_at", "id")]
-    decided = scoped.exclude(status=Appeal.Status.OPEN).order_by("-decided_at", "-id")[:20]
+    decided = list(scoped.exclude(status=Appeal.Status.OPEN).order_by("-decided_at", "-id")[:20])
+    shown = [a for a, _, _ in open_appeals] + decided
+    compliance_audit.record_request_access(request, shown + [a.item for a in shown], purpose="moderation appeal")
     return render(request, "moderation/manage/appeals.html", {"open_appeals": open_appeals, "decided": decided})
 
 
@@ -330,6 +335,7 @@ def item_history(item: ModerationItem):
             .select_related("actor").order_by("index"))
 
 
+@compliance_audit.reads("moderation.ModerationItem", "moderation.Sanction", "moderation.Appeal")
 @login_required
 @never_cache
 @require_http_methods(["GET", "POST"])
@@ -337,6 +343,8 @@ def item_detail(request, item_id: int):
     item = selectors.item_for(request.user, item_id)
     if item is None:
         raise Http404("No such item")
+    compliance_audit.record_request_access(request, [item, *item.sanctions.all(), *item.appeals.all()],
+                                           purpose="moderation review")
     op = request.POST.get("op") if request.method == "POST" else None
     reverse_form = ReasonForm(request.POST if op == "reverse" else None, prefix="reverse")
     lift_form = ReasonForm(request.POST if op == "lift" else None, prefix="lift")
@@ -450,11 +458,7 @@ def audit_list(request):
 def audit_export(request):
     form, qs, _ledgers = _audit_entries(request)
     rows = qs.order_by("ledger", "index").iterator(chunk_size=2000)
-    # Streams audit.export_csv's lines (its own formula guard); config/exports.py has no streaming helper yet.
-    response = StreamingHttpResponse(audit.export_csv(rows), content_type="text/csv; charset=utf-8")
-    response["Cache-Control"] = "no-store"
-    response["Content-Disposition"] = f'attachment; filename="moderation-audit-{timezone.now():%Y%m%d-%H%M}.csv"'
-    return response
+    return csv_stream_response(f"moderation-audit-{timezone.now():%Y%m%d-%H%M}.csv", audit.export_csv(rows))
 
 
 @login_required

@@ -29,6 +29,9 @@ from config.asgi import application
 from config.routing import websocket_urlpatterns
 from exams import services as exam_services
 from exams.models import Exam, Question
+from moderation import patterns as moderation_patterns
+from moderation import services as moderation_services
+from moderation.models import ModerationItem, ModerationPolicy, PatternList, PatternRule
 from streaming import services as streaming_services
 from tests import factories
 from tests.conftest import login_cookie
@@ -54,6 +57,9 @@ EXEMPT = {
     "compliance.RetentionRun": "the platform's purge runs: counts only, superusers only",
     "streaming.StreamChatBan": "a creator's chat timeouts and bans: live media, not a school's records",
     "analytics.FlushLedger": "the analytics pipeline's ledger: stream-id ranges and counts, superusers only",
+    "moderation.DmcaCase": "copyright cases about stream recordings: platform DMCA staff only (a permission)",
+    "moderation.DmcaNotice": "copyright notices about stream recordings: platform DMCA staff only",
+    "moderation.DmcaStrike": "copyright strikes of creators: platform DMCA staff only",
 }
 
 
@@ -79,6 +85,10 @@ def other_school_rows(model, world) -> list:
         return list(qs.filter(institution_id__in=foreign))
     if label in ("analytics.RoomHealth", "analytics.Alert"):  # live-session rooms: `i<institution>.ls<id>`
         return list(qs.filter(room_key__regex=rf"^i({world.school_b.pk}|{world.school_c.pk})\."))
+    if label == "moderation.Appeal":
+        return list(qs.filter(item__institution_id__in=foreign))
+    if label == "moderation.AuditEntry":
+        return list(qs.filter(ledger__in=[f"i{pk}" for pk in foreign]))
     if getattr(qs, "tenant_field", None):
         return list(qs.filter(**{f"{qs.tenant_field}__in": foreign}))
     field_names = {f.name for f in model._meta.concrete_fields}
@@ -130,6 +140,17 @@ def schools(world):
         stream = streaming_services.stream_upsert(channel=channel, title=f"{MARK} stream {key}")
         ids[key] = {"exam": exam, "attempt": attempt, "stream": stream}
         session = getattr(world, f"session_{key}")
+        # Moderation: a held message of the school's student, decided by its teacher (a ban), appealed.
+        teacher = factories.user(f"{MARK}teacher{key}")
+        factories.enroll(course, teacher, "teacher")
+        moderation_lists = PatternList.objects.create(name=f"{MARK} list {key}", action="hold", institution=school)
+        PatternRule.objects.create(pattern_list=moderation_lists, kind="term", pattern="zqxword")
+        moderation_patterns.forget_cache()
+        held = classroom_services.chat_message_post(session=session, author=student, body=f"{MARK} zqxword")
+        item = ModerationItem.objects.get(source="class_chat", object_id=str(held.pk))
+        moderation_services.item_decide(item_id=item.pk, actor=teacher, decision="ban", note=f"{MARK} abuse")
+        moderation_services.appeal_file(item_id=item.pk, appellant=student, statement=f"{MARK} appeal")
+        ModerationPolicy.objects.create(institution=school, fail_mode="closed")
         RoomHealth.objects.create(room_key=session.room_key, kind="session", object_id=session.pk,
                                   first_seen_at=timezone.now(), last_seen_at=timezone.now(), attempts=3)
         alerts.connection_failure_evaluate(room_key=session.room_key, figures={"successes": 10, "failures": 30})

@@ -348,7 +348,7 @@ def django_step(argv: list[str]) -> int:
         plist = policy_services.pattern_list_create(actor=None, scope=scope, name=spec["name"], action=spec["action"])
         rows = [(kind, patterns.validate_rule(kind, pattern), "") for kind, pattern in spec["rules"]]
         policy_services.pattern_rules_upsert(actor=None, list_id=plist.pk, rows=rows, source="benchmark")
-        counts.update(kind for kind, _ in rows)
+        counts.update(kind for kind, _, _ in rows)
     out["lists"] = {"lists": len(pattern_lists()), "rules": dict(counts),
                     "seconds": round(time.monotonic() - started, 2)}
 

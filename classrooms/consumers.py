@@ -51,6 +51,11 @@ class ChatDelete(Inbound):
     reason: str = Field(min_length=1, max_length=200)
 
 
+class ChatReport(Inbound):
+    message_id: int
+    reason: str = Field(default="", max_length=300)
+
+
 class ChatClear(Inbound):
     reason: str = Field(min_length=1, max_length=200)
 
@@ -138,7 +143,7 @@ class LiveSessionConsumer(RoomConsumer):
     connection_cap = CONNECTIONS_PER_USER
     inbound = {
         "ping": Ping, "resume": Resume,
-        "chat.send": ChatSend, "chat.delete": ChatDelete, "chat.clear": ChatClear,
+        "chat.send": ChatSend, "chat.delete": ChatDelete, "chat.clear": ChatClear, "chat.report": ChatReport,
         "poll.create": PollCreate, "poll.answer": PollAnswerMsg, "poll.close": PollRef, "poll.details": PollRef,
         "hand.raise": Empty, "hand.lower": HandLower, "hand.lower_all": Empty, "hand.call_next": Empty,
         "control.lock": FeatureLock, "control.remove": Remove, "control.readmit": UserRef,
@@ -416,6 +421,15 @@ class LiveSessionConsumer(RoomConsumer):
 
         await self._call(lambda session: run(session))
         await self.ack(msg.ref)
+
+    async def on_chat_report(self, msg: ChatReport) -> None:
+        """"Flag this message": it joins the moderation queue (one report per person and message)."""
+        await self._limit("chat")
+        from moderation.services import report_create
+
+        await self._run(lambda: report_create(reporter=self.user, source="class_chat", object_id=msg.message_id,
+                                              reason=msg.reason))
+        await self.ack(msg.ref, reported=msg.message_id)
 
     async def on_chat_clear(self, msg: ChatClear) -> None:
         await self._moderator_only()

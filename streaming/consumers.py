@@ -66,6 +66,11 @@ class Resume(Inbound):
     chat_cseq: int | None = Field(default=None, ge=0)
 
 
+class ChatReport(Inbound):
+    message_id: int
+    reason: str = Field(default="", max_length=300)
+
+
 class ChatSend(Inbound):
     body: str = Field(min_length=1, max_length=services.CHAT_MAX_CHARS)
 
@@ -253,7 +258,7 @@ class StreamConsumer(RoomConsumer):
     allow_anonymous = True
     inbound = {
         "ping": Ping, "resume": Resume,
-        "chat.send": ChatSend, "chat.history": ChatHistory, "chat.delete": MessageRef,
+        "chat.send": ChatSend, "chat.history": ChatHistory, "chat.delete": MessageRef, "chat.report": ChatReport,
         "chat.approve": MessageRef, "chat.reject": MessageRef, "chat.settings": ChatSettings,
         "chat.lockdown": Lockdown, "chat.timeout": Timeout, "chat.unban": UserRef,
         "reaction": Reaction,
@@ -452,6 +457,16 @@ class StreamConsumer(RoomConsumer):
     async def on_resume(self, msg: Resume) -> None:
         await self._limit("resume")
         await self._replay(msg.last_seq, msg.chat_cseq)
+
+    async def on_chat_report(self, msg: ChatReport) -> None:
+        """"Flag this message": it joins the moderation queue (one report per person and message)."""
+        self._signed_in_only("report a message")
+        await self._limit("chat")
+        from moderation.services import report_create
+
+        await self._run(lambda: report_create(reporter=self.user, source="stream_chat", object_id=msg.message_id,
+                                              reason=msg.reason))
+        await self.ack(msg.ref, reported=msg.message_id)
 
     async def on_chat_send(self, msg: ChatSend) -> None:
         self._signed_in_only("chat")

@@ -374,6 +374,11 @@
       h("div", {class: "msg-head"}, [h("span", {class: "msg-author", text: m.author.name}), " ", timeNode(m.at)]),
       h("p", {class: "msg-body", text: m.body})
     ]);
+    if (!mine && !canModerate()) {
+      li.appendChild(h("button", {type: "button", class: "link msg-report", "data-testid": "chat-report",
+                                  "aria-label": "Report message from " + m.author.name, text: "Report",
+                                  onclick: function () { reportMessage(m); }}));
+    }
     if (canModerate()) {
       li.appendChild(h("button", {type: "button", class: "link msg-delete", "data-testid": "chat-delete",
                                   "aria-label": "Delete message from " + m.author.name, text: "Delete",
@@ -466,6 +471,17 @@
       li.remove();  // approved: it arrives as a normal message with its seq
       updateChatEmpty();
     }
+  }
+
+  function reportMessage(m) {
+    askReason({title: "Report this message?", text: "A moderator will look at it. " + m.author.name + " is not told who reported it.",
+               label: "What is wrong with it? (optional)", required: false, confirm: "Report"})
+      .then(function (reason) {
+        if (reason === null) return;
+        sock.send({type: "chat.report", message_id: m.id, reason: reason || ""}, function (err) {
+          chatSystem(err ? (err.message || "The report was not sent.") : "Thank you: a moderator will look at it.");
+        });
+      });
   }
 
   function markOutbox(item, text) { setText(q(".msg-state", item.li), text); }

@@ -29,6 +29,15 @@
     li.appendChild(el("span", m.author ? m.author.name : "", "author"));
     li.appendChild(el("span", m.deleted ? "(message removed)" : m.body, "body"));
     if (pending) li.appendChild(el("em", " pending review", "review"));
+    if (!pending && !m.deleted && root.dataset.role !== "anonymous" && !li.classList.contains("mine") &&
+        (!m.author || String(m.author.id) !== root.dataset.userId)) {
+      var rep = el("button", "Report", "link report"); rep.type = "button"; rep.dataset.testid = "chat-report";
+      rep.setAttribute("aria-label", "Report this message");
+      rep.addEventListener("click", function () {
+        if (window.confirm("Report this message to the moderators?")) { send("chat.report", {message_id: m.id}); rep.disabled = true; rep.textContent = "Reported"; }
+      });
+      li.appendChild(rep);
+    }
     list.appendChild(li);
     while (list.children.length > CHAT_KEEP) { delete seen[list.firstChild.dataset.id]; list.removeChild(list.firstChild); }
     list.scrollTop = list.scrollHeight;

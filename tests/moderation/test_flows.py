@@ -346,3 +346,25 @@ def test_transparency_summary_counts_by_action_and_category(world):
                                          now + dt.timedelta(hours=1))
     assert summary["by_action"] == {"block": 1, "hold": 1}
     assert summary["by_category"] == {"harassment": 1, "pattern": 1}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_student_reports_a_classmates_message_over_the_socket(world):
+    classmate = await database_sync_to_async(factories.user)("classmate2", age=14)
+    await database_sync_to_async(factories.enroll)(world.course_a, classmate)
+    author, _ = await connect(world.student_a, world.session_a)
+    reporter, _ = await connect(classmate, world.session_a)
+    sent = await author.request("chat.send", body="thanks for sharing the notes")
+    assert sent["data"]["status"] == "visible"
+    ack = await reporter.request("chat.report", message_id=sent["data"]["id"], reason="it felt threatening")
+    assert ack["type"] == "ack", ack["data"]
+    own = await author.request("chat.report", message_id=sent["data"]["id"])
+    assert own["type"] == "error"  # not your own message
+    missing = await reporter.request("chat.report", message_id=999999)
+    assert missing["type"] == "error"
+    bad = await reporter.request("chat.report", message_id="x")
+    assert bad["type"] == "error"
+    item = await database_sync_to_async(ModerationItem.objects.get)(object_id=str(sent["data"]["id"]))
+    assert item.reason == "reported" and item.report_count == 1
+    await author.close()
+    await reporter.close()

@@ -138,6 +138,19 @@ class RoomHealthCollector:
             dropped.add_metric([kind], n)
         yield dropped
 
+        # Moderation: is the classifier being skipped (docs/moderation.md), and how many items wait for review.
+        from moderation.pipeline import classifier_health
+
+        health = classifier_health()
+        yield GaugeMetricFamily("aula_moderation_classifier_up",
+                                "1 while the classifier's circuit breaker is closed (0: messages screened by "
+                                "pattern lists only)", value=0.0 if health.get("state") == "open" else 1.0)
+        for name in ("skipped", "timeouts", "errors"):
+            yield CounterMetricFamily(f"aula_moderation_classifier_{name}", f"Classifier calls {name}",
+                                      value=health.get(name, 0))
+        yield GaugeMetricFamily("aula_moderation_queue_open", "Moderation items waiting for a decision",
+                                value=_moderation_open())
+
         if self.process:
             pid = [str(os.getpid())]
             for name, help_text, kind in (
@@ -166,6 +179,12 @@ class RoomHealthCollector:
                 yield count
                 yield seconds
                 yield longest
+
+
+def _moderation_open() -> int:
+    from moderation.models import ModerationItem
+
+    return ModerationItem.objects.exclude(status=ModerationItem.Status.DECIDED).count()
 
 
 def process_figures() -> dict:

@@ -151,3 +151,15 @@ def test_school_staff_see_only_their_schools_rooms(client, world):
     page = client.get("/admin/analytics/roomhealth/")
     assert page.status_code == 200
     assert mine.encode() in page.content and theirs.encode() not in page.content
+
+
+@pytest.mark.django_db
+def test_moderation_classifier_health_and_queue_are_exported():
+    from analytics.metrics import render
+    from moderation import pipeline
+
+    pipeline.health_note(skipped=3, timeouts=1)
+    body = render().decode()
+    assert "aula_moderation_classifier_up 1.0" in body
+    assert "aula_moderation_classifier_skipped_total 3.0" in body
+    assert "aula_moderation_queue_open 0.0" in body

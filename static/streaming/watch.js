@@ -144,6 +144,9 @@
       case "chat.sampled": var s = q("chat-sampled"); if (s) { s.hidden = false; s.textContent = d.skipped + " more messages flew by (fast chat)"; } if (d.last_cseq > chatCseq) chatCseq = d.last_cseq; return;
       case "chat.held": addHeld(d); return;
       case "chat.reviewed": reviewed(d); return;
+      case "moderation.decision":  // to this viewer only: a moderator acted on their message
+        if (d.decision !== "approve") { var me = q("chat-error"); if (me) me.textContent = "A moderator acted on your message" + (d.reason ? ": " + d.reason : "") + (d.until ? " (you can chat again after " + new Date(d.until).toLocaleTimeString() + ")" : "") + ". See Notices to appeal."; }
+        return;
       case "viewers": q("viewer-count").textContent = d.count; return;
       case "reactions": showBurst(d); return;
       case "poll.results": renderPolls((root._polls || []).map(function (p) { return p.id === d.poll_id ? Object.assign(p, {results: d}) : p; })); return;

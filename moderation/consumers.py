@@ -2,7 +2,7 @@
 reviewer reviews, and the queue's actions (claim, release, decide, escalate) as frames.
 
 Rooms. The services publish each `queue.item` signal to every group that may review the item (its course,
-school, district, channel, and the platform group: moderation.realtime). The room hub lets one socket be a
+school, district, channel, and the platform, stream trust & safety and legal groups: moderation.realtime). The room hub lets one socket be a
 member of several rooms (hub.Member: "in one or more rooms"; the live session's teacher socket also joins the
 staff room), so this socket joins each of the person's groups directly: no per-person fan-in room, and no
 republishing. Its own room key is the person's (`modq.u<id>`), which carries nothing; it only anchors the
@@ -34,8 +34,6 @@ from moderation import selectors, services
 ACTION_LIMIT = Limit(60, 10)  # per person; AULA_RATE_LIMITS "moderation=N/S" overrides
 CONNECTIONS_PER_USER = 5
 
-
-# --- selector: which queue groups a person reviews ---------------------------------------------------------
 
 def _fresh_groups(user_ids: list[int]) -> dict[int, list[str]]:
     """Each person's groups read afresh (a new user object: permissions and account state are not cached)."""

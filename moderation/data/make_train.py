@@ -41,6 +41,17 @@ SLOTS = {
                "@teen_model_x", "@dealsdealsdeals"],
     "prize": ["free robux", "free vbucks", "a $500 gift card", "an iphone 16", "free nitro", "10k followers",
               "a free ps5", "free skins", "$1000 in bitcoin"],
+    # Meeting places, school events and clock times: ordinary logistics, and the setting of some threats.
+    "place": ["the library", "room 12", "room 204", "the bus stop", "the cafeteria", "the gym", "the front gate",
+              "the main entrance", "the parking lot", "my locker", "the lockers", "the field", "the band room",
+              "the front office", "the bike racks", "the science lab", "the computer lab", "the courtyard",
+              "the nurse's office", "the auditorium", "the corner store", "the train station"],
+    "event": ["school", "class", "practice", "lunch", "rehearsal", "the game", "band", "soccer practice",
+              "drama club", "detention", "the assembly", "recess", "first period", "homeroom", "the test",
+              "the field trip", "choir", "chess club", "the meeting", "track"],
+    "time": ["3:15", "8 am", "noon", "7:45", "2:30", "4", "lunchtime", "the bell", "half past three", "10 past 8"],
+    "sport": ["basketball", "soccer", "volleyball", "football", "hockey", "baseball", "tennis", "badminton",
+              "dodgeball", "netball"],
 }
 
 
@@ -147,6 +158,85 @@ BENIGN = [
     "i wrote about the ocean for my {thing}", "i can't wait for summer", "i love this class",
     "i'm going to study all weekend", "i don't get question {num}", "i got an A on the {thing}!!",
     "i'm so bored", "i want to sleep for a week after this {thing}", "i'm going to scream if the wifi drops again",
+]
+
+# Ordinary class chat the model over-flagged ("see you after school" was held as harassment, "meet me after class"
+# flagged as sexual, "I hate mondays" half-way to offensive): meeting times and places, mild everyday negativity,
+# games and sports talk, school logistics, greetings and emoji. Each family has hostile twins below
+# (THREATS_AT_PLACES, and the insults in HARASSMENT), so the model learns the threat, not the meeting place.
+EVERYDAY = [
+    # meeting times and places
+    "see you after {event}", "see you after {event}!", "see you at {event}", "see you at {place}",
+    "see you {day}", "see you in {subject}", "see you at {time}", "see ya after {event}", "cya after {event}",
+    "see you after {event} {name}", "ok see you after {event} then", "see you all {day}, bye",
+    "meet me at {place}", "meet me after {event}", "meet me in {place}", "meet me at {place} after {event}",
+    "meet me by {place} at {time}", "meet you at {place}?", "let's meet at {place} at {time}",
+    "can we meet at {place} after {event}?", "can you meet me at {place} to work on the {thing}?",
+    "let's meet after {event} to finish the {thing}", "meet at {place}, the {subject} group is there",
+    "wait for me at {place}", "wait for me after {event}", "wait for me, i'm almost at {place}",
+    "i'll wait for you at {place}", "i'll wait for you after {event}", "i'm waiting at {place}",
+    "i'll be at {place} at {time}", "i'm at {place}, where are you?", "where are you? i'm by {place}",
+    "come to {place} after {event}", "come find me at {place}", "i'll be in {place} after {event}",
+    "we're all at {place} if you want to join", "save me a seat at {place}", "i'll save you a seat at {event}",
+    "walk with me to {place} after {event}?", "can you pick me up from {place} at {time}",
+    "my mom is picking me up at {place}", "{event} ends at {time} today", "{event} starts at {time}",
+    "{event} is in {place} today", "{event} got moved to {place}", "after {event} i have to go home",
+    "i'll come by {place} after {event}", "are you going to {event} {day}?", "running late, meet you at {place}",
+    # mild everyday negativity
+    "i hate mondays", "i hate {day}", "ugh i hate {day}s", "i hate {subject}", "i hate when the wifi drops",
+    "i hate when my pen runs out", "i hate waking up early", "ugh homework", "ugh", "ugh, {subject} homework",
+    "so much homework ugh", "this is so dumb", "this is so dumb lol", "that was so dumb", "lol that was so dumb",
+    "this {thing} is dumb", "that question was dumb", "the rule is kinda dumb", "dumb mistake, my bad",
+    "i made such a dumb mistake on the {thing}", "that was a stupid idea of mine", "stupid printer",
+    "this sucks", "{subject} sucks today", "that sucks, sorry", "worst day ever", "today was so long",
+    "i'm so done with this {thing}", "i'm annoyed, my laptop died", "my laptop is so slow", "so annoying",
+    "that's annoying", "the wifi is trash today", "this {thing} is a nightmare", "i'm bored out of my mind",
+    "why is {subject} so hard", "the {thing} was way too long", "i'm never going to finish this {thing}",
+    "not again 😩", "why is it always raining", "the cafeteria food was gross", "boring lol",
+    # games and sports talk
+    "good game everyone", "good game", "good game {name}", "gg everyone", "ggs all", "well played everyone",
+    "good game, rematch tomorrow?", "nice shot {name}", "he shot the ball from half court",
+    "she shot and scored", "he shot the winning basket", "great shot in {sport} today",
+    "we killed it today", "we killed it at the {sport} game", "you killed it out there",
+    "we crushed them in {sport}", "we destroyed the other team", "they destroyed us lol", "we got crushed",
+    "we lost but it was fun", "we won the {sport} match!", "our {sport} team won {day}", "i scored a goal!",
+    "the ref was blind lol", "i'm going to beat you at {game} next time", "i'll beat you at chess tomorrow",
+    "rematch, i'll win this time", "you beat me fair and square", "beat my high score", "nice save!",
+    "{sport} tryouts are {day}", "who's on the {sport} team this year", "the {sport} game starts at {time}",
+    "that was a close game", "what a game!", "we need a striker for the {sport} team", "they smashed it",
+    "i'm going to attack from the left side", "we're so dead if we lose this round lol", "clutch play {name}",
+    # school logistics
+    "the bus is late again", "my bus is late", "{event} is cancelled {day}", "bring your permission slip",
+    "the field trip is {day}", "room change, we're in {place}", "we have a sub {day}", "lunch is at {time}",
+    "where's the {subject} classroom", "don't forget your gym clothes", "don't forget the {thing} is due {day}",
+    "is the library open after {event}?", "the nurse's office is next to {place}", "the bell rings at {time}",
+    "is there {event} {day}?", "the office needs the forms by {day}", "my locker is stuck again",
+    "i left my calculator in {place}", "who has a spare pencil", "can i borrow a charger", "is school open {day}",
+    "picture day is {day}", "early dismissal {day}", "class is in {place} today", "the {thing} is on page {num}",
+    # greetings and emoji
+    "good morning everyone", "good morning 👋", "morning all", "hi everyone", "hi everyone 👋", "hey {name}",
+    "hey {name}!", "hello class", "hi miss", "hi sir", "bye everyone", "bye, see you {day}", "bye 👋", "later!",
+    "have a good weekend", "have a great weekend everyone 😊", "happy friday", "happy friday 🎉", "good night all",
+    "welcome back {name}", "nice to see you all", "see you tomorrow everyone", "thanks everyone", "thanks 🙏",
+    "👋", "🙌", "😊", "❤️", "🎉🎉", "👍👍", "🙂", "😂😂", "lol 😂", "yay 🎉", "ok 👍", "omg 😮", "🥳", "💯",
+]
+
+# Threats, insults and solicitation set at the same times and places as EVERYDAY: the hostile twins that keep
+# recall when the meeting phrases become benign. (harassment) or (harassment, sexual) rows; never offensive.
+THREATS_AT_PLACES = [
+    "see you after {event}, you're dead", "see you after {event}. you better run", "see you at {place}, loser",
+    "see you after {event}, bring your friends, you'll need them", "see you after {event} and you'll regret it",
+    "meet me at {place} after {event} so i can beat you up", "meet me at {place}, i'm going to hurt you",
+    "meet me after {event} and i'll break your face", "meet me at {place} if you're not a coward",
+    "wait for me at {place}, you're getting jumped", "wait till {event} ends, you're getting jumped",
+    "i'll be waiting at {place} for you, watch your back", "i'll wait for you at {place} and you'll regret it",
+    "you're going to get beat up at {place}", "we're jumping {name} at {place} after {event}",
+    "everyone come to {place} at {time} to watch {name} get beat up", "you won't make it home from {event}",
+    "after {event} you're getting hurt", "come to {place} alone, i dare you", "i'll catch you at {place}",
+]
+THREATS_AT_PLACES_SEXUAL = [
+    "meet me at {place} and take your shirt off", "meet me after {event} and send me nudes first",
+    "come to {place} alone and i'll touch you", "after {event} show me your body at {place}",
 ]
 
 # Strong profanity or vulgarity that targets no one: offensive only.
@@ -333,6 +423,10 @@ def rows(rng: random.Random) -> list[tuple[str, tuple[int, ...]]]:
     add(SELF_HARM_SWEAR, (1, 0, 0, 1, 0), 25)
     add(SPAM, (0, 0, 0, 0, 1), 200, perturb_rate=0.2)
     add(SPAM_SEXUAL, (0, 0, 1, 0, 1), 30)
+    # Drawn last so the rows above stay as they were before these lists existed.
+    add(EVERYDAY, (0, 0, 0, 0, 0), 600, perturb_rate=0.05)
+    add(THREATS_AT_PLACES, (0, 1, 0, 0, 0), 110, perturb_rate=0.2)
+    add(THREATS_AT_PLACES_SEXUAL, (0, 1, 1, 0, 0), 20)
     rng.shuffle(out)
     return out
 

@@ -2,13 +2,13 @@
 reviewer reviews, and the queue's actions (claim, release, decide, escalate) as frames.
 
 Rooms. The services publish each `queue.item` signal to every group that may review the item (its course,
-school, district, channel, and the platform, stream trust & safety and legal groups: moderation.realtime). The room hub lets one socket be a
-member of several rooms (hub.Member: "in one or more rooms"; the live session's teacher socket also joins the
-staff room), so this socket joins each of the person's groups directly: no per-person fan-in room, and no
-republishing. Its own room key is the person's (`modq.u<id>`), which carries nothing; it only anchors the
-socket in the base consumer. The group set is recomputed every AULA_SOCKET_RECHECK_SECONDS: a teacher removed
-from a course stops receiving its signals, one given a new course starts; a person who reviews nothing any
-more is closed with 4403.
+school, district, channel, and the platform, stream trust & safety and legal groups: moderation.realtime). The
+room hub lets one socket be a member of several rooms (hub.Member: "in one or more rooms"; the live session's
+teacher socket also joins the staff room), so this socket joins each of the person's groups directly: no per-
+person fan-in room, and no republishing. Its own room key is the person's (`modq.u<id>`), which carries
+nothing; it only anchors the socket in the base consumer. The group set is recomputed every
+AULA_SOCKET_RECHECK_SECONDS: a teacher removed from a course stops receiving its signals, one given a new
+course starts; a person who reviews nothing any more is closed with 4403.
 
 A signal carries ids, versions, status and tier, never text: the page re-reads the row through the HTTP
 fragment endpoint, which re-checks scope (a signal of the school group reaches a teacher only if they are also

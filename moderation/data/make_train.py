@@ -162,10 +162,9 @@ BENIGN = [
 
 # Ordinary class chat the model over-flagged ("see you after school" was held as harassment, "meet me after class"
 # flagged as sexual, "I hate mondays" half-way to offensive): meeting times and places, mild everyday negativity,
-# games and sports talk, school logistics, greetings and emoji. Each family has hostile twins below
+# games and sports talk, school logistics, greetings and emoji (MEETING, EVERYDAY). They have hostile twins below
 # (THREATS_AT_PLACES, and the insults in HARASSMENT), so the model learns the threat, not the meeting place.
-EVERYDAY = [
-    # meeting times and places
+MEETING = [
     "see you after {event}", "see you after {event}!", "see you at {event}", "see you at {place}",
     "see you {day}", "see you in {subject}", "see you at {time}", "see ya after {event}", "cya after {event}",
     "see you after {event} {name}", "ok see you after {event} then", "see you all {day}, bye",
@@ -182,6 +181,8 @@ EVERYDAY = [
     "my mom is picking me up at {place}", "{event} ends at {time} today", "{event} starts at {time}",
     "{event} is in {place} today", "{event} got moved to {place}", "after {event} i have to go home",
     "i'll come by {place} after {event}", "are you going to {event} {day}?", "running late, meet you at {place}",
+]
+EVERYDAY = [
     # mild everyday negativity
     "i hate mondays", "i hate {day}", "ugh i hate {day}s", "i hate {subject}", "i hate when the wifi drops",
     "i hate when my pen runs out", "i hate waking up early", "ugh homework", "ugh", "ugh, {subject} homework",
@@ -221,7 +222,7 @@ EVERYDAY = [
     "👋", "🙌", "😊", "❤️", "🎉🎉", "👍👍", "🙂", "😂😂", "lol 😂", "yay 🎉", "ok 👍", "omg 😮", "🥳", "💯",
 ]
 
-# Threats, insults and solicitation set at the same times and places as EVERYDAY: the hostile twins that keep
+# Threats, insults and solicitation set at the same times and places as MEETING: the hostile twins that keep
 # recall when the meeting phrases become benign. (harassment) or (harassment, sexual) rows; never offensive.
 THREATS_AT_PLACES = [
     "see you after {event}, you're dead", "see you after {event}. you better run", "see you at {place}, loser",
@@ -424,7 +425,8 @@ def rows(rng: random.Random) -> list[tuple[str, tuple[int, ...]]]:
     add(SPAM, (0, 0, 0, 0, 1), 200, perturb_rate=0.2)
     add(SPAM_SEXUAL, (0, 0, 1, 0, 1), 30)
     # Drawn last so the rows above stay as they were before these lists existed.
-    add(EVERYDAY, (0, 0, 0, 0, 0), 600, perturb_rate=0.05)
+    add(MEETING, (0, 0, 0, 0, 0), 400, perturb_rate=0.05)
+    add(EVERYDAY, (0, 0, 0, 0, 0), 450, perturb_rate=0.05)
     add(THREATS_AT_PLACES, (0, 1, 0, 0, 0), 110, perturb_rate=0.2)
     add(THREATS_AT_PLACES_SEXUAL, (0, 1, 1, 0, 0), 20)
     rng.shuffle(out)

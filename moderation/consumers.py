@@ -57,6 +57,10 @@ class ItemEscalate(ItemRef):
     reason: str = Field(default="", max_length=200)
 
 
+class ItemAssign(ItemRef):
+    assignee: str = Field(min_length=3, max_length=254)  # the colleague's email
+
+
 class ItemDecide(ItemRef):
     decision: Literal["approve", "context", "remove", "censor", "warn", "timeout", "ban"]
     note: str = Field(default="", max_length=500)
@@ -71,6 +75,7 @@ class QueueConsumer(RoomConsumer):
     cap_pool = "modq"
     measure_latency = False
     inbound = {"ping": Ping, "item.claim": ItemRef, "item.release": ItemRef, "item.decide": ItemDecide,
+               "item.assign": ItemAssign,
                "item.escalate": ItemEscalate}
 
     groups: tuple[str, ...] = ()
@@ -149,6 +154,9 @@ class QueueConsumer(RoomConsumer):
 
     async def on_item_release(self, msg: ItemRef) -> None:
         await self._run(msg.ref, msg.id, services.item_release, version=msg.version)
+
+    async def on_item_assign(self, msg: ItemAssign) -> None:
+        await self._run(msg.ref, msg.id, services.item_assign, version=msg.version, assignee_email=msg.assignee)
 
     async def on_item_decide(self, msg: ItemDecide) -> None:
         await self._run(msg.ref, msg.id, services.item_decide, version=msg.version, decision=msg.decision,

@@ -9,6 +9,9 @@ def moderation(request):
     def reviewer() -> bool:
         from moderation.selectors import is_reviewer
 
+        known = getattr(request, "moderation_reviewer", None)  # the queue page asked already
+        if known is not None:
+            return known
         user = getattr(request, "user", None)
         return bool(user is not None and user.is_authenticated and is_reviewer(user))
 

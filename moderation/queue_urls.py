@@ -12,4 +12,5 @@ urlpatterns = [
     path("queue/items/<int:item_id>/release/", views.queue_release, name="queue-release"),
     path("queue/items/<int:item_id>/decide/", views.queue_decide, name="queue-decide"),
     path("queue/items/<int:item_id>/escalate/", views.queue_escalate, name="queue-escalate"),
+    path("queue/items/<int:item_id>/assign/", views.queue_assign, name="queue-assign"),
 ]

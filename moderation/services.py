@@ -228,6 +228,27 @@ def item_claim(*, item_id: int, actor, version: int | None = None) -> Moderation
     return item
 
 
+def item_assign(*, item_id: int, actor, assignee_email: str, version: int | None = None) -> ModerationItem:
+    """A reviewer hands an open item to a named colleague who may review it too (claimed in their name)."""
+    from django.contrib.auth import get_user_model
+
+    assignee = get_user_model().objects.filter(email__iexact=(assignee_email or "").strip(), is_active=True).first()
+    with transaction.atomic():
+        item = _locked_item(item_id, actor, version)
+        if assignee is None or not selectors.items_for(assignee).filter(pk=item_id).exists():
+            raise ValidationError("That person cannot review this item (not a reviewer at its tier).")
+        if item.status == ModerationItem.Status.DECIDED:
+            raise Stale("This item has already been decided.")
+        if item.status == ModerationItem.Status.CLAIMED and item.assigned_to_id not in (actor.pk, assignee.pk):
+            raise Stale("Someone else is reviewing this item.")
+        item.status, item.assigned_to, item.claimed_at = ModerationItem.Status.CLAIMED, assignee, timezone.now()
+        item.version += 1
+        item.save(update_fields=["status", "assigned_to", "claimed_at", "version"])
+        _audit(item, stage="human", action="assign", actor=actor, assignee=assignee.pk)
+        _publish(item, "claimed")
+    return item
+
+
 def item_release(*, item_id: int, actor, version: int | None = None) -> ModerationItem:
     with transaction.atomic():
         item = _locked_item(item_id, actor, version)

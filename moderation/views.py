@@ -74,9 +74,10 @@ def _page_number(request) -> int:
     return int(raw) if raw.isdigit() and len(raw) < 9 else 1
 
 
-def _reviewer_or_404(user) -> None:
-    if not selectors.is_reviewer(user):
+def _reviewer_or_404(request) -> None:
+    if not selectors.is_reviewer(request.user):
         raise Http404("No review queue.")
+    request.moderation_reviewer = True  # the header's link needs no second look
 
 
 def _row_context(item: ModerationItem, user) -> dict:
@@ -107,7 +108,7 @@ def render_row(request, item: ModerationItem, next_url: str = "") -> str:
 @never_cache
 @require_GET
 def queue(request):
-    _reviewer_or_404(request.user)
+    _reviewer_or_404(request)
     filters = queue_filters(request.GET)
     data = queue_page(request.user, filters, _page_number(request))
     # A class item holds what a student wrote: reviewing it is an access to their record (FERPA).
@@ -194,7 +195,7 @@ def _act(request, item_id: int, action: str, call):
     if wants_json:
         return JsonResponse({"ok": True, "id": item_id, "version": item.version if item else None,
                              "status": item.status if item else None})
-    labels = {"claim": "claimed", "release": "released", "escalate": "escalated"}
+    labels = {"claim": "claimed", "release": "released", "escalate": "escalated", "assign": "assigned"}
     messages.success(request, f"Item {item_id} {labels.get(action) or 'decided: ' + action}.")
     return _back(request)
 
@@ -223,6 +224,9 @@ def _item_action(action: str):
                 return services.item_claim(item_id=item_id, actor=actor, version=version)
             if action == "release":
                 return services.item_release(item_id=item_id, actor=actor, version=version)
+            if action == "assign":
+                return services.item_assign(item_id=item_id, actor=actor, version=version,
+                                            assignee_email=request.POST.get("assignee", "")[:254])
             if action == "escalate":
                 return escalate_checked(item_id=item_id, actor=actor, version=version,
                                         reason=request.POST.get("reason", "")[:200])
@@ -248,5 +252,6 @@ def escalate_checked(*, item_id: int, actor, version: int | None, reason: str) -
 
 queue_claim = _item_action("claim")
 queue_release = _item_action("release")
+queue_assign = _item_action("assign")
 queue_decide = _item_action("decide")
 queue_escalate = _item_action("escalate")

@@ -214,6 +214,14 @@ EVERYDAY = [
     "is there {event} {day}?", "the office needs the forms by {day}", "my locker is stuck again",
     "i left my calculator in {place}", "who has a spare pencil", "can i borrow a charger", "is school open {day}",
     "picture day is {day}", "early dismissal {day}", "class is in {place} today", "the {thing} is on page {num}",
+    "pick up your {thing} at {place}", "hand in your {thing} at {place}", "get your forms from {place}",
+    "bring your {thing} to {place} after {event}", "your {thing} is in {place}", "collect your books at {place}",
+    "leave your bags at {place}", "line up at {place} at {time}", "your locker combo is on the sheet",
+    # second person, kind or neutral ("you'll" and "your" also open threats)
+    "you'll do great on the {thing}", "you'll get it next time", "you'll be fine, don't worry",
+    "you'll see, it's easier than it looks", "you'll love {subject} next year", "you'll find it in {place}",
+    "you're going to do great {name}", "you're going to love this {game} level", "your {thing} was so good",
+    "your drawing is amazing", "nice try {name}", "good try, almost had it", "you almost had it!",
     # greetings and emoji
     "good morning everyone", "good morning 👋", "morning all", "hi everyone", "hi everyone 👋", "hey {name}",
     "hey {name}!", "hello class", "hi miss", "hi sir", "bye everyone", "bye, see you {day}", "bye 👋", "later!",
@@ -234,6 +242,8 @@ THREATS_AT_PLACES = [
     "you're going to get beat up at {place}", "we're jumping {name} at {place} after {event}",
     "everyone come to {place} at {time} to watch {name} get beat up", "you won't make it home from {event}",
     "after {event} you're getting hurt", "come to {place} alone, i dare you", "i'll catch you at {place}",
+    "i'm going to beat you up at {place}", "i'll beat you up after {event}, just wait",
+    "wait at {place}, i'll punch you so hard", "see you at {place} after {event}, i'll make you cry",
 ]
 THREATS_AT_PLACES_SEXUAL = [
     "meet me at {place} and take your shirt off", "meet me after {event} and send me nudes first",
@@ -425,7 +435,7 @@ def rows(rng: random.Random) -> list[tuple[str, tuple[int, ...]]]:
     add(SPAM, (0, 0, 0, 0, 1), 200, perturb_rate=0.2)
     add(SPAM_SEXUAL, (0, 0, 1, 0, 1), 30)
     # Drawn last so the rows above stay as they were before these lists existed.
-    add(MEETING, (0, 0, 0, 0, 0), 400, perturb_rate=0.05)
+    add(MEETING, (0, 0, 0, 0, 0), 550, perturb_rate=0.05)
     add(EVERYDAY, (0, 0, 0, 0, 0), 450, perturb_rate=0.05)
     add(THREATS_AT_PLACES, (0, 1, 0, 0, 0), 110, perturb_rate=0.2)
     add(THREATS_AT_PLACES_SEXUAL, (0, 1, 1, 0, 0), 20)

@@ -169,6 +169,7 @@
       if (msg.decision === "timeout" && fd.get("minutes")) msg.minutes = parseInt(fd.get("minutes"), 10);
       if (["warn", "timeout", "ban"].indexOf(msg.decision) >= 0 && fd.get("scope")) msg.scope = fd.get("scope");
     }
+    if (action === "assign") msg.assignee = (fd.get("assignee") || "").trim();
     return msg;
   }
 

@@ -109,6 +109,7 @@ ALLOWED: dict[str, str] = {
     # Moderation (docs/moderation.md): the queue's rows are recorded where they are shown (moderation.views)
     "moderation.views.queue_claim": "POST: a moderation action (in the moderation audit trail); shows no record",
     "moderation.views.queue_release": "POST: a moderation action (in the moderation audit trail); shows no record",
+    "moderation.views.queue_assign": "POST: a moderation action (in the moderation audit trail); shows no record",
     "moderation.views.queue_decide": "POST: a moderation action (in the moderation audit trail); shows no record",
     "moderation.views.queue_escalate": "POST: a moderation action (in the moderation audit trail); shows no record",
     "moderation.consumers.QueueConsumer": "ids, versions and counts only; rows are read (and recorded) through "

@@ -77,6 +77,56 @@ def test_benign_hard_negatives_score_low(classifier, text):
     assert max(scores[c] for c in CATEGORIES) < 0.5, scores
 
 
+# The platform's default thresholds (config/settings.py AULA_MODERATION_THRESHOLDS).
+DEFAULT_FLAG = {"offensive": 0.7, "harassment": 0.5, "sexual": 0.5, "self_harm": 0.5, "spam": 0.6}
+DEFAULT_HOLD = {"offensive": 0.92, "harassment": 0.75, "sexual": 0.75, "spam": 0.85}
+
+# Ordinary class chat, written for this test (none of it is in train.csv): meeting times and places, mild
+# complaints, games and sports, logistics, greetings and emoji. "see you after school" used to be held.
+ORDINARY_CLASS_CHAT = [
+    "see you in homeroom tomorrow",
+    "can we meet by the gym doors after fourth period",
+    "I'll wait for you outside the art room",
+    "ugh I hate tuesdays, double math",
+    "lol that quiz was so dumb",
+    "good match today everyone, well played",
+    "she shot a three pointer at the buzzer!!",
+    "we totally crushed the robotics competition",
+    "is the bus leaving at 3:30 or 3:45?",
+    "don't forget your lab goggles tomorrow",
+    "hi everyone 👋 good morning",
+    "happy friday!! 🎉",
+    "bye, have a good weekend 😊",
+    "my laptop is so slow today, ugh",
+    "who has a charger? mine died",
+    "meet at the front office to pick up your hall passes",
+    "can someone save me a seat at lunch",
+    "practice got moved to the small gym",
+    "that movie in english was kinda boring lol",
+    "nice try, you'll get it next time",
+    "omg I'm so tired, see you after lunch",
+    "we need to sign up for the field trip by thursday",
+]
+
+
+def test_ordinary_class_chat_is_never_held_and_rarely_flagged(classifier):
+    scores = {text: classifier.scores(text) for text in ORDINARY_CLASS_CHAT}
+    held = {text: s for text, s in scores.items() if any(s[c] >= t for c, t in DEFAULT_HOLD.items())}
+    assert not held, held
+    flagged = {text: s for text, s in scores.items() if any(s[c] >= t for c, t in DEFAULT_FLAG.items())}
+    assert len(flagged) <= 0.1 * len(ORDINARY_CLASS_CHAT), flagged
+
+
+@pytest.mark.parametrize("text", [
+    "see you after school, you're dead",
+    "meet me behind the gym after fourth period, you're going to get hurt",
+    "wait for me by the buses, i'm going to beat you up",
+    "after practice you're getting jumped, watch your back",
+])
+def test_threats_set_at_a_meeting_place_are_still_harassment(classifier, text):
+    assert classifier.scores(text)["harassment"] >= DEFAULT_FLAG["harassment"]
+
+
 @pytest.mark.parametrize(("text", "category"), [
     ("send nudеs", "sexual"),  # Cyrillic е
     ("yоu аrе а fuсking idiоt", "offensive"),  # Cyrillic о, а, е, с

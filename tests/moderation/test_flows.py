@@ -368,3 +368,19 @@ async def test_a_student_reports_a_classmates_message_over_the_socket(world):
     assert item.reason == "reported" and item.report_count == 1
     await author.close()
     await reporter.close()
+
+
+@pytest.mark.django_db
+def test_an_item_can_be_assigned_to_a_colleague_who_may_review_it(world):
+    message = class_services.chat_message_post(session=world.session_a, author=world.student_a, body=HOSTILE)
+    item = ModerationItem.objects.get(object_id=str(message.pk))
+    colleague = factories.user("teacher_a3")
+    factories.enroll(world.course_a, colleague, Role.TEACHER)
+    with pytest.raises(ValidationError):  # another school's staff cannot review it: not assignable
+        services.item_assign(item_id=item.pk, actor=world.teacher_a, assignee_email=world.staff_b.email)
+    item = services.item_assign(item_id=item.pk, actor=world.teacher_a, assignee_email=colleague.email.upper(),
+                                version=item.version)
+    assert item.status == "claimed" and item.assigned_to == colleague
+    with pytest.raises(services.Stale):  # now it is theirs
+        services.item_decide(item_id=item.pk, actor=world.teacher_a, decision="approve")
+    services.item_decide(item_id=item.pk, actor=colleague, decision="approve")

@@ -44,7 +44,7 @@ HELDOUT_CSV = DATA_DIR / "heldout.csv"
 # vocabulary (slurs, insults we never wrote down) but flags school hard negatives ("I could die laughing",
 # "sex education chapter 3", "that play was sick") and insults without profanity, which we count as harassment;
 # ours knows those. On the held-out set 0.4 scored best (F1 0.93 against 0.71 for alt-profanity-check alone and
-# 0.88 for ours alone; `python -m moderation.evaluate`). Below 0.5, alt-profanity-check alone never crosses the
+# 0.91 for ours alone; `python -m moderation.evaluate`). Below 0.5, alt-profanity-check alone never crosses the
 # 0.5 threshold: it needs ours to agree at least a little (>= 0.17).
 OFFENSIVE_WEIGHT = 0.4
 

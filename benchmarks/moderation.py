@@ -276,24 +276,25 @@ def run_target(name: str, server: Server, seed: dict, args, backing: dict, healt
         if health is not None and rounds[-1]["skipped_classifier"]:
             raise RuntimeError(f"the classifier was still skipped after {len(rounds)} warm-up rounds")
 
-        time.sleep(args.settle)
-        result["machine_busy_before_chat"] = wait_for_quiet(min(args.quiet_wait, 30))
-        result["load_before_chat"] = [round(x, 2) for x in os.getloadavg()]
-        skipped_before = _skipped(health)
-        chat = run_chat(gens, window, senders, owner, args, name, len(present))
-        if health is not None:
-            chat["skipped_classifier"] = _skipped(health) - skipped_before
-        outcomes = [o for r in gens.ask([{"cmd": "chat_outcomes"}] * args.procs, 60) for o in r["outcomes"]]
-        chat.update(outcome_figures(outcomes, chat["deliveries"], chat["receivers"]))
-        eventually = round(chat["eventually_delivered_pct"] * chat["expected"] / 100)  # after the quiet wait
-        chat["eventually_delivered_pct_of_shown"] = round(100 * eventually / max(chat["expected_deliveries"], 1), 3)
-        server_cpu = chat["cpu"]["cpu_s"]["server"]
-        chat["server_cpu_ms_per_message"] = round(1000 * server_cpu / max(len(outcomes), 1), 3)
-        if "idle" in result:
-            idle_rate = result["idle"]["cpu_s"]["server"] / result["idle"]["seconds"]
-            net = max(server_cpu - idle_rate * chat["cpu"]["seconds"], 0.0)
-            chat["server_cpu_ms_per_message_net_of_idle"] = round(1000 * net / max(len(outcomes), 1), 3)
-        result["chat"] = chat
+        # Other sessions' test runs share this machine: a measured phase during which other processes took
+        # more than --max-other cores is run again (up to --attempts), and the least disturbed one is kept.
+        attempts = []
+        for _ in range(args.attempts):
+            time.sleep(args.settle)
+            busy = wait_for_quiet(min(args.quiet_wait, 30))
+            load = [round(x, 2) for x in os.getloadavg()]
+            chat = measure_chat(gens, window, senders, owner, args, name, len(present), health, result.get("idle"))
+            chat["machine_busy_before"], chat["load_before"] = busy, load
+            attempts.append(chat)
+            log(f"{name}: delivery p95 {chat['latency'].get('p95_ms')} ms, other processes "
+                f"{chat['cpu']['other_processes_cores']} cores")
+            if chat["cpu"]["other_processes_cores"] <= args.max_other:
+                break
+        best = min(range(len(attempts)), key=lambda i: attempts[i]["cpu"]["other_processes_cores"])
+        result["chat"] = {**attempts[best], "attempt": best + 1}
+        result["load_before_chat"] = attempts[best]["load_before"]
+        result["chat_attempts"] = [{"other_processes_cores": c["cpu"]["other_processes_cores"],
+                                    "latency": c["latency"], "ack_shown": c["ack_shown"]} for c in attempts]
 
         errors: collections.Counter = collections.Counter()
         for r in gens.ask([{"cmd": "close"}] * args.procs, 120):
@@ -302,6 +303,25 @@ def run_target(name: str, server: Server, seed: dict, args, backing: dict, healt
     finally:
         gens.stop()
     return result
+
+
+def measure_chat(gens: Generators, window: CpuWindow, senders: list[int], owner: dict, args, name: str,
+                 receivers: int, health: dict | None, idle: dict | None) -> dict:
+    """One measured chat phase (benchmarks.streams.run_chat) with each message's outcome and CPU per message."""
+    skipped_before = _skipped(health)
+    chat = run_chat(gens, window, senders, owner, args, name, receivers)
+    if health is not None:
+        chat["skipped_classifier"] = _skipped(health) - skipped_before
+    outcomes = [o for r in gens.ask([{"cmd": "chat_outcomes"}] * args.procs, 60) for o in r["outcomes"]]
+    chat.update(outcome_figures(outcomes, chat["deliveries"], chat["receivers"]))
+    eventually = round(chat["eventually_delivered_pct"] * chat["expected"] / 100)  # after the quiet wait
+    chat["eventually_delivered_pct_of_shown"] = round(100 * eventually / max(chat["expected_deliveries"], 1), 3)
+    server_cpu = chat["cpu"]["cpu_s"]["server"]
+    chat["server_cpu_ms_per_message"] = round(1000 * server_cpu / max(len(outcomes), 1), 3)
+    if idle:
+        net = max(server_cpu - idle["cpu_s"]["server"] / idle["seconds"] * chat["cpu"]["seconds"], 0.0)
+        chat["server_cpu_ms_per_message_net_of_idle"] = round(1000 * net / max(len(outcomes), 1), 3)
+    return chat
 
 
 # --- the Django step: seed the lists, time screen() in process --------------------------------------------------
@@ -482,6 +502,8 @@ def markdown(summary: dict) -> str:
          d["server_cpu_ms_per_message"]),
         ("server CPU µs per delivery", ca["server_cpu_us_per_delivery"], cb["server_cpu_us_per_delivery"], ""),
         ("messages that skipped the classifier", "– (disabled)", cb.get("skipped_classifier"), ""),
+        ("measured chat attempt kept (of tried)", f"{ca['attempt']} of {len(ra['chat_attempts'])}",
+         f"{cb['attempt']} of {len(rb['chat_attempts'])}", ""),
         ("machine busy % / other processes (cores), chat phase",
          f"{ca['cpu']['machine_busy_pct']} / {ca['cpu']['other_processes_cores']}",
          f"{cb['cpu']['machine_busy_pct']} / {cb['cpu']['other_processes_cores']}", ""),
@@ -531,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle", type=float, default=2.0, help="seconds between phases")
     p.add_argument("--connect-timeout", type=float, default=60.0)
     p.add_argument("--drain", type=float, default=15.0, help="max seconds to wait for deliveries after the last send")
+    p.add_argument("--attempts", type=int, default=3, help="measured chat phases at most, per target")
+    p.add_argument("--max-other", type=float, default=0.25,
+                   help="run the chat phase again when other processes took more cores than this")
     p.add_argument("--micro-messages", type=int, default=2000, help="texts timed through screen() in process")
     p.add_argument("--quiet-wait", type=float, default=60.0,
                    help="wait up to this long for the machine to calm down before each target")

@@ -410,3 +410,50 @@ def test_end_session_then_attendance_page_and_csv(world, server_factory):
         student.page.goto(f"{teacher.server.origin}/")
         expect(student.page.get_by_test_id("attendance-link")).to_have_count(0)
     assert AttendanceRecord.objects.filter(session=world.session_a).count() == 1  # after the browser's event loop
+
+
+def test_held_message_pending_for_its_author_only_then_approved_and_a_report(world, server_factory):
+    """Moderation on the class page: a message the school's list holds is "pending review" for its author
+    and invisible to the class; the teacher is told (no text) and approves it from the review queue page;
+    then it reaches everyone and stops being pending. A classmate reports a message from its "Report" button."""
+    from moderation.models import ModerationItem, PatternList, PatternRule
+
+    rules = PatternList.objects.create(institution=world.school_a, name="Held words", action="hold")
+    PatternRule.objects.create(pattern_list=rules, kind="term", pattern="zorblax")
+    classmate = factories.user("classmate_e2e", age=14)
+    factories.enroll(world.course_a, classmate)
+    server = server_factory(kind="uvicorn")
+    with browser() as b:
+        teacher = Person(b, server, world.teacher_a, world.session_a, **LAPTOP)
+        student = Person(b, server, world.student_a, world.session_a, **PHONE)
+        other = Person(b, server, classmate, world.session_a, **PHONE)
+        student.chat("you z0rbl4x")
+        pending = student.tid("chat-list").get_by_test_id("chat-held")
+        expect(pending).to_have_count(1)
+        expect(pending).to_contain_text("pending review")
+        expect(teacher.tid("chat-list")).to_contain_text("held for review")  # the teacher's notice, no text
+        expect(other.messages("you z0rbl4x")).to_have_count(0)
+
+        queue = teacher.context.new_page()
+        queue.set_default_timeout(WAIT_MS)
+        queue.goto(f"{server.origin}/moderation/queue/")
+        row = queue.get_by_test_id("queue-row").filter(has_text="you z0rbl4x")
+        expect(row).to_have_count(1)
+        row.get_by_test_id("decision").select_option("approve")
+        row.get_by_test_id("decide").click()
+        expect(row).to_have_count(0)
+        expect(other.messages("you z0rbl4x")).to_have_count(1)
+        expect(student.messages("you z0rbl4x")).to_have_count(1)
+        expect(pending).to_have_count(0)
+
+        student.chat("see you at the library")
+        message = other.messages("see you at the library")
+        expect(message).to_have_count(1)
+        message.get_by_test_id("chat-report").click()
+        other.tid("reason-input").fill("felt unkind")
+        other.tid("reason-confirm").click()
+        expect(other.tid("chat-list")).to_contain_text("a moderator will look at it")
+        for person in (teacher, student, other):
+            person.check_clean()
+    reported = ModerationItem.objects.get(reason="reported")
+    assert reported.report_count == 1 and reported.text == "see you at the library"

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import datetime as dt
 import functools
 import json
@@ -58,7 +57,7 @@ from benchmarks.classroom import (
     wait_for_quiet,
 )
 from benchmarks.stream_loadgen import StreamLoadGen
-from benchmarks.streams import LOCK, Background, run_chat, run_storm
+from benchmarks.streams import Background, run_chat, run_locked, run_storm, save_summary
 from config.devservers import backing_services, celery_processes, free_port, web_argv
 
 GENERATOR = "benchmarks.moderation:ModerationLoadGen"
@@ -569,25 +568,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("viewers 1..20000, duration 0..300 s, chat-rate 0..100")
     if not 0 < args.warmup <= 30 or not 1 <= args.micro_messages <= 20000:
         p.error("warmup 0..30 s, micro-messages 1..20000")
-    mine = str(os.getpid())
-    if LOCK.exists():
-        log(f"note: {LOCK} already exists (another benchmark?); running anyway")
-    else:
-        LOCK.write_text(mine)
-    try:
-        summary = run(args)
-    finally:
-        with contextlib.suppress(OSError):
-            if LOCK.read_text() == mine:
-                LOCK.unlink()
-    commit = (summary["app"].get("commit") or "unknown")[:7]
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "measurements" / f"moderation-{args.viewers}-{commit}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2))
-    table = markdown(summary)
-    out.with_suffix(".md").write_text(table + "\n")
-    print(table)
-    log(f"JSON: {out}")
+    summary = run_locked(run, args)
+    out = save_summary(summary, args, "moderation", markdown)
+    print(out.with_suffix(".md").read_text())
     return 0
 
 

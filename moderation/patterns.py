@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import regex
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import Q
 
 from moderation.models import Action, PatternList, PatternRule
+from moderation.selectors import room_scopes
 from moderation.textnorm import join_spaced, skeleton
 
 MAX_PATTERN = 300
@@ -128,13 +128,7 @@ def load_lists(*, institution_id: int | None, course_id: int | None, channel_id:
     cached = _cache.get(key)
     if cached is not None and cached[0] > now and not fresh:
         return cached[1]
-    scope = Q(institution__isnull=True, course__isnull=True, channel__isnull=True)
-    if institution_id:
-        scope |= Q(institution_id=institution_id, course__isnull=True)
-    if course_id:
-        scope |= Q(course_id=course_id)
-    if channel_id:
-        scope |= Q(channel_id=channel_id)
+    scope = room_scopes(institution_id=institution_id, course_id=course_id, channel_id=channel_id)
     lists = list(PatternList.objects.filter(scope, is_active=True).order_by("id"))
     rules: dict[int, list[PatternRule]] = {pl.id: [] for pl in lists}
     for rule in PatternRule.objects.filter(pattern_list_id__in=list(rules)).order_by("id"):

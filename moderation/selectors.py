@@ -30,6 +30,18 @@ def _merge(base: dict, override: dict) -> dict:
     return merged
 
 
+def room_scopes(*, institution_id: int | None, course_id: int | None, channel_id: int | None) -> Q:
+    """The policies or lists that apply to a room: the platform's, its school's (or channel's), its course's."""
+    scope = Q(institution__isnull=True, course__isnull=True, channel__isnull=True)
+    if institution_id:
+        scope |= Q(institution_id=institution_id, course__isnull=True)
+    if course_id:
+        scope |= Q(course_id=course_id)
+    if channel_id:
+        scope |= Q(channel_id=channel_id)
+    return scope
+
+
 def policy_for(*, institution_id: int | None = None, course_id: int | None = None,
                channel_id: int | None = None, fresh: bool = False) -> ModerationPolicy:
     """The effective policy of a room (unsaved): platform defaults, then the platform policy, then the
@@ -40,13 +52,7 @@ def policy_for(*, institution_id: int | None = None, course_id: int | None = Non
     cached = _policies.get(key)
     if cached is not None and cached[0] > now and not fresh:
         return cached[1]
-    scope = Q(institution__isnull=True, course__isnull=True, channel__isnull=True)
-    if institution_id:
-        scope |= Q(institution_id=institution_id, course__isnull=True)
-    if course_id:
-        scope |= Q(course_id=course_id)
-    if channel_id:
-        scope |= Q(channel_id=channel_id)
+    scope = room_scopes(institution_id=institution_id, course_id=course_id, channel_id=channel_id)
     rows = sorted(ModerationPolicy.objects.filter(scope),
                   key=lambda p: (p.course_id is not None, p.institution_id is not None or p.channel_id is not None))
     effective = ModerationPolicy(institution_id=institution_id, course_id=course_id, channel_id=channel_id,

@@ -428,7 +428,7 @@ class LiveSessionConsumer(RoomConsumer):
         from moderation.services import report_create
 
         await self._run(lambda: report_create(reporter=self.user, source="class_chat", object_id=msg.message_id,
-                                              reason=msg.reason))
+                                              reason=msg.reason, room_id=self.session.pk))
         await self.ack(msg.ref, reported=msg.message_id)
 
     async def on_chat_clear(self, msg: ChatClear) -> None:

@@ -427,11 +427,11 @@ def chat_message_release(*, message_id: int, body: str | None = None) -> ChatMes
         if message is None:
             return None
         session = message.session
+        if body is None and (message.status != ChatMessage.Status.HELD or message.deleted_at is not None):
+            return message  # an approval releases a held message only, never one a teacher deleted
         if body is not None:
             message.body = body
         shown = message.status == ChatMessage.Status.VISIBLE and message.deleted_at is None
-        if shown and body is None:
-            return message
         if shown:  # masking a visible message: it leaves the screen and comes back masked
             _scrub_chat_events(session, [message.pk])
             room_event_emit(_room(session), "chat.deleted", events.chat_deleted(message))

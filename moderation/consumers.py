@@ -143,8 +143,15 @@ class QueueConsumer(RoomConsumer):
 
     async def _run(self, ref: str | None, item_id: int, fn, **kwargs) -> None:
         await self._allow()
+        def call():
+            # The person as they are now (permissions and scope are cached on the connect-time user object).
+            actor = get_user_model().objects.filter(pk=self.user.pk, is_active=True).first()
+            if actor is None:
+                raise FrameError(ErrorCode.FORBIDDEN, "Your account can no longer review.")
+            return fn(item_id=item_id, actor=actor, **kwargs)
+
         try:
-            item = await db_call(fn)(item_id=item_id, actor=self.user, **kwargs)
+            item = await db_call(call)()
         except services.Stale as exc:
             raise FrameError(ErrorCode.CONFLICT, str(exc), id=item_id) from None
         await self.ack(ref, id=item_id, version=item.version, status=item.status)

@@ -136,12 +136,28 @@ breaker = pybreaker.CircuitBreaker(fail_max=settings.AULA_MODERATION_BREAKER_FAI
                                    listeners=[_AuditListener()], name="classifier")
 
 
+_load_failed_at = 0.0
+LOAD_RETRY_SECONDS = 60
+
+
 def _load():
-    global _model
+    global _model, _load_failed_at
     with _loading:
         if _model is None:
-            _model = import_string(settings.AULA_MODERATION_CLASSIFIER)()
+            try:
+                _model = import_string(settings.AULA_MODERATION_CLASSIFIER)()
+            except Exception:
+                _load_failed_at = time.monotonic()
+                raise
     return _model
+
+
+def _load_in_background() -> None:
+    """At most one load at a time, and after a failure not again for LOAD_RETRY_SECONDS (a broken model must
+    not start a retraining per message)."""
+    if _loading.locked() or time.monotonic() - _load_failed_at < LOAD_RETRY_SECONDS:
+        return
+    _pool.submit(_load)
 
 
 def warm() -> None:
@@ -173,7 +189,7 @@ def model_version() -> str:
 def _classify_call(text: str) -> dict:
     model = _model
     if model is None:
-        _pool.submit(_load)  # first use in this process: load in the background, skip this message
+        _load_in_background()  # first use in this process: load in the background, skip this message
         raise ClassifierUnavailable("not loaded")
     future = _pool.submit(model.scores, text)
     try:

@@ -133,10 +133,11 @@ def block_record(*, verdict: Verdict, ctx: Context, author_id: int) -> None:
 
 # --- user reports -------------------------------------------------------------------------------------------
 
-def report_create(*, reporter, source: str, object_id, reason: str = "") -> ModerationItem:
-    """"Flag this message": joins the content's open item (or opens one). One report per person and item."""
+def report_create(*, reporter, source: str, object_id, reason: str = "", room_id: int | None = None) -> ModerationItem:
+    """"Flag this message": joins the content's open item (or opens one). One report per person and item.
+    `room_id` (a socket's own session or stream): the message must be in that room."""
     ref = content.resolve(source, str(object_id), reporter)
-    if ref is None or not ref.visible:
+    if ref is None or not ref.visible or (room_id is not None and ref.ctx.room_id != room_id):
         raise PermissionDenied("There is no such message to report.")
     if ref.author_id == reporter.pk:
         raise ValidationError("You cannot report your own message.")
@@ -155,12 +156,18 @@ def report_create(*, reporter, source: str, object_id, reason: str = "") -> Mode
                                                            "outcome": UserReport.Outcome.DISMISSED})
                 return settled
             now = timezone.now()
-            item = ModerationItem.objects.create(
-                institution_id=ctx.institution_id, course_id=ctx.course_id, channel_id=ctx.channel_id,
-                source=source, object_id=ref.object_id, room_id=ctx.room_id, author_id=ref.author_id,
-                text=ref.text[:4000], category=Category.REPORT, reason=ModerationItem.Reason.REPORTED,
-                visible=True, minors=ctx.minors, severity=30, due_at=now + _sla(ctx.minors, 30))
-            change = "new"
+            try:
+                with transaction.atomic():
+                    item = ModerationItem.objects.create(
+                        institution_id=ctx.institution_id, course_id=ctx.course_id, channel_id=ctx.channel_id,
+                        source=source, object_id=ref.object_id, room_id=ctx.room_id, author_id=ref.author_id,
+                        text=ref.text[:4000], category=Category.REPORT, reason=ModerationItem.Reason.REPORTED,
+                        visible=True, minors=ctx.minors, severity=30, due_at=now + _sla(ctx.minors, 30))
+                change = "new"
+            except IntegrityError:  # another first report at the same instant opened it: join that one
+                item = (ModerationItem.objects.select_for_update().filter(source=source, object_id=ref.object_id)
+                        .exclude(status=ModerationItem.Status.DECIDED).get())
+                change = "updated"
         else:
             change = "updated"
         try:
@@ -209,6 +216,8 @@ def _locked_item(item_id: int, actor, version: int | None) -> ModerationItem:
         raise PermissionDenied("No such item in your queue.")
     if version is not None and item.version != int(version):
         raise Stale("This item changed since you loaded it.")
+    if item.author_id == actor.pk:
+        raise PermissionDenied("You cannot review your own content: another moderator will.")
     return item
 
 
@@ -270,12 +279,19 @@ def _ref(item: ModerationItem):
     return content.ContentRef(item.source, item.object_id, ctx, item.author_id, item.text, item.visible)
 
 
-def _sanction_scope(item: ModerationItem, scope: str | None) -> str:
+def _sanction_scope(item: ModerationItem, scope: str | None, actor) -> str:
     allowed = [Sanction.Scope.ROOM, Sanction.Scope.INSTITUTION] if item.institution_id else \
         [Sanction.Scope.ROOM, Sanction.Scope.CHANNEL]
     scope = scope or Sanction.Scope.ROOM
     if scope not in allowed:
         raise ValidationError(f"A sanction here applies to: {', '.join(allowed)}.")
+    if item.institution_id and not item.course_id:
+        scope = Sanction.Scope.INSTITUTION  # no room to scope it to (a display name): the school's
+    if scope == Sanction.Scope.INSTITUTION:
+        from classrooms.selectors import is_school_staff
+
+        if not is_school_staff(actor, item.institution_id):
+            raise PermissionDenied("A school-wide sanction is for the school's staff.")
     return scope
 
 
@@ -319,7 +335,7 @@ def item_decide(*, item_id: int, actor, decision: str, note: str = "", version: 
             handler.remove(item.object_id, actor, note.strip())
             item.visible = False
             if decision in (Decision.WARN, Decision.TIMEOUT, Decision.BAN):
-                scope = _sanction_scope(item, scope)
+                scope = _sanction_scope(item, scope, actor)
                 until = now + dt.timedelta(minutes=int(minutes)) if decision == Decision.TIMEOUT else None
                 sanction = Sanction.objects.create(
                     user_id=item.author_id, kind=decision, scope=scope, institution_id=item.institution_id,
@@ -360,7 +376,19 @@ def escalate(*, item_id: int, actor=None, reason: str = "", now: dt.datetime | N
         if item.status == ModerationItem.Status.DECIDED:
             return None
         before = item.tier
-        item.tier = min(item.tier + 1, ModerationItem.Tier.LEGAL)
+        # A message held only by a stream's own settings (hold-all, lockdown) is the channel's business: it
+        # stops at the owner. At the legal tier an open item is re-notified once a day, not every SLA.
+        top = ModerationItem.Tier.OWNER if item.category == Category.ROOM_RULE else ModerationItem.Tier.LEGAL
+        if actor is None and before >= top:
+            item.due_at = now + dt.timedelta(days=1)
+            item.save(update_fields=["due_at"])
+            if before == ModerationItem.Tier.LEGAL:
+                item_pk = item.pk
+                from moderation.tasks import tier_notify
+
+                transaction.on_commit(lambda: tier_notify.delay(item_pk))
+            return item
+        item.tier = min(item.tier + 1, top)
         item.status, item.assigned_to, item.claimed_at = ModerationItem.Status.OPEN, None, None
         item.escalated_at, item.due_at = now, now + _sla(item.minors, item.severity)
         item.version += 1
@@ -408,6 +436,17 @@ def sanction_revoke(*, sanction_id: int, actor, reason: str) -> Sanction:
     return sanction
 
 
+def _shown_form(item: ModerationItem) -> str:
+    """The text as the pipeline let it be shown: masked again when a censoring list had masked it."""
+    if not any(isinstance(h, dict) and h.get("action") == Action.CENSOR for h in item.matches or []):
+        return item.text
+    from moderation import patterns
+
+    lists = patterns.load_lists(institution_id=item.institution_id, course_id=item.course_id,
+                                channel_id=item.channel_id, fresh=True)
+    return patterns.censor(item.text, lists)[0]
+
+
 def decision_reverse(*, item_id: int, actor, reason: str) -> ModerationItem:
     """Undo a decision: removed or masked content is shown as sent again, approved content is removed,
     sanctions are lifted. The item stays decided (its history is in the audit trail)."""
@@ -417,12 +456,14 @@ def decision_reverse(*, item_id: int, actor, reason: str) -> ModerationItem:
         item = _locked_item(item_id, actor, None)
         if item.status != ModerationItem.Status.DECIDED:
             raise ValidationError("Only a decided item can be reversed.")
+        if item.reversed_at is not None:
+            raise Stale("This decision has already been reversed.")
         handler, ref = content.adapter(item.source), _ref(item)
         if item.decision in (Decision.APPROVE, Decision.CONTEXT):
             handler.remove(item.object_id, actor, reason.strip())
             item.visible = False
         else:
-            handler.restore(item.object_id, actor, item.text)
+            handler.restore(item.object_id, actor, _shown_form(item))
             item.visible = True
             for sanction in item.sanctions.filter(revoked_at__isnull=True):
                 sanction.revoked_at, sanction.revoked_by = timezone.now(), actor
@@ -430,8 +471,8 @@ def decision_reverse(*, item_id: int, actor, reason: str) -> ModerationItem:
                 sanction.save(update_fields=["revoked_at", "revoked_by", "revoke_reason"])
                 if sanction.kind != Sanction.Kind.WARN:
                     handler.unrestrict(user_id=sanction.user_id, ref=ref, scope=sanction.scope, actor=actor)
-        item.version += 1
-        item.save(update_fields=["visible", "version"])
+        item.version, item.reversed_at = item.version + 1, timezone.now()
+        item.save(update_fields=["visible", "version", "reversed_at"])
         _audit(item, stage="human", action="reverse", actor=actor, reason=reason[:200], previous=item.decision)
         handler.notify_author(ref, "moderation.reversed", {"item": item.pk})
         _publish(item, "reversed")
@@ -447,7 +488,7 @@ def appeal_file(*, item_id: int, appellant, statement: str):
         raise ValidationError("Say why the decision should be looked at again.")
     with transaction.atomic():
         item = ModerationItem.objects.select_for_update().filter(pk=item_id, author=appellant).first()
-        if item is None or item.status != ModerationItem.Status.DECIDED or \
+        if item is None or item.status != ModerationItem.Status.DECIDED or item.reversed_at is not None or \
                 item.decision in (Decision.APPROVE, Decision.CONTEXT):
             raise PermissionDenied("There is no decision against your content to appeal here.")
         if Appeal.objects.filter(item=item, appellant=appellant).exists():
@@ -475,6 +516,8 @@ def appeal_decide(*, appeal_id: int, actor, overturn: bool, note: str):
             raise Stale("This appeal has already been decided.")
         if appeal.item.decided_by_id == actor.pk:
             raise PermissionDenied("An appeal is reviewed by a different moderator than the one who decided.")
+        if appeal.appellant_id == actor.pk:
+            raise PermissionDenied("You cannot decide your own appeal.")
         appeal.status = Appeal.Status.OVERTURNED if overturn else Appeal.Status.UPHELD
         appeal.decided_by, appeal.decided_at, appeal.note = actor, timezone.now(), note.strip()[:500]
         appeal.save(update_fields=["status", "decided_by", "decided_at", "note"])

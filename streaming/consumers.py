@@ -427,9 +427,11 @@ class StreamConsumer(RoomConsumer):
                     return fn()
             return fn()
 
+        from moderation.services import Stale
+
         try:
             return await db_call(run)()
-        except services.Conflict as exc:
+        except (services.Conflict, Stale) as exc:  # Stale: the queue decided this held message meanwhile
             raise FrameError(ErrorCode.CONFLICT, str(exc)) from None
         except services.SlowMode as exc:
             raise FrameError(ErrorCode.RATE_LIMITED, "Slow mode is on.", retry_after=exc.retry_after,
@@ -465,7 +467,7 @@ class StreamConsumer(RoomConsumer):
         from moderation.services import report_create
 
         await self._run(lambda: report_create(reporter=self.user, source="stream_chat", object_id=msg.message_id,
-                                              reason=msg.reason))
+                                              reason=msg.reason, room_id=self.stream.pk))
         await self.ack(msg.ref, reported=msg.message_id)
 
     async def on_chat_send(self, msg: ChatSend) -> None:

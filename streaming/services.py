@@ -348,9 +348,9 @@ def chat_held_release(*, message_id: int, body: str | None = None, actor=None) -
             return None
         stream = message.stream
         was_held = message.status == StreamChatMessage.Status.HELD
+        if body is None and (not was_held or message.deleted_at is not None):
+            return message  # an approval releases a held message only, never one a moderator deleted
         shown = message.status == StreamChatMessage.Status.VISIBLE and message.deleted_at is None
-        if shown and body is None:
-            return message
         if shown:  # masking a visible message: blank it, then show the masked form as a new message
             message.deleted_at = timezone.now()
             _emit(stream, "chat.deleted", events.chat_deleted(message))

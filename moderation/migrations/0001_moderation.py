@@ -66,6 +66,7 @@ class Migration(migrations.Migration):
                 ('decision', models.CharField(blank=True, choices=[('approve', 'Approve'), ('context', 'Acceptable in educational context'), ('remove', 'Remove'), ('censor', 'Censor'), ('warn', 'Warn the author'), ('timeout', 'Time the author out'), ('ban', 'Ban the author')], max_length=8)),
                 ('decision_note', models.CharField(blank=True, max_length=500)),
                 ('decided_at', models.DateTimeField(blank=True, null=True)),
+                ('reversed_at', models.DateTimeField(blank=True, help_text='The decision was undone (once)', null=True)),
                 ('version', models.PositiveIntegerField(default=1)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('assigned_to', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),

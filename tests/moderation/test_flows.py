@@ -85,7 +85,9 @@ def test_censored_class_chat_is_shown_masked_and_a_reversal_restores_it(world):
     assert not RoomEvent.objects.filter(type="chat.message", payload__body="oh *****").exists()  # scrubbed
     services.decision_reverse(item_id=item.pk, actor=world.staff_a, reason="teacher was too strict")
     message.refresh_from_db()
-    assert message.deleted_at is None and message.body == "oh fudge"
+    assert message.deleted_at is None and message.body == "oh *****"  # back as the pipeline showed it: masked
+    with pytest.raises(services.Stale):  # a decision is reversed once
+        services.decision_reverse(item_id=item.pk, actor=world.staff_a, reason="again")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -384,3 +386,18 @@ def test_an_item_can_be_assigned_to_a_colleague_who_may_review_it(world):
     with pytest.raises(services.Stale):  # now it is theirs
         services.item_decide(item_id=item.pk, actor=world.teacher_a, decision="approve")
     services.item_decide(item_id=item.pk, actor=colleague, decision="approve")
+
+
+@pytest.mark.django_db
+def test_no_one_reviews_their_own_content_and_approval_never_undeletes(world):
+    ta = factories.user("ta_a")
+    factories.enroll(world.course_a, ta, Role.TA)
+    message = class_services.chat_message_post(session=world.session_a, author=ta, body=HOSTILE)
+    item = ModerationItem.objects.get(object_id=str(message.pk))
+    with pytest.raises(PermissionDenied, match="your own"):
+        services.item_decide(item_id=item.pk, actor=ta, decision="approve")
+    # A teacher deleted the held message from the class (chat.clear); approving it later brings nothing back.
+    class_services.chat_clear(session=world.session_a, actor=world.teacher_a, reason="fresh start")
+    services.item_decide(item_id=item.pk, actor=world.teacher_a, decision="approve")
+    message.refresh_from_db()
+    assert message.deleted_at is not None and message.seq is None

@@ -216,13 +216,14 @@ def test_json_actions_answer_409_when_stale_and_decisions_with_sanctions(client,
     r = client.post(item_url(other, "decide"), {"version": 1, "decision": "timeout", "note": "calm down"},
                     HTTP_ACCEPT="application/json")
     assert r.status_code == 400 and "duration" in r.json()["message"]
-    r = client.post(item_url(other, "decide"), {"version": 1, "decision": "timeout", "note": "calm down",
-                                                "minutes": "15", "scope": "institution"},
-                    HTTP_ACCEPT="application/json")
+    school_wide = {"version": 1, "decision": "timeout", "note": "calm down", "minutes": "15", "scope": "institution"}
+    r = client.post(item_url(other, "decide"), school_wide, HTTP_ACCEPT="application/json")
+    assert r.status_code == 403 and "staff" in r.json()["message"]  # a teacher's sanction stays in the class
+    r = client.post(item_url(other, "decide"), {**school_wide, "scope": "room"}, HTTP_ACCEPT="application/json")
     assert r.status_code == 200 and r.json()["status"] == "decided"
     other.refresh_from_db()
     sanction = other.sanctions.get()
-    assert sanction.kind == "timeout" and sanction.scope == "institution"
+    assert sanction.kind == "timeout" and sanction.scope == "room"
     assert dt.timedelta(minutes=14) < sanction.expires_at - timezone.now() <= dt.timedelta(minutes=15)
 
 

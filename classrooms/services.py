@@ -107,6 +107,18 @@ def user_upsert(*, email: str, username: str | None = None, password: str | None
     return user
 
 
+def user_terminate(*, user_id: int) -> bool:
+    """Close an account (a repeat infringer under the DMCA policy): it can no longer sign in, and its sockets
+    close at their next re-check. Recorded by auditlog; the caller records why. False when already closed."""
+    with transaction.atomic():
+        user = User.objects.select_for_update().filter(pk=user_id).first()
+        if user is None or not user.is_active:
+            return False
+        user.is_active = False
+        user.save(update_fields=["is_active", "updated_at"])
+    return True
+
+
 def membership_grant(*, user: User, institution: Institution, role: str, grade_level: str = "",
                      actor: User | None = None) -> Membership:
     _check_staff(actor, institution.pk)

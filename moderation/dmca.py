@@ -179,16 +179,9 @@ def material_resolve(url: str) -> Material | None:
 
 
 def _stream_recording_set(material_id: str, *, disabled_at: dt.datetime | None, reason: str) -> bool:
-    # A cross-app write kept to the two DMCA fields of Stream; it belongs in streaming.services once that
-    # module has a "recording take-down" function (the moderation branch may not edit it).
-    from streaming.models import Stream
+    from streaming.services import stream_recording_takedown
 
-    stream = Stream.objects.select_for_update().filter(pk=int(material_id)).first()
-    if stream is None:
-        return False
-    stream.recording_disabled_at, stream.recording_disabled_reason = disabled_at, reason[:200]
-    stream.save(update_fields=["recording_disabled_at", "recording_disabled_reason"])
-    return True
+    return stream_recording_takedown(stream_id=int(material_id), disabled_at=disabled_at, reason=reason)
 
 
 @dataclass(frozen=True)
@@ -320,21 +313,18 @@ def _notice_accept(data: NoticeInput, material: Material, now: dt.datetime) -> D
 # --- strikes and termination -------------------------------------------------------------------------
 
 def _strike_record(case: DmcaCase, now: dt.datetime) -> DmcaStrike:
-    from classrooms.models import User
-
     strike = DmcaStrike.objects.create(user_id=case.uploader_id, case=case, created_at=now,
                                        expires_at=now + dt.timedelta(days=settings.AULA_DMCA_STRIKE_DAYS))
     active = selectors.active_strike_count(case.uploader_id, now=now)
     _audit(case, "strike_recorded", data={"strike_id": strike.pk, "user_id": case.uploader_id,
                                           "active_strikes": active, "expires_at": strike.expires_at.isoformat()})
     if active >= settings.AULA_DMCA_TERMINATION_STRIKES:
-        # Repeat-infringer policy (§512(i)(1)(A)). A cross-app write of one field, audited here and by auditlog.
-        user = User.objects.select_for_update().filter(pk=case.uploader_id).first()
-        if user is not None and user.is_active:
-            user.is_active = False
-            user.save(update_fields=["is_active"])
+        # Repeat-infringer policy (§512(i)(1)(A)), through the account's own service (auditlog records it too).
+        from classrooms.services import user_terminate
+
+        if user_terminate(user_id=case.uploader_id):
             _audit(case, "account_terminated", reason="repeat infringer",
-                   data={"user_id": user.pk, "active_strikes": active,
+                   data={"user_id": case.uploader_id, "active_strikes": active,
                          "threshold": settings.AULA_DMCA_TERMINATION_STRIKES})
     return strike
 

@@ -121,6 +121,18 @@ def stream_go_live(*, stream: Stream, actor) -> Stream:
     return stream
 
 
+def stream_recording_takedown(*, stream_id: int, disabled_at: dt.datetime | None, reason: str = "") -> bool:
+    """Disable a stream's recording (a copyright take-down; `disabled_at` None restores it). Called by the DMCA
+    workflow, which has authorised and audits the step; False when there is no such stream."""
+    with transaction.atomic():
+        stream = Stream.objects.select_for_update().filter(pk=stream_id).first()
+        if stream is None:
+            return False
+        stream.recording_disabled_at, stream.recording_disabled_reason = disabled_at, reason[:200]
+        stream.save(update_fields=["recording_disabled_at", "recording_disabled_reason"])
+    return True
+
+
 def stream_end(*, stream: Stream, actor, recording_url: str = "") -> Stream:
     """End a stream: viewers are told (`stream.status` ended), their sockets stay open to read the end
     screen and the recording link; nothing is cut off mid-frame. The exact peak is persisted."""

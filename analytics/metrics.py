@@ -151,6 +151,9 @@ class RoomHealthCollector:
         yield GaugeMetricFamily("aula_moderation_queue_open", "Moderation items waiting for a decision",
                                 value=_moderation_open())
 
+        yield CounterMetricFamily("aula_collab_resyncs", "Whiteboard/notes clients whose convergence check found "
+                                  "them behind (and repaired them)", value=_collab_resyncs())
+
         if self.process:
             pid = [str(os.getpid())]
             for name, help_text, kind in (
@@ -185,6 +188,17 @@ def _moderation_open() -> int:
     from moderation.models import ModerationItem
 
     return ModerationItem.objects.exclude(status=ModerationItem.Status.DECIDED).count()
+
+
+def _collab_resyncs() -> int:
+    from django.conf import settings
+
+    from config.realtime.transport import _redis
+
+    try:
+        return int(_redis().get(f"{settings.AULA_REDIS_KEY_PREFIX}:collab:resyncs") or 0)
+    except Exception:
+        return 0
 
 
 def process_figures() -> dict:

@@ -7,29 +7,32 @@ sockets. This consumer sends only direct replies (snapshot, replay, acks, errors
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
 from auditlog.context import set_actor
 from django.conf import settings
 from django.core import signing
 from django.db import connection, transaction
 from django.utils import timezone
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from classrooms import events, realtime, selectors, services
+from classrooms import collab, events, realtime, selectors, services
 from classrooms.models import ChatMessage, Enrollment, LiveSession, Poll, PollAnswer, Role, User
 from classrooms.receivers import session_presence_audience, state_seconds
 from compliance import audit
 from compliance.coppa import selectors as coppa
 from compliance.models import PersonalInfoFeature
 from config.realtime import presence, stats
-from config.realtime.consumer import FrameError, Refused, RoomConsumer
+from config.realtime.consumer import FrameError, Refused, RoomConsumer, _Bucket
 from config.realtime.hub import hub
 from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping
 from config.realtime.ratelimit import RateLimiter, limits
 from config.realtime.transport import db_call, encode_frame, event_frame, room_events_since
+
+logger = logging.getLogger("aula.collab")
 
 MAX_REPLAY = 500
 CONNECTIONS_PER_USER = 5
@@ -556,6 +559,230 @@ class LiveSessionConsumer(RoomConsumer):
         await self._limit("presence")
         await presence.tracker().set_state(self.conn_id, msg.state)
         await self.ack(msg.ref)
+
+
+# --- shared whiteboard and notes (docs/collab.md) -------------------------------------------------------
+
+DocKind = Literal["board", "notes"]
+_B64_MAX = (4 * settings.AULA_COLLAB_MAX_UPDATE_BYTES) // 3 + 8
+
+
+class CollabSync(Inbound):
+    doc: DocKind
+    sv: str = Field(max_length=1_000_000)
+    update: str = Field(default="", max_length=_B64_MAX)
+
+
+class CollabUpdateMsg(Inbound):
+    doc: DocKind
+    update: str = Field(min_length=4, max_length=_B64_MAX)
+
+
+class _Point(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    x: float = Field(ge=-1e6, le=1e6)
+    y: float = Field(ge=-1e6, le=1e6)
+
+
+class _View(_Point):
+    zoom: float = Field(ge=0.05, le=20)
+
+
+class _Range(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    anchor: str = Field(max_length=400)
+    head: str = Field(max_length=400)
+
+
+class AwarenessState(BaseModel):
+    """What a participant shows the others: never their name (the server adds it from their account)."""
+
+    model_config = ConfigDict(extra="forbid")
+    client: int | None = Field(default=None, ge=0, le=2**53)
+    page: str | None = Field(default=None, max_length=64)
+    cursor: _Point | None = None
+    view: _View | None = None
+    selection: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=50)
+    tool: str = Field(default="", max_length=20)
+    presenting: bool = False
+    range: _Range | None = None
+
+
+class CollabAwareness(Inbound):
+    doc: DocKind
+    state: AwarenessState | None = None
+
+
+class CollabConsumer(RoomConsumer):
+    """`/ws/v1/sessions/<session_id>/collab/`: the session's whiteboard and notes (Yjs updates, cursors).
+
+    Edit permission (board lock, per-student lock, removal, COPPA consent for writing) is checked on every
+    update frame, from a per-process cache that lock changes refresh at once (classrooms/collab.py)."""
+
+    connection_cap = CONNECTIONS_PER_USER
+    cap_pool = "collab"
+    max_message_bytes = _B64_MAX + 4096
+    inbound = {"ping": Ping, "resume": Resume, "sync": CollabSync, "update": CollabUpdateMsg,
+               "awareness": CollabAwareness}
+    room = None
+    _edit: dict[str, str | None] | None = None
+
+    @db_call
+    def _load(self, session_id: int):
+        return selectors.session_join_info(self.user, session_id)
+
+    async def authorize(self) -> str:
+        session_id = self.scope["url_route"]["kwargs"]["session_id"]
+        session, role, removed = await self._load(session_id)
+        if session is None:
+            raise Refused(CloseCode.NOT_FOUND, "no such session for this user")
+        if role is None:
+            raise Refused(CloseCode.FORBIDDEN, "not enrolled in this course")
+        if removed:
+            raise Refused(CloseCode.REMOVED, "removed from this session")
+        if session.status == LiveSession.Status.ENDED:
+            raise Refused(CloseCode.ENDED, "session ended")
+        self.session, self.role = session, role
+        self.is_staff_role = role in {Role.TEACHER, Role.TA}
+        self._updates = _Bucket(capacity=2 * settings.AULA_COLLAB_UPDATES_PER_SECOND,
+                                per_second=settings.AULA_COLLAB_UPDATES_PER_SECOND)
+        self._moves = _Bucket(capacity=60, per_second=30)
+        return realtime.session_collab_room(session.institution_id, session.pk)
+
+    still_authorized_many = LiveSessionConsumer.still_authorized_many
+
+    @classmethod
+    async def heartbeat_many(cls, consumers: list[CollabConsumer]) -> None:
+        # Each re-check period: edit permissions afresh, in case a lock change's notice was lost (Redis away).
+        rooms = {c.room for c in consumers if c.room is not None}
+        for room in rooms:
+            await room.refresh_edit()
+
+    async def joined(self) -> None:
+        self.member.user_id = self.user.pk
+        self.member.on_control = self._on_control
+        self.room = await collab.room_open(self, self.session, self.room_key)
+        await self.room.refresh_edit([self.user.pk])
+        await self._send_snapshot()
+
+    async def left(self) -> None:
+        if self.room is not None:
+            await collab.room_leave(self, self.room)
+
+    async def _on_control(self, message: dict) -> None:
+        action = message.get("action")
+        if action == "end":
+            await self.close(code=CloseCode.ENDED)
+        elif action == "remove" and message.get("user_id") == self.user.pk:
+            await self.close(code=CloseCode.REMOVED)
+
+    def _consent_reason(self) -> str | None:
+        return coppa.consent_block_reason(self.user, PersonalInfoFeature.COLLAB,
+                                          institution_id=self.session.institution_id)
+
+    async def edit_changed(self, reasons: dict[str, str | None]) -> None:
+        """The room computed this user's edit permission afresh: tell the socket what changed."""
+        if not self.is_staff_role:
+            consent = await db_call(self._consent_reason)()
+            if consent:
+                reasons = {kind: reason or consent for kind, reason in reasons.items()}
+        previous, self._edit = self._edit, reasons
+        if previous is None:
+            return  # the snapshot carries the first answer
+        for kind, reason in reasons.items():
+            if previous.get(kind, "") != reason:
+                await self.reply(encode_frame("edit", {"doc": kind, "allowed": reason is None, "reason": reason}))
+
+    async def people_for(self, user_ids: set[int]) -> dict[str, dict]:
+        people = await db_call(selectors.collab_people)(self.session, user_ids)
+        return {str(uid): info for uid, info in people.items()}
+
+    async def _send_snapshot(self) -> None:
+        room = self.room
+        clients = {kind: {str(k): v for k, v in d.clients.items()} for kind, d in room.docs.items()}
+        ids = {v for c in clients.values() for v in c.values()} | {self.user.pk}
+        people = await self.people_for(ids)
+        edit = self._edit or {}
+        await self.reply(encode_frame("snapshot", {
+            "last_seq": 0,
+            "server_time": timezone.now().isoformat(),
+            "me": {"user_id": self.user.pk, "name": self.user.public_name, "role": self.role,
+                   "color": selectors.person_color(self.user.pk)},
+            "people": people,
+            "clients": clients,
+            "docs": {kind: {"sv": collab.b64encode(d.doc.get_state()),
+                            "edit": {"allowed": edit.get(kind) is None, "reason": edit.get(kind)}}
+                     for kind, d in room.docs.items()},
+            "awareness": room.awareness_snapshot(),
+            "limits": {"update_bytes": settings.AULA_COLLAB_MAX_UPDATE_BYTES,
+                       "awareness_hz": settings.AULA_COLLAB_AWARENESS_HZ,
+                       "check_seconds": settings.AULA_COLLAB_CHECK_SECONDS},
+        }))
+
+    # --- handlers --------------------------------------------------------------------------------------
+    async def on_resume(self, msg: Resume) -> None:
+        # Missed relays (a dropped backlog) are repaired by syncing: the client syncs both documents now.
+        await self.reply(encode_frame("resume.done", {"server_time": timezone.now().isoformat()}))
+
+    def _may_edit(self, kind: str) -> None:
+        reason = (self._edit or {}).get(kind, "You cannot edit this yet.")
+        if reason is not None:
+            logger.info("collab edit refused user=%s session=%s doc=%s", self.user.pk, self.session.pk, kind)
+            raise FrameError("locked", reason, doc=kind)
+
+    async def _submit(self, kind: str, data: bytes) -> None:
+        if not self._updates.take():
+            raise FrameError(ErrorCode.RATE_LIMITED, "Slow down.", retry_after=1)
+        self._may_edit(kind)
+        try:
+            notices = await self.room.submit(self, kind, data)
+        except collab.Refusal as refusal:
+            logger.warning("collab update refused user=%s session=%s doc=%s code=%s", self.user.pk,
+                           self.session.pk, kind, refusal.code)
+            raise FrameError(refusal.code, refusal.message, doc=kind, **refusal.details) from None
+        for notice in notices:
+            await self.reply(encode_frame("notice", notice))
+
+    async def on_update(self, msg: CollabUpdateMsg) -> None:
+        try:
+            data = collab.b64decode(msg.update)
+        except collab.Refusal as refusal:
+            raise FrameError(refusal.code, refusal.message, doc=msg.doc) from None
+        await self._submit(msg.doc, data)
+        await self.ack(msg.ref)
+
+    async def on_sync(self, msg: CollabSync) -> None:
+        try:
+            sv = collab.b64decode(msg.sv)
+            data = collab.b64decode(msg.update) if msg.update else b""
+            if data:
+                await self._submit(msg.doc, data)
+            update, server_sv, behind = await self.room.diff(msg.doc, sv)
+        except collab.Refusal as refusal:
+            raise FrameError(refusal.code, refusal.message, doc=msg.doc) from None
+        if behind:
+            await stats_collab_resync(self.room_key)
+        await self.ack(msg.ref, doc=msg.doc, update=collab.b64encode(update), sv=collab.b64encode(server_sv),
+                       behind=behind)
+
+    async def on_awareness(self, msg: CollabAwareness) -> None:
+        if not self._moves.take():
+            raise FrameError(ErrorCode.RATE_LIMITED, "Slow down.", retry_after=1)
+        state = None
+        if msg.state is not None:
+            state = msg.state.model_dump(exclude_none=True)
+            if not self.is_staff_role:
+                state["presenting"] = False  # only a teacher leads the class's view
+            state.update(name=self.user.public_name, color=selectors.person_color(self.user.pk), role=self.role)
+        self.room.awareness_set(msg.doc, self.user.pk, state)
+
+
+async def stats_collab_resync(room_key: str) -> None:
+    """A client's convergence check found it behind: counted (aula_collab_resyncs_total), never fatal."""
+    try:
+        await hub()._redis.incr(f"{settings.AULA_REDIS_KEY_PREFIX}:collab:resyncs")
+    except Exception:
+        logger.debug("collab resync not counted", exc_info=True)
 
 
 def _query(scope) -> dict[str, str]:

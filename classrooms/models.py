@@ -276,6 +276,7 @@ class Feature(models.TextChoices):
     POLLS = "polls", "Polls"
     REACTIONS = "reactions", "Reactions"
     WHITEBOARD = "whiteboard", "Whiteboard"
+    NOTES = "notes", "Shared notes"
 
 
 class SessionControl(models.Model):
@@ -488,3 +489,117 @@ class AttendanceRecord(models.Model):
     class Meta:
         ordering = ["session", "user"]
         constraints = [models.UniqueConstraint(fields=["session", "user"], name="attendance_record_unique")]
+
+
+# --- shared whiteboard and notes (docs/collab.md) -------------------------------------------------------
+
+class CollabDocument(models.Model):
+    """One shared Yjs document of a live session: its whiteboard or its notes."""
+
+    class Kind(models.TextChoices):
+        BOARD = "board", "Whiteboard"
+        NOTES = "notes", "Notes"
+
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
+    session = models.ForeignKey(LiveSession, on_delete=models.CASCADE, related_name="collab_documents")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Last accepted update (an edit), for "saved at" and the compactor's choice of documents.
+    edited_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["session", "kind"], name="collab_document_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of session {self.session_id}"
+
+
+class CollabUpdate(models.Model):
+    """The append log: one accepted Yjs update (v1 encoding) as its author sent it. Folded into checkpoints."""
+
+    id = models.BigAutoField(primary_key=True)
+    document = models.ForeignKey(CollabDocument, on_delete=models.CASCADE, related_name="updates")
+    author = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+")
+    data = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["document", "id"])]
+
+
+class CollabCheckpoint(models.Model):
+    """The whole document state after every update up to `upto`: the base a document loads from, and the
+    versions of the history slider (at most one a minute is kept)."""
+
+    document = models.ForeignKey(CollabDocument, on_delete=models.CASCADE, related_name="checkpoints")
+    upto = models.BigIntegerField()
+    state = models.BinaryField()
+    size = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["document", "upto"]
+        indexes = [models.Index(fields=["document", "-upto"])]
+
+
+class CollabClient(models.Model):
+    """Which person a Yjs replica (`client_id`) writes as, bound at its first accepted update. Authorship
+    colours and the refusal of updates that write as someone else rest on it."""
+
+    document = models.ForeignKey(CollabDocument, on_delete=models.CASCADE, related_name="clients")
+    client_id = models.BigIntegerField()
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["document", "client_id"], name="collab_client_unique")]
+
+
+class CollabContribution(models.Model):
+    """Per person, what the compactor folded from the log (the uncompacted tail is added on read)."""
+
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
+    document = models.ForeignKey(CollabDocument, on_delete=models.CASCADE, related_name="contributions")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    updates = models.PositiveIntegerField(default=0)
+    bytes = models.PositiveBigIntegerField(default=0)
+    elements_added = models.PositiveIntegerField(default=0)
+    elements_removed = models.PositiveIntegerField(default=0)
+    elements_edited = models.PositiveIntegerField(default=0)
+    chars_added = models.PositiveIntegerField(default=0)
+    chars_removed = models.PositiveIntegerField(default=0)
+    first_at = models.DateTimeField(null=True)
+    last_at = models.DateTimeField(null=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["document", "user"], name="collab_contribution_unique")]
+
+
+class CourseFile(models.Model):
+    """An image a teacher added to a course's files, placed on whiteboards (re-encoded on upload: no
+    metadata, no active content). Kept in PostgreSQL: small, backed up and tenant-scoped with the rest."""
+
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
+    course = models.ForeignKey(Course, on_delete=models.CASCADE, related_name="files")
+    uploaded_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+")
+    name = models.CharField(max_length=200)
+    content_type = models.CharField(max_length=40)
+    data = models.BinaryField()
+    size = models.PositiveIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["course", "sha256"], name="course_file_unique_content")]
+
+    def __str__(self) -> str:
+        return self.name

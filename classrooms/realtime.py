@@ -13,5 +13,10 @@ def session_staff_room(institution_id: int, session_id: int) -> str:
     return f"i{int(institution_id)}.ls{int(session_id)}.staff"
 
 
+def session_collab_room(institution_id: int, session_id: int) -> str:
+    """The shared whiteboard and notes of one live session (Yjs updates and cursors; no seq, no replay)."""
+    return f"i{int(institution_id)}.ls{int(session_id)}.collab"
+
+
 # Up to this many people present, students see the full roster; above it, counts only.
 ROSTER_FOR_STUDENTS_MAX = 150

@@ -481,3 +481,98 @@ def poll_tally(poll) -> tuple[int, dict[int, int], list[str]]:
         texts = list(reversed(PollAnswer.objects.filter(poll=poll, text_hidden=False).exclude(text="").order_by("-id")
                               .values_list("text", flat=True)[:200]))
     return respondents, {int(k): v for k, v in counts.items()}, texts
+
+
+# --- shared whiteboard and notes (docs/collab.md) -------------------------------------------------------
+
+COLLAB_FEATURES = {"board": "whiteboard", "notes": "notes"}  # document kind → the Feature that locks it
+
+
+def collab_edit_reasons(session_id: int, user_ids: list[int]) -> dict[int, dict[str, str | None]]:
+    """Why each user may not edit the board / the notes now (None: may), in three queries for a whole room:
+    the session and its class-wide locks, the users' roles, their own locks and removal."""
+    from classrooms.models import ParticipantState, SessionControl
+
+    row = LiveSession.objects.filter(pk=session_id).values("status", "course_id").first()
+    if row is None:
+        return {uid: dict.fromkeys(COLLAB_FEATURES, "The session has ended.") for uid in user_ids}
+    class_locks = SessionControl.objects.filter(session_id=session_id).values_list("locked_features", flat=True)
+    class_locks = _json(next(iter(class_locks), None)) or []
+    roles = dict(Enrollment.objects.filter(course_id=row["course_id"], user_id__in=user_ids, is_active=True)
+                 .values_list("user_id", "role"))
+    states = {uid: (removed, _json(locks) or []) for uid, removed, locks in ParticipantState.objects
+              .filter(session_id=session_id, user_id__in=user_ids)
+              .values_list("user_id", "removed_at", "locked_features")}
+    out = {}
+    for uid in user_ids:
+        removed, own = states.get(uid, (None, []))
+        out[uid] = {kind: _block_reason(row["status"], roles.get(uid), removed, class_locks, own, feature)
+                    for kind, feature in COLLAB_FEATURES.items()}
+    return out
+
+
+def collab_load(session: LiveSession) -> dict[str, dict]:
+    """What a server process needs to hold a session's documents: per kind its id, the latest checkpoint
+    plus the log after it (in order), and the replica → person bindings."""
+    from classrooms.collab_services import documents_ensure
+    from classrooms.models import CollabCheckpoint, CollabClient, CollabUpdate
+
+    out = {}
+    for kind, document in documents_ensure(session).items():
+        checkpoint = (CollabCheckpoint.objects.filter(document=document).order_by("-upto")
+                      .values_list("upto", "state").first())
+        upto, base = checkpoint if checkpoint else (0, None)
+        tail = [bytes(d) for d in CollabUpdate.objects.filter(document=document, id__gt=upto).order_by("id")
+                .values_list("data", flat=True)]
+        clients = dict(CollabClient.objects.filter(document=document).values_list("client_id", "user_id"))
+        out[kind] = {"id": document.pk, "parts": ([bytes(base)] if base else []) + tail, "tail": len(tail),
+                     "clients": clients}
+    return out
+
+
+def collab_state(document) -> bytes:
+    """The document's whole current state as one Yjs update (latest checkpoint merged with the log)."""
+    from pycrdt import Doc
+
+    from classrooms.models import CollabCheckpoint, CollabUpdate
+
+    checkpoint = CollabCheckpoint.objects.filter(document=document).order_by("-upto").values_list(
+        "upto", "state").first()
+    upto, base = checkpoint if checkpoint else (0, None)
+    doc = Doc()
+    if base:
+        doc.apply_update(bytes(base))
+    for data in CollabUpdate.objects.filter(document=document, id__gt=upto).order_by("id").values_list(
+            "data", flat=True).iterator(chunk_size=2000):
+        try:
+            doc.apply_update(bytes(data))
+        except ValueError:
+            continue  # refused at the door; never stored — but a damaged row must not block an export
+    return doc.get_update()
+
+
+def collab_documents_for(user: User, session_id: int):
+    """The session's documents if `user` may see them (enrolled in its course, or staff of its school)."""
+    from classrooms.models import CollabDocument
+
+    session = live_sessions_for(user).filter(pk=session_id).first()
+    if session is None:
+        return None, {}
+    return session, {d.kind: d for d in CollabDocument.objects.filter(session=session)}
+
+
+def collab_people(session: LiveSession, user_ids) -> dict[int, dict]:
+    """Names, roles and colours of the people who wrote in a session's documents (directory information)."""
+    roles = dict(Enrollment.objects.filter(course_id=session.course_id, user_id__in=list(user_ids))
+                 .values_list("user_id", "role"))
+    return {u.pk: {"name": u.public_name, "role": roles.get(u.pk, ""), "color": person_color(u.pk)}
+            for u in User.objects.filter(pk__in=list(user_ids))}
+
+
+_PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#469990",
+            "#9a6324", "#800000", "#808000", "#000075", "#e6a800", "#2f8f2f", "#c71585", "#1e6fa8")
+
+
+def person_color(user_id: int) -> str:
+    """A stable, distinct-enough colour per person for cursors and authorship (same on every screen)."""
+    return _PALETTE[(int(user_id) * 2654435761) % len(_PALETTE)]

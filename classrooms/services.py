@@ -308,11 +308,14 @@ def session_end(*, session: LiveSession, actor: User | None) -> LiveSession:
             lowered_at=session.ended_at, lowered_reason=HandRaise.Lowered.LEFT)
         room_event_emit(_room(session), "session.status", events.session_status(session))
         room_control_publish(_room(session), "end")
-        from classrooms.tasks import attendance_compute
+        room_control_publish(realtime.session_collab_room(session.institution_id, session.pk), "end")
+        from classrooms.tasks import attendance_compute, collab_session_compact
 
         # After commit, and after presence has swept the last ghosts (TTL 25 s) into intervals.
         session_id = session.pk
         transaction.on_commit(lambda: attendance_compute.apply_async(args=[session_id], countdown=40))
+        # The board and notes are folded into their final checkpoints once the last flushes are stored.
+        transaction.on_commit(lambda: collab_session_compact.apply_async(args=[session_id], countdown=5))
     return session
 
 
@@ -559,6 +562,8 @@ def feature_lock(*, session: LiveSession, actor: User, feature: str, locked: boo
             state.locked_features = sorted(features)
             state.save(update_fields=["locked_features", "updated_at"])
             _participant_notice(session, user.pk, "participant.updated", events.participant(state))
+        # The board and notes sockets check edit permission on every update from a cache; this refreshes it.
+        room_control_publish(realtime.session_collab_room(session.institution_id, session.pk), "locks")
 
 
 def screen_share_set(*, session: LiveSession, actor: User, user: User, allowed: bool) -> ParticipantState:
@@ -589,6 +594,8 @@ def participant_remove(*, session: LiveSession, actor: User, user: User, reason:
                 _hand_lower(hand, actor, HandRaise.Lowered.TEACHER)
             _participant_notice(session, user.pk, "participant.removed", {"user_id": user.pk})
             room_control_publish(_room(session), "remove", user_id=user.pk)
+            room_control_publish(realtime.session_collab_room(session.institution_id, session.pk), "remove",
+                                 user_id=user.pk)
     return state
 
 

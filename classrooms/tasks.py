@@ -34,3 +34,40 @@ def attendance_compute(session_id: int) -> int:
     if session is None:
         return 0
     return len(services.attendance_compute(session=session))
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def collab_compact(document_id: int) -> None:
+    """Fold one whiteboard/notes log into a checkpoint (idempotent; a second run finds nothing to fold)."""
+    from classrooms import collab_services
+
+    collab_services.document_compact(document_id=document_id)
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def collab_session_compact(session_id: int) -> None:
+    """A session ended: its board and notes get their final checkpoints."""
+    from classrooms import collab_services
+    from classrooms.models import CollabDocument
+
+    for document_id in CollabDocument.objects.filter(session_id=session_id).values_list("pk", flat=True):
+        collab_services.document_compact(document_id=document_id)
+
+
+@shared_task(ignore_result=True)
+def collab_compact_due() -> int:
+    """Database-driven sweep: every document whose log has rows older than AULA_COLLAB_COMPACT_SECONDS (a
+    quiet board, or one whose size-triggered task was lost) is folded."""
+    import datetime as dt
+
+    from django.conf import settings
+
+    from classrooms import collab_services
+    from classrooms.models import CollabUpdate
+
+    cutoff = timezone.now() - dt.timedelta(seconds=settings.AULA_COLLAB_COMPACT_SECONDS)
+    due = list(CollabUpdate.objects.filter(created_at__lt=cutoff).values_list("document_id", flat=True)
+               .distinct()[:200])
+    for document_id in due:
+        collab_services.document_compact(document_id=document_id)
+    return len(due)

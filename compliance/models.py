@@ -45,6 +45,7 @@ class PersonalInfoFeature(models.TextChoices):
 
     CHAT = "chat", "Chat in live classes"
     FREE_TEXT = "free_text", "Free-text answers to polls"
+    COLLAB = "collab", "Writing on the shared whiteboard and notes"
 
 
 def _all_features() -> list[str]:

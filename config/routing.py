@@ -3,7 +3,7 @@
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.urls import path, re_path
 
-from classrooms.consumers import LiveSessionConsumer
+from classrooms.consumers import CollabConsumer, LiveSessionConsumer
 from config.realtime.protocol import CloseCode
 from exams.consumers import AttemptConsumer, ProctorConsumer
 from moderation.consumers import QueueConsumer
@@ -24,6 +24,7 @@ class UnknownRouteConsumer(AsyncWebsocketConsumer):
 
 websocket_urlpatterns = [
     path("ws/v1/sessions/<int:session_id>/", LiveSessionConsumer.as_asgi()),
+    path("ws/v1/sessions/<int:session_id>/collab/", CollabConsumer.as_asgi()),
     path("ws/v1/attempts/<int:attempt_id>/", AttemptConsumer.as_asgi()),
     path("ws/v1/exams/<int:exam_id>/proctor/", ProctorConsumer.as_asgi()),
     path("ws/v1/streams/<int:stream_id>/", StreamConsumer.as_asgi()),

@@ -357,6 +357,22 @@ CELERY_TASK_ROUTES = {
     "moderation.tasks.escalate_overdue": {"queue": "default"},
     "moderation.tasks.tier_notify": {"queue": "bulk"},
 }
+# Shared whiteboard and notes (docs/collab.md). Updates accepted within one flush window are stored in one
+# transaction and relayed as one merged update; cursors are relayed at most AULA_COLLAB_AWARENESS_HZ per
+# second per server process; the log is folded into a checkpoint every AULA_COLLAB_COMPACT_UPDATES updates
+# (and, for quiet documents, once its oldest row is AULA_COLLAB_COMPACT_SECONDS old).
+AULA_COLLAB_FLUSH_MS = _int("AULA_COLLAB_FLUSH_MS", 20, minimum=1)
+AULA_COLLAB_AWARENESS_HZ = _int("AULA_COLLAB_AWARENESS_HZ", 10, minimum=1)
+AULA_COLLAB_AWARENESS_TTL_SECONDS = _int("AULA_COLLAB_AWARENESS_TTL_SECONDS", 60, minimum=5)
+AULA_COLLAB_MAX_UPDATE_BYTES = _int("AULA_COLLAB_MAX_UPDATE_BYTES", 1_048_576, minimum=4096)
+AULA_COLLAB_MAX_DOCUMENT_BYTES = _int("AULA_COLLAB_MAX_DOCUMENT_BYTES", 64 * 1_048_576, minimum=65536)
+AULA_COLLAB_UPDATES_PER_SECOND = _int("AULA_COLLAB_UPDATES_PER_SECOND", 40, minimum=1)
+AULA_COLLAB_CHECK_SECONDS = _int("AULA_COLLAB_CHECK_SECONDS", 30, minimum=1)
+AULA_COLLAB_COMPACT_UPDATES = _int("AULA_COLLAB_COMPACT_UPDATES", 2000, minimum=10)
+AULA_COLLAB_COMPACT_SECONDS = _int("AULA_COLLAB_COMPACT_SECONDS", 60, minimum=5)
+AULA_COLLAB_COMPACT_MAX_ROWS = _int("AULA_COLLAB_COMPACT_MAX_ROWS", 50_000, minimum=100)
+AULA_COURSE_FILE_MAX_BYTES = _int("AULA_COURSE_FILE_MAX_BYTES", 5_000_000, minimum=100_000)
+
 # Task modules outside an app's tasks.py.
 CELERY_IMPORTS = ["compliance.coppa.tasks", "streaming.notifications", "analytics.health_tasks"]
 # The one place where periodic work is scheduled: each job names its queue and an expiry, so a beat
@@ -411,6 +427,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "analytics.health_tasks.room_health_persist",
         "schedule": 60.0,  # idempotent upsert of active rooms' summaries (RoomHealth)
         "options": {"queue": "bulk", "expires": 60},
+    },
+    "collab-compact": {
+        "task": "classrooms.tasks.collab_compact_due",
+        "schedule": float(AULA_COLLAB_COMPACT_SECONDS),  # database-driven: quiet boards and lost triggers
+        "options": {"queue": "bulk", "expires": AULA_COLLAB_COMPACT_SECONDS},
     },
     "moderation-escalate": {
         "task": "moderation.tasks.escalate_overdue",

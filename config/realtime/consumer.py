@@ -193,6 +193,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     room_key: str
     member: Member | None = None
     closing = False
+    max_message_bytes: int | None = None  # None: AULA_WS_MAX_MESSAGE_BYTES (a route with larger frames sets it)
     allow_anonymous = False  # a route that admits signed-out sockets (read-only audiences) sets this
     # Set by a subclass when the client presented a valid resume token (a reconnect, counted per room).
     resumed = False
@@ -381,10 +382,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         try:
             if text_data is None:
                 raise FrameError(ErrorCode.BINARY_NOT_SUPPORTED, "Send JSON text frames.")
-            if len(text_data) * 4 > settings.AULA_WS_MAX_MESSAGE_BYTES and \
-                    len(text_data.encode()) > settings.AULA_WS_MAX_MESSAGE_BYTES:
-                raise FrameError(ErrorCode.TOO_LARGE, "Message too large.",
-                                 limit=settings.AULA_WS_MAX_MESSAGE_BYTES)
+            limit = self.max_message_bytes or settings.AULA_WS_MAX_MESSAGE_BYTES
+            if len(text_data) * 4 > limit and len(text_data.encode()) > limit:
+                raise FrameError(ErrorCode.TOO_LARGE, "Message too large.", limit=limit)
             try:
                 raw = json.loads(text_data)
             except ValueError:

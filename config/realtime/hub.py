@@ -220,6 +220,10 @@ class RoomHub:
     def _shard(self, room_key: str) -> _Shard:
         return self._shards[shard_index(room_key, len(self._shards))]
 
+    def client_for(self, room_key: str):
+        """The asyncio Redis client of the shard a room lives on (for `publish_frame_async`)."""
+        return self._shard(room_key).redis
+
     async def join(self, room_key: str, member: Member) -> None:
         async with self._lock:
             members = self.rooms.get(room_key)

@@ -1,0 +1,182 @@
+"""Every write to the shared whiteboard and notes (docs/collab.md): the append log, replica bindings,
+compaction into checkpoints with per-person contributions, and course image files.
+
+The live path (classrooms/collab.py) batches accepted updates and calls `updates_append` once per flush; the
+compactor (classrooms/tasks.py) folds the log. Nothing else writes these models.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import logging
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from classrooms import selectors
+from classrooms.models import (
+    CollabCheckpoint,
+    CollabClient,
+    CollabContribution,
+    CollabDocument,
+    CollabUpdate,
+    Course,
+    CourseFile,
+    LiveSession,
+    User,
+)
+
+if TYPE_CHECKING:
+    from classrooms.collab_attribution import Counts
+
+logger = logging.getLogger("aula.collab")
+
+KINDS = (CollabDocument.Kind.BOARD, CollabDocument.Kind.NOTES)
+CHECKPOINT_EVERY = dt.timedelta(minutes=1)  # history slider granularity: one version per minute at most
+
+
+def documents_ensure(session: LiveSession) -> dict[str, CollabDocument]:
+    """The session's board and notes documents, created on first use (idempotent, race-safe)."""
+    docs = {d.kind: d for d in CollabDocument.objects.filter(session=session)}
+    for kind in KINDS:
+        if kind not in docs:
+            with transaction.atomic():
+                CollabDocument.objects.bulk_create(
+                    [CollabDocument(session=session, institution_id=session.institution_id, kind=kind)],
+                    ignore_conflicts=True)
+            docs[kind] = CollabDocument.objects.get(session=session, kind=kind)
+    return docs
+
+
+_BIND_SQL = """
+INSERT INTO classrooms_collabclient (document_id, client_id, user_id, created_at)
+SELECT %s, c, %s, now() FROM unnest(%s::bigint[]) AS c
+ON CONFLICT (document_id, client_id) DO NOTHING
+"""
+
+
+def clients_bind(*, document_id: int, client_ids: list[int], user_id: int) -> dict[int, int]:
+    """Bind unbound Yjs replicas to `user_id`; return the owner of each (a replica already bound to someone
+    else keeps its owner: the caller refuses the update)."""
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            cur.execute(_BIND_SQL, [document_id, user_id, list(client_ids)])
+        return dict(CollabClient.objects.filter(document_id=document_id, client_id__in=client_ids)
+                    .values_list("client_id", "user_id"))
+
+
+def updates_append(rows: list[tuple[int, int | None, bytes]]) -> list[int]:
+    """Store one flush of accepted updates `(document_id, author_id, data)` in one transaction; their ids."""
+    now = timezone.now()
+    with transaction.atomic():
+        made = CollabUpdate.objects.bulk_create(
+            [CollabUpdate(document_id=d, author_id=a, data=data, created_at=now) for d, a, data in rows])
+        CollabDocument.objects.filter(pk__in={d for d, _, _ in rows}).update(edited_at=now)
+    return [u.id for u in made]
+
+
+def document_compact(*, document_id: int) -> CollabCheckpoint | None:
+    """Fold the document's log into a checkpoint and per-person contributions; delete the folded rows.
+
+    One transaction under the document's row lock (a second compactor skips it): the log rows are deleted only
+    with the checkpoint that holds them, so a crash at any point loses nothing. Safe to run twice."""
+    from pycrdt import Doc
+
+    from classrooms.collab_attribution import attribute
+
+    with transaction.atomic():
+        document = (CollabDocument.objects.select_for_update(skip_locked=True).filter(pk=document_id).first())
+        if document is None:
+            return None
+        latest = document.checkpoints.order_by("-upto").first()
+        tail = list(CollabUpdate.objects.filter(document=document, id__gt=latest.upto if latest else 0)
+                    .order_by("id").values_list("id", "author_id", "data", "created_at")[
+                        :settings.AULA_COLLAB_COMPACT_MAX_ROWS])
+        if not tail:
+            return latest
+        base = bytes(latest.state) if latest else None
+        state, counts = attribute(document.kind, base,
+                                  ((author, bytes(data), at) for _, author, data, at in tail))
+        check = Doc()
+        check.apply_update(state)  # never store a state we cannot load back
+        upto, now = tail[-1][0], timezone.now()
+        if latest is not None and now - latest.created_at < CHECKPOINT_EVERY:
+            latest.upto, latest.state, latest.size = upto, state, len(state)
+            latest.save(update_fields=["upto", "state", "size"])
+            checkpoint = latest
+        else:
+            checkpoint = CollabCheckpoint.objects.create(document=document, upto=upto, state=state, size=len(state),
+                                                         created_at=now)
+        _contributions_add(document, counts)
+        CollabUpdate.objects.filter(document=document, id__lte=upto).delete()
+    logger.info("collab document compacted document=%s rows=%s bytes=%s", document_id, len(tail), len(state))
+    return checkpoint
+
+
+def _contributions_add(document: CollabDocument, counts: dict[int, Counts]) -> None:
+    if not counts:
+        return
+    existing = {c.user_id: c for c in CollabContribution.objects.select_for_update()
+                .filter(document=document, user_id__in=list(counts))}
+    live_users = set(User.objects.filter(pk__in=list(counts)).values_list("pk", flat=True))
+    for user_id, c in counts.items():
+        if user_id not in live_users:
+            continue
+        row = existing.get(user_id) or CollabContribution(document=document, user_id=user_id,
+                                                          institution_id=document.institution_id)
+        for name in ("updates", "bytes", "elements_added", "elements_removed", "elements_edited", "chars_added",
+                     "chars_removed"):
+            setattr(row, name, getattr(row, name) + getattr(c, name))
+        row.first_at = min(filter(None, [row.first_at, c.first_at]), default=None)
+        row.last_at = max(filter(None, [row.last_at, c.last_at]), default=None)
+        row.save()
+
+
+# --- course images for the board ------------------------------------------------------------------------
+
+IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/png", "WEBP": "image/png"}
+
+
+def course_file_add(*, course: Course, actor: User, name: str, data: bytes) -> CourseFile:
+    """Add an image to a course's files (teachers and TAs). Decoded and re-encoded with Pillow: what is
+    stored carries no metadata (location, camera) and no active content; animated images keep frame one."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not selectors.can_teach(actor, course):
+        raise PermissionDenied("Only the course's teachers can add files.")
+    if len(data) > settings.AULA_COURSE_FILE_MAX_BYTES:
+        raise ValidationError(f"The image is larger than {settings.AULA_COURSE_FILE_MAX_BYTES // 1_000_000} MB.")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            kind = img.format
+            if kind not in IMAGE_TYPES:
+                raise ValidationError("Upload a PNG, JPEG, GIF or WebP image.")
+            if img.width * img.height > 40_000_000:
+                raise ValidationError("The image has too many pixels.")
+            img.load()
+            frame = img.convert("RGBA" if img.mode in ("RGBA", "LA", "P") else "RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise ValidationError("This file is not an image we can read.") from None
+    frame.thumbnail((4096, 4096))
+    out = io.BytesIO()
+    content_type = IMAGE_TYPES[kind]
+    if content_type == "image/jpeg" and frame.mode == "RGB":
+        frame.save(out, "JPEG", quality=88)
+    else:
+        frame.save(out, "PNG", optimize=True)
+        content_type = "image/png"
+    stored = out.getvalue()
+    digest = hashlib.sha256(stored).hexdigest()
+    clean_name = (name or "image").strip().replace("\x00", "")[:200] or "image"
+    with transaction.atomic():
+        existing = CourseFile.objects.filter(course=course, sha256=digest).first()
+        if existing is not None:
+            return existing
+        return CourseFile.objects.create(course=course, institution_id=course.institution_id, uploaded_by=actor,
+                                         name=clean_name, content_type=content_type, data=stored, size=len(stored),
+                                         width=frame.width, height=frame.height, sha256=digest)

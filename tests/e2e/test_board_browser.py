@@ -1,0 +1,179 @@
+"""The shared whiteboard in real browsers: a teacher and a student on one real uvicorn process.
+
+Two browser contexts (two people, two cookies) open the same session page and draw on the board; each test
+checks what both of them see: strokes drawn at the same time reach both screens with the same ids, each
+person's cursor shows on the other's screen with their name, a late joiner gets the board from the server,
+and a stroke drawn into a board the teacher locked meanwhile is refused with a visible notice and taken off
+the student's screen (it never reaches the teacher). Waits are on locators (Playwright's `expect`), not sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from playwright.sync_api import expect
+
+from classrooms.models import CollabDocument, CollabUpdate
+from tests import factories
+from tests.e2e.browser import browser, sign_in
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+WAIT_MS = 15000
+LAPTOP = {"viewport": {"width": 1280, "height": 900}}
+TABLET = {"viewport": {"width": 1024, "height": 768}}
+PEN = "[data-testid=board-element][data-type=pen]"
+
+
+class Drawer:
+    """One signed-in browser context on the session page, with the board in view."""
+
+    def __init__(self, b, server, user, session, **context_args):
+        self.user = user
+        self.context = b.new_context(**context_args)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(WAIT_MS)
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        sign_in(self.page, server.origin, user.email, factories.PASSWORD)
+        self.page.goto(f"{server.origin}/sessions/{session.pk}/")
+        self.wait_can_draw(True)
+
+    def tid(self, test_id: str):
+        return self.page.get_by_test_id(test_id)
+
+    def wait_can_draw(self, allowed: bool) -> None:
+        expect(self.tid("board-edit-state")).to_have_attribute("data-allowed", "true" if allowed else "false",
+                                                               timeout=WAIT_MS)
+
+    def pens(self):
+        return self.page.locator(PEN)
+
+    def pen_ids(self) -> set[str]:
+        return set(self.pens().evaluate_all("nodes => nodes.map(n => n.dataset.elementId)"))
+
+    def begin(self, fx: float, fy: float) -> None:
+        """Press the mouse at a point given as fractions of the board's on-screen size."""
+        self.tid("board-svg").scroll_into_view_if_needed()
+        self.box = self.tid("board-svg").bounding_box()
+        self.page.mouse.move(*self._at(fx, fy))
+        self.page.mouse.down()
+
+    def move(self, fx: float, fy: float) -> None:
+        self.page.mouse.move(*self._at(fx, fy), steps=4)
+
+    def end(self) -> None:
+        self.page.mouse.up()
+
+    def stroke(self, points: list[tuple[float, float]]) -> None:
+        self.begin(*points[0])
+        for p in points[1:]:
+            self.move(*p)
+        self.end()
+
+    def _at(self, fx: float, fy: float) -> tuple[float, float]:
+        return self.box["x"] + self.box["width"] * fx, self.box["y"] + self.box["height"] * fy
+
+
+@contextlib.contextmanager
+def board_room(world, server_factory):
+    server = server_factory(kind="uvicorn")
+    with browser() as b:
+        teacher = Drawer(b, server, world.teacher_a, world.session_a, **LAPTOP)
+        student = Drawer(b, server, world.student_a, world.session_a, **TABLET)
+        yield server, b, teacher, student
+        for person in (teacher, student):
+            assert person.errors == [], person.errors
+
+
+def test_two_people_draw_at_once_and_both_see_both_strokes(world, server_factory):
+    with board_room(world, server_factory) as (server, b, teacher, student):
+        expect(teacher.tid("board-tool-pen")).to_have_attribute("aria-pressed", "true")
+        expect(student.tid("board-tool-pen")).to_have_attribute("aria-pressed", "true")
+
+        # Both hold their pen down and move in turns: two strokes in progress at the same time.
+        teacher.begin(0.2, 0.2)
+        student.begin(0.2, 0.7)
+        for i in range(1, 9):
+            teacher.move(0.2 + i * 0.05, 0.2 + (i % 2) * 0.05)
+            student.move(0.2 + i * 0.05, 0.7 - (i % 2) * 0.05)
+        teacher.end()
+        student.end()
+
+        for person in (teacher, student):
+            expect(person.pens()).to_have_count(2)
+        assert teacher.pen_ids() == student.pen_ids()
+        authors = {teacher.page.locator(f"{PEN}[data-element-id='{i}']").get_attribute("data-author")
+                   for i in teacher.pen_ids()}
+        assert authors == {str(world.teacher_a.pk), str(world.student_a.pk)}
+        # Each stroke is a drawn path with its points, the same on both screens.
+        for element_id in teacher.pen_ids():
+            paths = [p.page.locator(f"[data-element-id='{element_id}'] path").get_attribute("d")
+                     for p in (teacher, student)]
+            assert paths[0] == paths[1] and paths[0].count("Q") >= 4, paths
+
+        # Each sees the other's cursor, labelled with the other's name.
+        remote = teacher.page.locator(f"[data-testid=board-cursor][data-user-id='{world.student_a.pk}']")
+        expect(remote).to_be_visible()
+        expect(remote).to_contain_text(world.student_a.public_name)
+        expect(student.page.locator(f"[data-testid=board-cursor][data-user-id='{world.teacher_a.pk}']")).to_be_visible()
+
+        # Undo is per person: the student's Ctrl+Z takes back the student's stroke only, on both screens.
+        student.tid("board-svg").focus()
+        student.page.keyboard.press("Control+z")
+        for person in (teacher, student):
+            expect(person.pens()).to_have_count(1)
+            expect(person.page.locator(f"{PEN}[data-author='{world.teacher_a.pk}']")).to_have_count(1)
+        student.page.keyboard.press("Control+Shift+z")
+        for person in (teacher, student):
+            expect(person.pens()).to_have_count(2)
+
+        # The strokes are stored: a late joiner (a fresh page for the student) gets them from the server.
+        document = CollabDocument.objects.get(session=world.session_a, kind="board")
+        assert CollabUpdate.objects.filter(document=document).exists()
+        late = Drawer(b, server, world.student_a, world.session_a, **TABLET)
+        expect(late.pens()).to_have_count(2)
+        assert late.pen_ids() == teacher.pen_ids()
+        assert late.errors == []
+
+
+def test_locked_board_refuses_the_students_stroke_with_a_notice(world, server_factory):
+    with board_room(world, server_factory) as (server, b, teacher, student):
+        student.stroke([(0.3, 0.3), (0.4, 0.35), (0.5, 0.3)])
+        expect(teacher.pens()).to_have_count(1)
+        kept = student.pen_ids()
+
+        # Locked while the student is here: the drawing tools turn off and say why.
+        expect(teacher.page.get_by_test_id("session-controls")).to_be_visible()
+        lock = teacher.page.get_by_test_id("class-lock-whiteboard")
+        lock.check()
+        student.wait_can_draw(False)
+        expect(student.tid("board-edit-state")).to_contain_text("turned off whiteboard")
+        expect(student.tid("board-tool-pen")).to_be_disabled()
+        lock.uncheck()
+        student.wait_can_draw(True)
+
+        # Locked while the student is offline: what they draw meanwhile is refused when they come back.
+        student.context.set_offline(True)
+        student.page.evaluate("() => aulaCollab.socket.ws && aulaCollab.socket.ws.close()")
+        lock.check()
+        student.stroke([(0.3, 0.6), (0.45, 0.7), (0.6, 0.6), (0.7, 0.7)])
+        expect(student.pens()).to_have_count(2)  # on the student's screen for now
+        student.context.set_offline(False)
+
+        notice = student.tid("board-notice")
+        expect(notice).to_be_visible()
+        expect(notice).to_contain_text("not added")
+        expect(notice).to_have_attribute("data-code", "locked")
+        expect(student.pens()).to_have_count(1)  # the refused stroke is gone
+        assert student.pen_ids() == kept
+        student.wait_can_draw(False)
+        expect(student.tid("board-edit-state")).to_contain_text("turned off whiteboard")
+
+        # The teacher never saw it, and a fresh look at the board has only the first stroke.
+        assert teacher.pen_ids() == kept
+        teacher.page.reload()
+        teacher.wait_can_draw(True)
+        expect(teacher.pens()).to_have_count(1)
+        assert teacher.pen_ids() == kept

@@ -930,8 +930,7 @@
     var node = this.nodes.get(id);
     if (node) node.classList.add("editing");
     this._positionEditor();
-    // After the pointer's own focus handling, or the click that opened it would take the focus back.
-    setTimeout(function () { if (self.editor && self.editor.area === area) area.focus(); }, 0);
+    area.focus();  // the board's mousedown keeps the browser from moving the focus back to the svg
   };
 
   /* Write the textarea's change into the Y.Text as one delete + insert around the common prefix and suffix. */

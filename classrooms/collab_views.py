@@ -50,9 +50,9 @@ def _document(session: LiveSession, kind: str) -> CollabDocument:
     return collab_services.documents_ensure(session)[kind]
 
 
-def _record_read(request, document: CollabDocument, role: str, purpose: str, via: str = "page") -> None:
-    contributions = list(CollabContribution.objects.filter(document=document))
-    audit.record_request_access(request, contributions, purpose=purpose, via=via, role=role)
+def _work(document: CollabDocument) -> list[CollabContribution]:
+    """Each student's share of a document: what reading the document reads, for the FERPA record."""
+    return list(CollabContribution.objects.filter(document=document))
 
 
 def _error(status: int, code: str, message: str) -> JsonResponse:
@@ -66,7 +66,7 @@ def _error(status: int, code: str, message: str) -> JsonResponse:
 def collab_history(request, session_id: int, kind: str):
     session, role = _session(request, session_id)
     document = _document(session, kind)
-    _record_read(request, document, role, "collab.history")
+    audit.record_request_access(request, _work(document), purpose="collab.history", role=role)
     versions = [{"id": c.pk, "at": c.created_at.isoformat(), "bytes": c.size}
                 for c in CollabCheckpoint.objects.filter(document=document).order_by("upto")
                 .only("pk", "created_at", "size")]
@@ -83,7 +83,7 @@ def collab_version(request, session_id: int, kind: str, version_id: int):
     checkpoint = CollabCheckpoint.objects.filter(document=document, pk=version_id).first()
     if checkpoint is None:
         return _error(404, "not_found", "No such version.")
-    _record_read(request, document, role, "collab.history")
+    audit.record_request_access(request, _work(document), purpose="collab.history", role=role)
     return JsonResponse({"id": checkpoint.pk, "at": checkpoint.created_at.isoformat(),
                          "state": base64.b64encode(bytes(checkpoint.state)).decode("ascii")})
 
@@ -102,7 +102,7 @@ def collab_export(request, session_id: int, kind: str, fmt: str):
     session, role = _session(request, session_id)
     document = _document(session, kind)
     state = selectors.collab_state(document)
-    _record_read(request, document, role, "collab.export", via="export")
+    audit.record_request_access(request, _work(document), purpose="collab.export", via="export", role=role)
     title = f"{session.title} · {session.course.code}"
     when = session.started_at or session.created_at
     subtitle = f"{'Whiteboard' if kind == 'board' else 'Notes'} · {when:%Y-%m-%d}"

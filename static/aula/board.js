@@ -226,7 +226,9 @@
   function renderStatic(ydoc, target, pageId, sessionId) {
     var elements = ydoc.getMap("elements");
     var pages = ydoc.getArray("pages").toArray();
-    var page = pageId || pages[0] || FIRST_PAGE;
+    // The page being looked at, if that version has it; else its first page.
+    var page = pageId && (pages.indexOf(pageId) >= 0 || (!pages.length && pageId === FIRST_PAGE)) ? pageId :
+      pages[0] || FIRST_PAGE;
     var list = [];
     elements.forEach(function (m, id) {
       if (!(m instanceof global.AulaCollab.Y.Map) || !TYPES[m.get("type")]) return;
@@ -235,7 +237,7 @@
     });
     list.sort(function (a, b) { return a.el.z - b.el.z || (a.id < b.id ? -1 : 1); });
     var root = target.localName === "svg" ? target : target.appendChild(svg("svg", {
-      "class": "board-svg", viewBox: "0 0 " + PAGE_W + " " + PAGE_H, role: "img", "aria-label": "Whiteboard version"}));
+      "class": "board-svg-static", "data-testid": "board-static", "data-page-id": page, viewBox: "0 0 " + PAGE_W + " " + PAGE_H, role: "img", "aria-label": "Whiteboard version"}));
     while (root.firstChild) root.removeChild(root.firstChild);
     root.appendChild(svg("rect", {"class": "board-page", x: 0, y: 0, width: PAGE_W, height: PAGE_H}));
     list.forEach(function (item) {
@@ -281,6 +283,7 @@
     this.editor = null;
     this.spaceDown = false;
     this.cursorNodes = new Map();
+    this.UNTRACKED = {local: "board", untracked: true};  // sent like any local edit, but not in the undo stack
 
     this._bindUi();
     this._bindDoc(this.h.ydoc);
@@ -621,10 +624,16 @@
   };
 
   Board.prototype.erase = function (ids) {
-    var self = this;
+    var self = this, me = String(this.me());
     ids = ids.filter(function (id) { return self.mayErase(id) && self.elements.has(id); });
     if (!ids.length || !this.canEdit()) return;
-    this.transact(function () { ids.forEach(function (id) { self.elements.delete(id); }); });
+    var mine = ids.filter(function (id) { return String(self.data.get(id).author) === me; });
+    var others = ids.filter(function (id) { return mine.indexOf(id) < 0; });
+    if (mine.length) this.transact(function () { mine.forEach(function (id) { self.elements.delete(id); }); });
+    // A teacher tidying someone else's work: not undoable, since undoing would re-add an element authored by
+    // another person, which the server refuses (and the refusal would reset the board).
+    if (others.length) this.ydoc.transact(function () { others.forEach(function (id) { self.elements.delete(id); }); },
+                                          this.UNTRACKED);
   };
 
   Board.prototype.hitTest = function (p, filter) {
@@ -1270,7 +1279,12 @@
     });
     if (global.ResizeObserver) new global.ResizeObserver(function () { self._measure(); }).observe(svgEl);
     else global.addEventListener("resize", function () { self._measure(); });
-    if (global.AulaCollabHistory) root.querySelector("[data-testid=board-history]").hidden = false;
+    // The history slider (collab_history.js) may load after this script: offer it once it is there.
+    var offerHistory = function () {
+      if (global.AulaCollabHistory) root.querySelector("[data-testid=board-history]").hidden = false;
+    };
+    offerHistory();
+    global.addEventListener("load", offerHistory);
   };
 
   Board.prototype._key = function (ev) {
@@ -1315,9 +1329,13 @@
     var History = global.AulaCollabHistory;
     if (!History || typeof History.open !== "function") return;
     var self = this, container = this.root.querySelector(".board-history-view");
+    this._cancelGesture(true);
+    this._closeEditor(true);
     History.open("board", container, function (ydoc, target) {
       renderStatic(ydoc, target || container, self.page, self.sessionId);
-    });
+    }, {sessionId: this.sessionId, onClose: function () {
+      self.root.querySelector("[data-testid=board-history]").focus();
+    }});
   };
 
   // --- start ----------------------------------------------------------------------------------------------

@@ -327,6 +327,7 @@
     this.renderAll();
     this._renderPages();
     this._undoButtons();
+    this._announce();  // our replica's clientID changed
   };
 
   Board.prototype.pageIds = function () {

@@ -194,3 +194,78 @@ def test_locked_board_refuses_the_students_stroke_with_a_notice(world, server_fa
         expect(teacher.pens()).to_have_count(1)
         assert teacher.pen_ids() == kept
     assert set(stored_pens(world)) == kept  # the refused stroke never reached the stored board
+
+
+def _png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 60, 60)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_shapes_notes_images_pages_and_following_the_presenter(world, server_factory):
+    hostile = "<img src=x onerror=alert(1)> note"
+    with board_room(world, server_factory) as (server, b, teacher, student):
+        t, s = teacher, student
+        for tool, points in (("line", [(0.1, 0.1), (0.3, 0.3)]), ("arrow", [(0.35, 0.1), (0.5, 0.3)]),
+                             ("rect", [(0.55, 0.1), (0.7, 0.3)]), ("ellipse", [(0.75, 0.1), (0.95, 0.3)])):
+            t.tid(f"board-tool-{tool}").click()
+            t.stroke(points)
+            expect(s.page.locator(f"[data-testid=board-element][data-type={tool}]")).to_have_count(1)
+
+        # A sticky note's text is typed live into the shared document and shown as text, never as markup.
+        t.tid("board-tool-sticky").click()
+        t.begin(0.6, 0.6)
+        t.end()
+        expect(t.tid("board-text-editor")).to_be_focused()
+        t.page.keyboard.type(hostile)
+        t.page.keyboard.press("Escape")
+        sticky = s.page.locator("[data-testid=board-element][data-type=sticky]")
+        expect(sticky).to_have_text(hostile)
+        assert s.tid("board-svg").locator("img").count() == 0
+
+        # A course image: uploaded by the teacher, placed on the board, served to the student.
+        t.tid("board-tool-image").click()
+        expect(t.tid("board-upload")).to_be_visible()
+        t.tid("board-upload-file").set_input_files(files=[{"name": "red.png", "mimeType": "image/png",
+                                                           "buffer": _png(300, 200)}])
+        t.tid("board-upload-send").click()
+        image = s.page.locator("[data-testid=board-element][data-type=image] image")
+        expect(image).to_have_count(1)
+        assert image.get_attribute("href").startswith(f"/sessions/{world.session_a.pk}/collab/assets/")
+        assert image.evaluate("n => fetch(n.getAttribute('href')).then(r => r.headers.get('content-type'))") \
+            == "image/png"
+
+        # The student erases their own stroke but not the teacher's rectangle.
+        s.stroke([(0.1, 0.8), (0.3, 0.85), (0.4, 0.8)])
+        expect(t.pens()).to_have_count(1)
+        s.tid("board-tool-eraser").click()
+        s.stroke([(0.2, 0.75), (0.2, 0.9)])
+        expect(t.pens()).to_have_count(0)
+        s.stroke([(0.55, 0.2), (0.7, 0.2)])  # across the rectangle's edges
+        s.tid("board-tool-pen").click()
+        s.stroke([(0.1, 0.5), (0.2, 0.5)])  # a later edit that would carry the rectangle's deletion
+        expect(t.pens()).to_have_count(1)
+        expect(t.page.locator("[data-testid=board-element][data-type=rect]")).to_have_count(1)
+
+        # The teacher presents: the student follows to a new page and the teacher's zoom.
+        t.tid("board-present").click()
+        t.tid("board-page-add").click()
+        expect(s.page.locator("[data-testid=board-page]")).to_have_count(2)
+        expect(s.page.locator("[data-testid=board-page][aria-current=page]")).to_have_text("Page 2")
+        expect(s.tid("board-follow-note")).to_contain_text(f"Following {world.teacher_a.public_name}")
+        t.tid("board-zoom-in").click()
+        expect(s.tid("board-zoom-fit")).to_have_text(t.tid("board-zoom-fit").inner_text())
+        t.tid("board-tool-pen").click()
+        t.stroke([(0.3, 0.3), (0.5, 0.4)])
+        expect(s.pens()).to_have_count(1)  # page 2 holds only the teacher's new stroke
+        # Zooming on their own stops following; the teacher's next page change no longer moves the student.
+        s.tid("board-zoom-out").click()
+        expect(s.tid("board-follow")).to_have_attribute("aria-pressed", "false")
+        t.page.locator("[data-testid=board-page]").first.click()
+        expect(t.page.locator("[data-testid=board-page][aria-current=page]")).to_have_text("Page 1")
+        s.page.wait_for_timeout(500)
+        expect(s.page.locator("[data-testid=board-page][aria-current=page]")).to_have_text("Page 2")

@@ -906,7 +906,7 @@
   // --- text and sticky notes -----------------------------------------------------------------------------
   Board.prototype.createText = function (type, p, style) {
     var Y = this.Y, sticky = type === "sticky";
-    var size = sticky ? 24 : Math.max(16, style.width * 5);
+    var size = sticky ? 24 : clamp(style.width * 5, 16, 64);
     var fields = {type: type, color: sticky ? "#1c2430" : style.color, size: size,
                   x: round1(sticky ? p.x - STICKY_W / 2 : p.x), y: round1(sticky ? p.y - STICKY_H / 2 : p.y - size * 0.65),
                   w: sticky ? STICKY_W : 200, h: sticky ? STICKY_H : round1(size * 1.3)};
@@ -1266,8 +1266,12 @@
       if (hit) self.openEditor(hit, false);
     });
     svgEl.addEventListener("wheel", function (ev) {
+      // Ctrl+wheel (and a trackpad pinch) always zooms; a plain wheel zooms only once the board has the focus,
+      // so scrolling the page past the board does not get caught in it.
+      var zoom = ev.ctrlKey || ev.metaKey;
+      if (!zoom && document.activeElement !== svgEl) return;
       ev.preventDefault();
-      if (ev.ctrlKey || ev.metaKey || !ev.shiftKey) {
+      if (zoom || !ev.shiftKey) {
         self.zoomAt(Math.exp(-ev.deltaY * (ev.deltaMode === 1 ? 0.05 : 0.0015)), ev.clientX, ev.clientY);
       } else {
         var s = self.scale();

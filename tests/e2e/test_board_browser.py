@@ -251,6 +251,15 @@ def test_shapes_notes_images_pages_and_following_the_presenter(world, server_fac
         expect(t.pens()).to_have_count(1)
         expect(t.page.locator("[data-testid=board-element][data-type=rect]")).to_have_count(1)
 
+        # What the teacher selects is outlined in the teacher's colour on the student's screen.
+        t.tid("board-tool-select").click()
+        t.begin(0.55, 0.2)  # on the rectangle's left edge
+        t.end()
+        rect_id = t.page.locator("[data-testid=board-element][data-type=rect]").get_attribute("data-element-id")
+        expect(t.page.locator(f"[data-testid=board-selection][data-element-id='{rect_id}']")).to_have_count(1)
+        expect(s.page.locator(f"[data-testid=board-remote-selection][data-element-id='{rect_id}']"
+                              f"[data-user-id='{world.teacher_a.pk}']")).to_have_count(1)
+
         # The teacher presents: the student follows to a new page and the teacher's zoom.
         t.tid("board-present").click()
         t.tid("board-page-add").click()

@@ -225,10 +225,10 @@ class SharedDoc:
         self._capture: list[TextChange] | None = None
         if kind == "board":
             self.elements = self.doc.get("elements", type=Map)
-            self.elements.observe_deep(self._on_board)
+            self._subscription = self.elements.observe_deep(self._on_board)
         else:
             self.body = self.doc.get("body", type=Text)
-            self.body.observe(self._on_notes)
+            self._subscription = self.body.observe(self._on_notes)
 
     def apply(self, data: bytes) -> None:
         self.doc.apply_update(data)

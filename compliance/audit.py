@@ -57,6 +57,8 @@ STUDENT_RECORDS: dict[str, RecordKind] = {
     "classrooms.PollAnswer": RecordKind("user_id", "institution_id"),
     "classrooms.HandRaise": RecordKind("user_id", "institution_id"),
     "classrooms.ChatMessage": RecordKind("author_id", "institution_id"),
+    # A student's share of a session's whiteboard and notes (exports, history and the summary read it).
+    "classrooms.CollabContribution": RecordKind("user_id", "institution_id"),
     "exams.Accommodation": RecordKind("student_id", "institution_id"),
     "exams.CloseExtension": RecordKind("student_id", "exam__institution_id"),
     "exams.Attempt": RecordKind("student_id", "institution_id"),

@@ -28,6 +28,9 @@ _WHY = {
                               "(students under 13 need it, under the US COPPA rule).",
     PersonalInfoFeature.FREE_TEXT: "Written answers are off for you until a parent's consent is recorded by "
                                    "your school (students under 13 need it, under the US COPPA rule).",
+    PersonalInfoFeature.COLLAB: "Drawing and writing on the shared board and notes are off for you until a "
+                                "parent's consent is recorded by your school (students under 13 need it, under "
+                                "the US COPPA rule).",
 }
 
 

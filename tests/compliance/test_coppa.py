@@ -39,7 +39,7 @@ def make_child(world, name: str = "kid", age: int = 11) -> User:
     return User.objects.get(pk=child.pk)
 
 
-def consent(world, child, scope=(CHAT, TEXT), **extra) -> ParentalConsent:
+def consent(world, child, scope=(CHAT, TEXT, PersonalInfoFeature.COLLAB), **extra) -> ParentalConsent:
     return services.consent_record(student=child, institution=world.school_a, guardian_name="Pat Parent",
                                    method=ParentalConsent.Method.SIGNED_FORM, evidence_reference="form 2026-041",
                                    scope=list(scope), actor=world.staff_a, **extra)
@@ -123,7 +123,7 @@ def test_only_staff_of_the_childs_school_record_consent(world):
         services.consent_record(student=child, institution=world.school_a, guardian_name="X", method="signed_form",
                                 evidence_reference="", scope=[CHAT], actor=world.staff_a)
     record = consent(world, child, third_party_disclosure=False)
-    assert record.recorded_by == world.staff_a and record.scope == sorted([CHAT, TEXT])
+    assert record.recorded_by == world.staff_a and record.scope == sorted([CHAT, TEXT, PersonalInfoFeature.COLLAB])
     assert not record.third_party_disclosure
     assert LogEntry.objects.get_for_object(record).exists()  # audited
 

@@ -52,6 +52,14 @@ ALLOWED: dict[str, str] = {
                                                        "(the disposition certificate), no records",
     "compliance.tasks.district_dispose": "deletes a district's student data; keeps counts only",
     "compliance.coppa.tasks.retention_purge": "deletes children's data past retention; keeps counts only",
+    "classrooms.tasks.collab_compact": "folds a whiteboard/notes log into a checkpoint; shows no record",
+    "classrooms.tasks.collab_session_compact": "folds a whiteboard/notes log into a checkpoint; shows no record",
+    "classrooms.tasks.collab_compact_due": "folds whiteboard/notes logs into checkpoints; shows no record",
+    "classrooms.collab_views.collab_assets": "images teachers added to a course (not student records)",
+    "classrooms.collab_views.collab_asset": "an image a teacher added to a course (not a student record)",
+    "classrooms.consumers.CollabConsumer": "the live class's own board and notes, shown to the class as written "
+                                           "(like class chat); exports, history and contributions are recorded "
+                                           "in classrooms.collab_views",
     # WebSocket
     "exams.consumers.AttemptConsumer": SELF,
     "config.routing.UnknownRouteConsumer": "refuses the socket",

@@ -264,7 +264,7 @@ async def test_every_socket_route_refuses_another_schools_ids(world, schools):
                 code = await _refusal(person, path)
                 assert code in (4403, 4404), (path, person.username, code)
                 tried += 1
-    assert tried == 4 * 2 * 3  # four routes with ids, two other schools, three people
+    assert tried == 5 * 2 * 3  # five routes with ids, two other schools, three people
 
 
 def test_district_rows_of_another_district_stay_hidden(client, world):

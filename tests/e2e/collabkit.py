@@ -313,7 +313,8 @@ async def caught_up(name: str, server: CollabServer, session_id: int, cookie: st
 class Drawer:
     """Someone drawing pen strokes as the browser sends them: each stroke is one `update` (the element),
     then one more as it grows (points appended), sent without waiting; every answer is recorded. After a
-    reconnect the replica syncs both ways, which re-sends whatever the server lacks."""
+    reconnect the replica syncs both ways, which re-sends whatever the server lacks. Like the browser, it sends
+    nothing until that sync is done: what is drawn meanwhile (offline) stays in its document until then."""
 
     def __init__(self, name: str, user_id: int, cookie: str, session_id: int):
         self.name, self.user_id, self.cookie, self.session_id = name, user_id, cookie, session_id
@@ -323,13 +324,21 @@ class Drawer:
         self.acked: set[str] = set()  # strokes whose creating update was acknowledged (stored)
         self.refused: dict[str, str] = {}
         self.lost: set[str] = set()  # no answer: the socket went first
+        self.offline: set[str] = set()  # drawn while not connected: only the sync carries them
+        self.ready = False
         self._inflight: set[asyncio.Future] = set()
 
     async def connect(self, server: CollabServer) -> None:
+        self.ready = False
         self.sock = await CollabSocket.open(self.name, server, self.session_id, self.cookie)
         await self.replica.sync(self.sock)
+        self.ready = True
 
     def _send(self, key: str, update: bytes, creates: bool) -> None:
+        if not self.ready or self.sock.closed.done():
+            self.ready = False
+            self.offline.add(key)
+            return
         fut = self.sock.send_request("update", doc="board", update=b64(update))
         self._inflight.add(fut)
 

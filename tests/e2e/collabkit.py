@@ -231,6 +231,14 @@ async def refused_at_connect(server: CollabServer, session_id: int, cookie: str)
     return None
 
 
+async def until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
 # --- the browser's document ----------------------------------------------------------------------------
 
 class Replica:

@@ -31,6 +31,7 @@ from tests.e2e.collabkit import (
     elements_of,
     refused_at_connect,
     unb64,
+    until,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180), pytest.mark.django_db(transaction=True)]
@@ -224,7 +225,8 @@ def test_a_server_killed_while_a_student_draws_loses_no_stroke(world, servers):
         await drawer.connect(one)
         stop = asyncio.Event()
         drawing = asyncio.create_task(drawer.draw_until(stop))
-        await asyncio.sleep(1.2)
+        # Drawing for a while first (servers that just started can be slow to answer on two busy cores).
+        await until(lambda: len(drawer.acked) >= 5, 30, "five acknowledged strokes")
         # The host hangs (nothing more is read, stored or answered), then crashes, while the student draws.
         one.freeze()
         await asyncio.sleep(0.4)

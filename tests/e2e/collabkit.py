@@ -385,7 +385,7 @@ class Drawer:
             await self.stroke()
             await asyncio.sleep(every)
 
-    async def settle(self, timeout: float = 10) -> None:
+    async def settle(self, timeout: float = 30) -> None:
         """Wait for the answer to everything sent."""
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=timeout)

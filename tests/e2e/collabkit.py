@@ -334,6 +334,7 @@ class Drawer:
         self.lost: set[str] = set()  # no answer: the socket went first
         self.offline: set[str] = set()  # drawn while not connected: only the sync carries them
         self.ready = False
+        self._outbox: list[tuple[str, bytes, bool]] = []  # drawn while not ready, sent once ready
         self._inflight: set[asyncio.Future] = set()
 
     async def connect(self, server: CollabServer) -> None:
@@ -341,11 +342,16 @@ class Drawer:
         self.sock = await CollabSocket.open(self.name, server, self.session_id, self.cookie)
         await self.replica.sync(self.sock)
         self.ready = True
+        # What was drawn during the sync itself is in no message yet (the rest goes twice: harmless).
+        outbox, self._outbox = self._outbox, []
+        for key, update, creates in outbox:
+            self._send(key, update, creates)
 
     def _send(self, key: str, update: bytes, creates: bool) -> None:
         if not self.ready or self.sock.closed.done():
             self.ready = False
             self.offline.add(key)
+            self._outbox.append((key, update, creates))
             return
         fut = self.sock.send_request("update", doc="board", update=b64(update))
         self._inflight.add(fut)

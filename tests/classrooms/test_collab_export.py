@@ -411,7 +411,7 @@ def test_image_loader_results_are_checked_and_cached(monkeypatch):
     assert close_to(pixel(png, 50, 50), (255, 0, 0)) and close_to(pixel(png, 250, 50), (255, 0, 0))
     assert close_to(pixel(png, 420, 50), (0xF0, 0xF0, 0xF0), 10)  # undecodable bytes: placeholder
     monkeypatch.setattr(collab_export, "MAX_IMAGE_PIXELS", 100)  # 40 × 30 is now too many pixels
-    assert close_to(pixel(board_png(doc.get_update(), load_image=load), 50, 50), (0xF0, 0xF0, 0xF0), 10)
+    assert close_to(pixel(board_png(doc.get_update(), load_image=load), 20, 50), (0xF0, 0xF0, 0xF0), 10)
 
 
 def test_wrap_text_breaks_on_words_and_inside_long_words():

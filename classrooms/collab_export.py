@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,6 +33,7 @@ MAX_ELEMENTS = 50_000
 MAX_POINTS_PER_STROKE = 10_000
 MAX_TOTAL_POINTS = 1_000_000
 MAX_TEXT_CHARS = 5_000
+MAX_TOTAL_TEXT_CHARS = 200_000  # laying text out is the slowest step per character
 MAX_TITLE_CHARS = 200
 MAX_SRC_CHARS = 1_000
 MAX_IMAGES = 200
@@ -108,7 +109,7 @@ def _latin1(text: str) -> str:
 class _Pdf(FPDF):
     """FPDF with Aula's fonts registered: `family` is Unicode-capable when a TTF was found."""
 
-    def __init__(self, orientation: str) -> None:
+    def __init__(self, orientation: str, styles: Sequence[str] = ("", "B", "I", "BI")) -> None:
         super().__init__(orientation=orientation, unit="mm", format="A4")
         self.set_auto_page_break(False)
         self.set_creator("Aula")
@@ -116,10 +117,10 @@ class _Pdf(FPDF):
         self.unicode = "" in files
         if self.unicode:
             self.family = "aula"
-            for style in ("", "B", "I", "BI"):
+            for style in (style for style in styles if style != "mono"):  # parsing a TTF takes ~0.1 s
                 self.add_font("aula", style, str(files.get(style, files[""])))
             self.mono = "aulamono" if "mono" in files else "aula"
-            if "mono" in files:
+            if "mono" in files and "mono" in styles:
                 self.add_font("aulamono", "", str(files["mono"]))
         else:
             self.family, self.mono = "helvetica", "courier"
@@ -220,9 +221,9 @@ def _points(value: Any, budget: int) -> tuple[tuple[float, float], ...]:
     if not isinstance(value, list):
         return ()
     raw = value[: 2 * min(MAX_POINTS_PER_STROKE, budget)]
-    if all(type(v) is float or type(v) is int for v in raw) and raw:  # the usual stroke: checked at C speed
-        if -COORD_LIMIT <= min(raw) and max(raw) <= COORD_LIMIT:
-            return tuple(zip(raw[0::2], raw[1::2], strict=False))
+    numeric = bool(raw) and all(type(v) is float or type(v) is int for v in raw)  # bool is not a number here
+    if numeric and min(raw) >= -COORD_LIMIT and max(raw) <= COORD_LIMIT:  # the usual stroke: no per-point work
+        return tuple(zip(raw[0::2], raw[1::2], strict=False))
     out = []
     for i in range(0, len(raw) - 1, 2):
         x, y = raw[i], raw[i + 1]
@@ -294,7 +295,7 @@ def read_board(state: bytes | None) -> Board:
         titles[page] = _string(entry.get("title"), MAX_TITLE_CHARS) if isinstance(entry, dict) else ""
 
     board = Board(pages=pages, titles=titles, elements={page: [] for page in pages})
-    points_left, seen = MAX_TOTAL_POINTS, 0
+    points_left, text_left, seen = MAX_TOTAL_POINTS, MAX_TOTAL_TEXT_CHARS, 0
     for key, raw in doc.get("elements", type=Map).items():
         seen += 1
         if seen > MAX_ELEMENTS or points_left <= 0:
@@ -306,6 +307,10 @@ def read_board(state: bytes | None) -> Board:
         element = _element(key, fields, points_left)
         if element is None or element.page not in board.elements:
             continue
+        if len(element.text) > text_left:
+            board.truncated = True
+            element = replace(element, text=element.text[:text_left])
+        text_left -= len(element.text)
         points_left -= len(element.points)
         board.elements[element.page].append(element)
     for elements in board.elements.values():
@@ -545,7 +550,7 @@ class _PdfPainter:
 def board_pdf(state: bytes, *, title: str, subtitle: str = "", load_image: ImageLoader | None = None) -> bytes:
     """The board as a PDF: one landscape A4 page per board page, vector drawing, in page order."""
     board = read_board(state)
-    pdf = _Pdf("L")
+    pdf = _Pdf("L", styles=("", "B"))
     pdf.set_title(_clean_text(title, MAX_TITLE_CHARS))
     images = _Images(load_image)
     area_w = pdf.w - 2 * PDF_MARGIN
@@ -933,7 +938,7 @@ NOTES_SIZES = {0: 11.0, 1: 20.0, 2: 16.0, 3: 14.0, 4: 12.0, 5: 11.0, 6: 11.0}
 def notes_pdf(state: bytes, *, title: str) -> bytes:
     """The notes as a portrait A4 PDF keeping headings, emphasis, lists, quotes, code blocks and links."""
     lines = read_notes(state)
-    pdf = _Pdf("P")
+    pdf = _Pdf("P", styles=("", "B", "I", "BI", "mono"))
     pdf.set_title(_clean_text(title, MAX_TITLE_CHARS))
     pdf.set_margins(20, 20, 20)
     pdf.set_auto_page_break(True, margin=20)

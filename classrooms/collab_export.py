@@ -661,15 +661,12 @@ class _PilPainter:
 def board_png(
     state: bytes, *, page_id: str | None = None, scale: float = 1.0, load_image: ImageLoader | None = None
 ) -> bytes:
-    """One board page (default: the first) as a PNG of 1600×900 × scale pixels (scale clamped to 0.1–2).
+    """One board page as a PNG of 1600×900 × scale pixels (scale clamped to 0.1–2).
 
-    Drawn at twice the size and downsampled, which is Pillow's way to anti-alias. An unknown page id raises
-    KeyError.
-    """
+    `page_id` comes from a query string: an id that is not a page of this board gives the first page. Drawn at
+    twice the size and downsampled, which is Pillow's way to anti-alias."""
     board = read_board(state)
-    page = page_id if page_id is not None else board.pages[0]
-    if page not in board.elements:
-        raise KeyError(page)
+    page = page_id if page_id in board.elements else board.pages[0]
     scale = _number(scale, 1.0, PNG_SCALE_MIN, PNG_SCALE_MAX)
     size = (max(1, round(BOARD_W * scale)), max(1, round(BOARD_H * scale)))
     canvas = Image.new("RGB", (size[0] * PNG_SUPERSAMPLE, size[1] * PNG_SUPERSAMPLE), "white")

@@ -468,10 +468,10 @@ async def live_drawing(net: Net, session_id: int, args) -> dict:
         from pycrdt import merge_updates
 
         while True:
+            if done.is_set() and not outbox:
+                return
             await has_work.wait()
             if not outbox:
-                if done.is_set():
-                    return
                 has_work.clear()
                 continue
             await asyncio.sleep(0.05)

@@ -122,7 +122,7 @@ def synth_log(authors: list[int], *, hours: float, stroke_every: float, points: 
                 for _ in range(points):
                     x = min(PAGE_W, max(0, x + rng.uniform(-12, 12)))
                     y = min(PAGE_H, max(0, y + rng.uniform(-12, 12)))
-                    walk += [round(x, 1), round(y, 1)]
+                    walk += [round(x), round(y)]  # integer board units, as board.js stores them
                 elements[key] = Map({"id": key, "type": "pen", "page": "p1", "author": author, "z": len(mine) + 1,
                                      "color": "#1e88e5", "width": 3, "points": Array(walk[:10])})
                 change(t)
@@ -426,12 +426,12 @@ async def live_drawing(net: Net, session_id: int, args) -> dict:
                 key, started = f"{doc.client_id}-{counter}", now
                 x, y = rng.uniform(100, PAGE_W - 100), rng.uniform(100, PAGE_H - 100)
                 elements[key] = Map({"id": key, "type": "pen", "page": "p1", "author": p["id"], "z": counter,
-                                     "color": "#e53935", "width": 3, "points": Array([round(x, 1), round(y, 1)])})
+                                     "color": "#e53935", "width": 3, "points": Array([round(x), round(y)])})
             walk = []
             for _ in range(args.points_per_update):
                 x = min(PAGE_W, max(0, x + rng.uniform(-8, 8)))
                 y = min(PAGE_H, max(0, y + rng.uniform(-8, 8)))
-                walk += [round(x, 1), round(y, 1)]
+                walk += [round(x), round(y)]
             points = elements[key]["points"]
             points.extend(walk)
             update = doc.get_update(sent)
@@ -463,32 +463,42 @@ async def live_drawing(net: Net, session_id: int, args) -> dict:
         return acked[fid]
 
     async def browser_sender(ws, outbox: list, has_work: asyncio.Event, done: asyncio.Event) -> None:
-        """static/aula/collab.js: one update in flight; what is drawn meanwhile waits in the outbox and goes,
-        merged, SEND_EVERY_MS (50 ms) after the acknowledgement."""
+        """static/aula/collab.js: what is drawn waits in the outbox and goes, merged, SEND_EVERY_MS (50 ms)
+        later, with at most MAX_IN_FLIGHT (4) updates unacknowledged at once."""
         from pycrdt import merge_updates
+
+        slots = asyncio.Semaphore(4)
+        waits: list[asyncio.Task] = []
+
+        async def until_acked(event: asyncio.Event) -> None:
+            try:
+                await asyncio.wait_for(event.wait(), 60)
+            except TimeoutError:
+                errors["ack not received in 60 s"] += 1
+            finally:
+                slots.release()
 
         while True:
             if done.is_set() and not outbox:
-                return
+                break
             await has_work.wait()
             if not outbox:
                 has_work.clear()
                 continue
             await asyncio.sleep(0.05)
+            await slots.acquire()
             batch = outbox[:]
             outbox.clear()
             has_work.clear()
             update = batch[0][1] if len(batch) == 1 else merge_updates(*[u for _, u in batch])
             event = await send_frame(ws, [sid for sid, _ in batch], update)
             if event is None:
-                return
-            try:
-                await asyncio.wait_for(event.wait(), 60)
-            except TimeoutError:
-                errors["ack not received in 60 s"] += 1
-                return
+                slots.release()
+                break
+            waits.append(asyncio.ensure_future(until_acked(event)))
             if outbox:
                 has_work.set()
+        await asyncio.gather(*waits)
 
     cpu0 = psutil.Process().cpu_times()
     wall0 = time.monotonic()

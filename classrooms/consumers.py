@@ -643,6 +643,7 @@ class CollabConsumer(RoomConsumer):
     @classmethod
     async def heartbeat_many(cls, consumers: list[CollabConsumer]) -> None:
         # Each re-check period: edit permissions afresh, in case a lock change's notice was lost (Redis away).
+        await db_call(cls._consent_reasons)(consumers)  # one thread hop for the room, not one per socket
         rooms = {c.room for c in consumers if c.room is not None}
         for room in rooms:
             await room.refresh_edit()
@@ -650,6 +651,7 @@ class CollabConsumer(RoomConsumer):
     async def joined(self) -> None:
         self.member.user_id = self.user.pk
         self.member.on_control = self._on_control
+        await db_call(self._consent_reasons)([self])
         self.room = await collab.room_open(self, self.session, self.room_key)
         await self.room.refresh_edit([self.user.pk])
         await self._send_snapshot()
@@ -665,16 +667,18 @@ class CollabConsumer(RoomConsumer):
         elif action == "remove" and message.get("user_id") == self.user.pk:
             await self.close(code=CloseCode.REMOVED)
 
-    def _consent_reason(self) -> str | None:
-        return coppa.consent_block_reason(self.user, PersonalInfoFeature.COLLAB,
-                                          institution_id=self.session.institution_id)
+    _consent: str | None = None  # why a child may not write here (COPPA), refreshed each re-check period
+
+    @staticmethod
+    def _consent_reasons(consumers: list[CollabConsumer]) -> None:
+        for c in consumers:
+            c._consent = None if c.is_staff_role else coppa.consent_block_reason(
+                c.user, PersonalInfoFeature.COLLAB, institution_id=c.session.institution_id)
 
     async def edit_changed(self, reasons: dict[str, str | None]) -> None:
         """The room computed this user's edit permission afresh: tell the socket what changed."""
-        if not self.is_staff_role:
-            consent = await db_call(self._consent_reason)()
-            if consent:
-                reasons = {kind: reason or consent for kind, reason in reasons.items()}
+        if self._consent:
+            reasons = {kind: reason or self._consent for kind, reason in reasons.items()}
         previous, self._edit = self._edit, reasons
         if previous is None:
             return  # the snapshot carries the first answer

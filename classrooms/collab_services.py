@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from classrooms import selectors
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("aula.collab")
 
 KINDS = (CollabDocument.Kind.BOARD, CollabDocument.Kind.NOTES)
-CHECKPOINT_EVERY = dt.timedelta(minutes=1)  # history slider granularity: one version per minute at most
+CHECKPOINT_EVERY = dt.timedelta(minutes=1)
+EDITED_EVERY = dt.timedelta(seconds=30)  # history slider granularity: one version per minute at most
 
 
 def documents_ensure(session: LiveSession) -> dict[str, CollabDocument]:
@@ -74,9 +76,18 @@ def updates_append(rows: list[tuple[int, int | None, bytes]]) -> list[int]:
     """Store one flush of accepted updates `(document_id, author_id, data)` in one transaction; their ids."""
     now = timezone.now()
     with transaction.atomic():
+        # The documents' rows are locked FOR KEY SHARE before any log id is taken: appenders do not block each
+        # other, but the compactor (FOR UPDATE) either waits for this commit or skips the document. Without
+        # it, a row whose id was taken before a later row's commit could be folded past and deleted unseen.
+        with connection.cursor() as cur:
+            cur.execute("SELECT id FROM classrooms_collabdocument WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE",
+                        [sorted({d for d, _, _ in rows})])
         made = CollabUpdate.objects.bulk_create(
             [CollabUpdate(document_id=d, author_id=a, data=data, created_at=now) for d, a, data in rows])
-        CollabDocument.objects.filter(pk__in={d for d, _, _ in rows}).update(edited_at=now)
+        # At most every EDITED_EVERY per document: a busy board flushes many times a second, and each flush
+        # writing the same row serialised them on its lock (docs/benchmarks.md, "Whiteboard").
+        CollabDocument.objects.filter(Q(edited_at__isnull=True) | Q(edited_at__lt=now - EDITED_EVERY),
+                                      pk__in={d for d, _, _ in rows}).update(edited_at=now)
     return [u.id for u in made]
 
 
@@ -180,3 +191,101 @@ def course_file_add(*, course: Course, actor: User, name: str, data: bytes) -> C
         return CourseFile.objects.create(course=course, institution_id=course.institution_id, uploaded_by=actor,
                                          name=clean_name, content_type=content_type, data=stored, size=len(stored),
                                          width=frame.width, height=frame.height, sha256=digest)
+
+
+# --- erasure (COPPA deletion and retention) -------------------------------------------------------------------
+
+def _varuint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def delete_set_update(ranges: dict[int, int]) -> bytes:
+    """A Yjs update (v1) with no new content and a delete set covering clocks [0, clock) of each replica: applied,
+    it deletes everything those replicas ever wrote, wherever it sits in the document."""
+    out = bytearray(_varuint(0))
+    out += _varuint(len(ranges))
+    for client, clock in sorted(ranges.items()):
+        out += _varuint(client) + _varuint(1) + _varuint(0) + _varuint(clock)
+    return bytes(out)
+
+
+def person_content_erase(*, user_id: int, document_ids: list[int] | None = None) -> dict[str, int]:
+    """Remove everything one person drew or wrote on boards and in notes: their Yjs replicas' items are deleted
+    from every stored version (each checkpoint is rewritten; the deleted content is garbage-collected, not kept as
+    tombstone text) and from the log; processes holding the document live get the deletion like any update.
+    Their contribution rows go too. Idempotent. (docs/compliance.md, docs/collab.md)"""
+    from pycrdt import Doc
+
+    from classrooms.collab import b64encode, decode_state_vector
+    from classrooms.realtime import session_collab_room
+    from config.realtime.transport import encode_frame, publish_frame
+
+    bindings = CollabClient.objects.filter(user_id=user_id)
+    if document_ids is not None:
+        bindings = bindings.filter(document_id__in=document_ids)
+    by_document: dict[int, list[int]] = {}
+    for document_id, client_id in bindings.values_list("document_id", "client_id"):
+        by_document.setdefault(document_id, []).append(client_id)
+    removed = {"collab_documents": 0, "collab_versions_rewritten": 0, "collab_log_rows": 0}
+    for document_id, clients in by_document.items():
+        document_compact(document_id=document_id)
+        with transaction.atomic():
+            document = CollabDocument.objects.select_for_update().select_related("session").get(pk=document_id)
+            erase = b""
+            for checkpoint in CollabCheckpoint.objects.select_for_update().filter(document=document).order_by("upto"):
+                doc = Doc()
+                doc.apply_update(bytes(checkpoint.state))
+                clocks = decode_state_vector(doc.get_state())
+                ranges = {c: clocks[c] for c in clients if clocks.get(c)}
+                if not ranges:
+                    continue
+                update = delete_set_update(ranges)
+                doc.apply_update(update)
+                erase = update  # the latest version's covers every clock
+                state = doc.get_update()
+                if state == bytes(checkpoint.state):
+                    continue  # erased before
+                checkpoint.state = state
+                checkpoint.size = len(checkpoint.state)
+                checkpoint.save(update_fields=["state", "size"])
+                removed["collab_versions_rewritten"] += 1
+            count, _ = CollabUpdate.objects.filter(document=document, author_id=user_id).delete()
+            removed["collab_log_rows"] += count
+            CollabContribution.objects.filter(document=document, user_id=user_id).delete()
+            if erase and removed["collab_versions_rewritten"]:
+                # Also in the log, for any process that loaded the document before this rewrite.
+                CollabUpdate.objects.create(document=document, author=None, data=erase)
+                frame = encode_frame("update", {"doc": document.kind, "update": b64encode(erase), "by": [],
+                                                "p": "erasure"})
+                room = session_collab_room(document.institution_id, document.session_id)
+                transaction.on_commit(lambda room=room, frame=frame: publish_frame(room, frame))
+            removed["collab_documents"] += 1
+    return {k: v for k, v in removed.items() if v}
+
+
+_CHILD_COLLAB_SQL = """
+SELECT DISTINCT c.user_id, c.document_id FROM classrooms_collabclient c
+JOIN classrooms_user u ON u.id = c.user_id
+JOIN classrooms_collabdocument d ON d.id = c.document_id
+WHERE d.edited_at < %s AND u.date_of_birth IS NOT NULL AND u.date_of_birth + interval '13 years' > c.created_at
+"""
+
+
+def child_content_erase(*, before: dt.datetime) -> dict[str, int]:
+    """Retention: what children under 13 wrote on boards and in notes last edited before `before`."""
+    removed: dict[str, int] = {}
+    with connection.cursor() as cur:
+        cur.execute(_CHILD_COLLAB_SQL, [before])
+        pairs = cur.fetchall()
+    for user_id, document_id in pairs:
+        for key, n in person_content_erase(user_id=user_id, document_ids=[document_id]).items():
+            removed[key] = removed.get(key, 0) + n
+    return removed

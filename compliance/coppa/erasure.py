@@ -116,6 +116,10 @@ def erase_database(student: User, p: Plan, *, token: str) -> dict[str, int]:
     if channels:
         audited = _audited_rows(channels)
         deleted.append(Channel.objects.filter(pk__in=[c.pk for c in channels]).delete()[1])
+    from classrooms.collab_services import person_content_erase
+
+    for key, n in person_content_erase(user_id=student.pk).items():  # before the replica bindings cascade away
+        removed[key] = removed.get(key, 0) + n
     for content_type_id, pks in _audited_rows([student]).items():
         audited.setdefault(content_type_id, []).extend(pks)
     deleted.append(student.delete()[1])
@@ -253,6 +257,9 @@ def erase_child_content(*, before: dt.datetime) -> dict[str, int]:
             scrubbed += 1
         removed["chat_messages"], _ = ChatMessage.objects.filter(id__in=message_ids).delete()
         removed["room_events_scrubbed"] = scrubbed
+    from classrooms.collab_services import child_content_erase
+
+    removed.update(child_content_erase(before=before))
     anonymous_ids = _anonymous_child_answers(before)
     if answer_ids or anonymous_ids:
         texts: dict[int, list[str]] = {}

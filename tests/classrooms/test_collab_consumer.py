@@ -14,7 +14,7 @@ from pycrdt import Doc, Map, Text
 from classrooms import services
 from classrooms.models import CollabClient, CollabUpdate, Feature
 from config.asgi import application
-from tests.classrooms.test_consumers import Client
+from tests.classrooms.test_consumers import Client, connect
 from tests.conftest import login_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,15 +25,7 @@ def b64(data: bytes) -> str:
 
 
 async def open_collab(user, session) -> tuple[Client, dict]:
-    cookie = await database_sync_to_async(login_cookie)(user)
-    comm = WebsocketCommunicator(
-        application, f"/ws/v1/sessions/{session.pk}/collab/",
-        headers=[(b"origin", b"http://localhost:8000"),
-                 (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode())])
-    connected, code = await comm.connect(timeout=5)
-    assert connected, code
-    client = Client(comm)
-    return client, await client.next("snapshot")
+    return await connect(user, session, "collab/")
 
 
 class Replica:
@@ -261,3 +253,21 @@ def test_a_replica_is_bound_once(world):
         {7: world.student_a.pk, 8: world.teacher_a.pk}
     assert CollabClient.objects.filter(document=doc).count() == 2
 
+
+
+async def test_a_child_without_parental_consent_sees_the_board_but_cannot_write(world):
+    from tests import factories
+
+    def child():
+        kid = factories.user("kid", age=11)
+        factories.enroll(world.course_a, kid)
+        return kid
+
+    kid = await database_sync_to_async(child)()
+    await started(world)
+    client, snap = await open_collab(kid, world.session_a)
+    edit = snap["data"]["docs"]["board"]["edit"]
+    assert edit["allowed"] is False and "consent" in edit["reason"]
+    refused = await client.request("update", doc="notes", update=b64(Replica("notes").change() or b"\x00\x00"))
+    assert refused["data"]["code"] == "locked" and "consent" in refused["data"]["message"]
+    await client.close()

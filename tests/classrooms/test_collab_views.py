@@ -174,8 +174,46 @@ def test_exports_render_the_board_and_notes_for_participants_and_are_recorded(cl
     pdf = client.get(reverse("collab-export", args=[world.session_a.pk, "board", "pdf"]))
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     md = client.get(reverse("collab-export", args=[world.session_a.pk, "notes", "md"]))
-    assert md.content.decode() == "## Photosynthesis\nneeds \\*light\\*\n"
+    assert md.content.decode() == "## Photosynthesis\n\nneeds \\*light\\*\n"
     assert client.get(reverse("collab-export", args=[world.session_a.pk, "notes", "pdf"])).content.startswith(b"%PDF")
     assert client.get(reverse("collab-export", args=[world.session_a.pk, "notes", "png"])).status_code == 404
     client.force_login(world.student_c)
     assert client.get(reverse("collab-export", args=[world.session_a.pk, "board", "pdf"])).status_code == 404
+
+
+def test_erasing_a_person_removes_what_they_wrote_from_every_version_and_keeps_the_rest(world):
+    from pycrdt import Text
+
+    from classrooms.models import CollabClient, CollabUpdate
+
+    docs = collab_services.documents_ensure(world.session_a)
+    notes = docs["notes"]
+    child, teacher = Doc(), Doc()
+    child_body, teacher_body = child.get("body", type=Text), teacher.get("body", type=Text)
+    teacher_body.insert(0, "Teacher intro. ")
+    teacher_update = teacher.get_update()
+    child.apply_update(teacher_update)
+    before = child.get_state()
+    child_body.insert(len(str(child_body).encode()), "my secret address 12 Elm St")
+    child_update = child.get_update(before)
+    collab_services.clients_bind(document_id=notes.pk, client_ids=[child.client_id], user_id=world.student_a.pk)
+    collab_services.clients_bind(document_id=notes.pk, client_ids=[teacher.client_id], user_id=world.teacher_a.pk)
+    collab_services.updates_append([(notes.pk, world.teacher_a.pk, teacher_update)])
+    collab_services.document_compact(document_id=notes.pk)
+    collab_services.updates_append([(notes.pk, world.student_a.pk, child_update)])
+    removed = collab_services.person_content_erase(user_id=world.student_a.pk)
+    assert removed["collab_documents"] == 1
+    for checkpoint in CollabCheckpoint.objects.filter(document=notes):
+        assert b"secret" not in bytes(checkpoint.state)
+    assert not CollabUpdate.objects.filter(author=world.student_a).exists()
+    assert not CollabContribution.objects.filter(user=world.student_a).exists()
+    from classrooms import selectors
+
+    seen = Doc()
+    seen.apply_update(selectors.collab_state(notes))
+    assert str(seen.get("body", type=Text)) == "Teacher intro. "
+    # A live replica that still has the text loses it when the erasure reaches it.
+    child.apply_update(CollabUpdate.objects.filter(document=notes, author=None).latest("id").data)
+    assert str(child_body) == "Teacher intro. "
+    assert CollabClient.objects.filter(user=world.student_a).exists()  # the account itself is not deleted here
+    assert collab_services.person_content_erase(user_id=world.student_a.pk) == {"collab_documents": 1}

@@ -664,9 +664,10 @@
     this.undo.stopCapturing();  // each gesture is its own undo step
     if (tool === "pen") {
       var id = this.addElement({type: "pen", color: style.color, width: style.width}, function (m) {
-        m.set("points", Y_array(self.Y, [round1(p.x), round1(p.y)]));
+        m.set("points", Y_array(self.Y, [Math.round(p.x), Math.round(p.y)]));
       });
-      this.gesture = {kind: "pen", id: id, tail: [], last: p, committed: Date.now(), pointer: ev.pointerId};
+      this.gesture = {kind: "pen", id: id, tail: [], last: {x: Math.round(p.x), y: Math.round(p.y)},
+                      committed: Date.now(), pointer: ev.pointerId};
     } else if (tool === "line" || tool === "arrow" || tool === "rect" || tool === "ellipse") {
       this.gesture = {kind: "shape", type: tool, start: p, id: null, style: style, pointer: ev.pointerId, pending: null};
     } else if (tool === "eraser") {
@@ -728,16 +729,11 @@
       return;
     }
     if (g.kind === "pen") {
-      // Coalesced events keep fast strokes smooth; points closer than a pixel add nothing.
+      // Coalesced events keep fast strokes smooth. Points are whole board units (small varints in the update,
+      // docs/collab.md); one that rounds onto the previous adds nothing.
       var events = ev.getCoalescedEvents ? ev.getCoalescedEvents() : [];
       if (!events.length) events = [ev];
-      var min = 1 / this.scale();
-      for (var i = 0; i < events.length; i++) {
-        var q = this.toBoard(events[i].clientX, events[i].clientY);
-        if (Math.abs(q.x - g.last.x) < min && Math.abs(q.y - g.last.y) < min) continue;
-        g.tail.push(round1(q.x), round1(q.y));
-        g.last = q;
-      }
+      for (var i = 0; i < events.length; i++) this._penPoint(g, this.toBoard(events[i].clientX, events[i].clientY));
       this._frame();
       return;
     }
@@ -756,6 +752,13 @@
       });
       this._renderSelections();
     }
+  };
+
+  Board.prototype._penPoint = function (g, q) {
+    var x = Math.round(q.x), y = Math.round(q.y);
+    if (x === g.last.x && y === g.last.y) return;
+    g.tail.push(x, y);
+    g.last = {x: x, y: y};
   };
 
   /* One animation frame: redraw what is being drawn, and hand it to the document at most every 100 ms. */
@@ -812,8 +815,7 @@
     this.stage.classList.remove("panning");
     if (this.svg.hasPointerCapture(ev.pointerId)) this.svg.releasePointerCapture(ev.pointerId);
     if (g.kind === "pen") {
-      var q = this.toBoard(ev.clientX, ev.clientY);
-      if (Math.abs(q.x - g.last.x) >= 0.5 || Math.abs(q.y - g.last.y) >= 0.5) g.tail.push(round1(q.x), round1(q.y));
+      this._penPoint(g, this.toBoard(ev.clientX, ev.clientY));
       this._commitPen(g);
       this.renderElement(g.id);
     } else if (g.kind === "shape") {
@@ -843,7 +845,7 @@
         if (m.get("type") === "pen") {
           var points = m.get("points");
           if (!points || typeof points.toArray !== "function") return;
-          var moved = points.toArray().map(function (v, i) { return round1(v + (i % 2 ? dy : dx)); });
+          var moved = points.toArray().map(function (v, i) { return Math.round(v + (i % 2 ? dy : dx)); });
           points.delete(0, points.length);
           points.insert(0, moved);
         } else {

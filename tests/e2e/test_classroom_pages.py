@@ -52,8 +52,8 @@ class Person:
         self.expect_state("live")
 
     def _socket(self, ws) -> None:
-        if "/ws/v1/sessions/" not in ws.url:
-            return  # the home page it signs in through has its own live-notices socket
+        if "/ws/v1/sessions/" not in ws.url or "/collab/" in ws.url:
+            return  # the home page's live-notices socket, and the board and notes socket, are not the class room
         self.sockets.append(ws.url)
         ws.on("framereceived", lambda payload: self.received.append(json.loads(payload)["type"]))
 

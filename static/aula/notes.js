@@ -83,6 +83,7 @@
     this.history = null;
     this.showingAuthorship = false;
     this._sentRange = undefined;
+    this._where = {};       // user id -> the range last drawn for them
     this._frame = 0;
 
     var self = this;
@@ -205,7 +206,15 @@
       var id = String(uid);
       seen[id] = true;
       self.cursors.createCursor(id, person.name || state.name || "Someone", color(person.color || state.color));
-      self.cursors.moveCursor(id, {index: Math.min(a, b), length: Math.abs(b - a)});
+      var range = {index: Math.min(a, b), length: Math.abs(b - a)};
+      self.cursors.moveCursor(id, range);
+      var where = state.range.anchor + " " + state.range.head;
+      if (self._where[id] !== where) {
+        // The name shows while the person moves and fades after the cursors' hide delay (as on hover).
+        self._where[id] = where;
+        self.cursors.toggleFlag(id, true);
+        setTimeout(function () { self.cursors.toggleFlag(id, false); }, 50);
+      }
       var node = self.quill.container.querySelector("#ql-cursor-" + id);
       if (node && !node.dataset.userId) {
         node.dataset.testid = "notes-cursor";
@@ -213,7 +222,7 @@
       }
     });
     this.cursors.cursors().forEach(function (cursor) {
-      if (!seen[cursor.id]) self.cursors.removeCursor(cursor.id);
+      if (!seen[cursor.id]) { self.cursors.removeCursor(cursor.id); delete self._where[cursor.id]; }
     });
   };
 

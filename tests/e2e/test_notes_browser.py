@@ -3,7 +3,8 @@
 Two browser contexts (two people, two cookies) open the same session page and write in the notes at the same
 time; each test checks what both of them see: both texts on both screens, each person's caret on the other's
 screen where that person is writing, the authorship view naming both writers with the right text for each,
-a notes lock that makes the student's editor read-only with the reason, and the history slider showing an
+a notes lock that makes the student's editor read-only with the reason (and refuses, visibly, what the student
+wrote offline meanwhile), and the history slider showing an
 earlier saved version and going back to live. Waits are on locators (Playwright's `expect`) or on the database,
 not sleeps.
 """
@@ -199,6 +200,25 @@ def test_locked_notes_are_read_only_with_the_reason(world, server_factory):
         student.page.keyboard.press("Control+End")
         student.page.keyboard.type("!")
         expect(teacher.lines()).to_have_text(["My idea (teacher)!"])
+
+        # Locked while the student is offline: what they write meanwhile is refused when they come back, they
+        # are told, and their editor goes back to the class's copy (and to read-only).
+        student.context.set_offline(True)
+        student.page.evaluate("() => aulaCollab.socket.ws && aulaCollab.socket.ws.close()")
+        lock_notes(world, True)
+        student.page.keyboard.type(" offline")
+        expect(student.lines()).to_have_text(["My idea (teacher)! offline"])  # on the student's screen for now
+        student.context.set_offline(False)
+        notice = student.tid("notes-notice")
+        expect(notice).to_be_visible()
+        expect(notice).to_contain_text("not added")
+        expect(notice).to_have_attribute("data-code", "locked")
+        expect(student.lines()).to_have_text(["My idea (teacher)!"])
+        student.wait_can_write(False)
+        teacher.page.reload()
+        teacher.wait_can_write(True)
+        expect(teacher.lines()).to_have_text(["My idea (teacher)!"])
+        assert "offline" not in db(stored_notes, world.session_a)
 
 
 def test_history_slider_shows_an_earlier_version_then_back_to_live(world, server_factory):

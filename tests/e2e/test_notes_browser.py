@@ -110,6 +110,10 @@ def notes_room(world, server_factory):
 
 def test_two_people_write_at_once_and_both_see_both_texts(world, server_factory):
     with notes_room(world, server_factory) as (server, b, teacher, student):
+        for person in (teacher, student):  # the include renders as a card, its template comment does not show
+            expect(person.page.locator("main")).not_to_contain_text("{#")
+            expect(person.page.locator("main")).not_to_contain_text("{%")
+
         # Two lines to write into, one each.
         teacher.text.click()
         teacher.page.keyboard.type("Agenda:")

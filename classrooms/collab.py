@@ -491,7 +491,17 @@ class CollabRoom:
 
     # --- updates -------------------------------------------------------------------------------------
     async def submit(self, consumer, kind: str, data: bytes) -> list[dict]:
-        """Check, apply, screen and store one client update; returns notices for its sender. Raises Refusal."""
+        """`accept` and wait until the update is stored."""
+        stored, notices = await self.accept(consumer, kind, data)
+        await stored
+        return notices
+
+    async def accept(self, consumer, kind: str, data: bytes) -> tuple[asyncio.Future, list[dict]]:
+        """Check, apply and screen one client update and queue it for the next flush: (a future done once it
+        is stored, notices for its sender). Raises Refusal, and then nothing was applied or queued.
+
+        The socket does not wait for the store before reading its next frame (it acknowledges each update when
+        its future is done): a drawing student's updates travel in a pipeline, not one per round trip."""
         if self.stale:
             await self.reload()
         doc = self.docs[kind]
@@ -523,8 +533,7 @@ class CollabRoom:
         if self._flush_timer is None:
             self._flush_timer = asyncio.get_running_loop().call_later(
                 settings.AULA_COLLAB_FLUSH_MS / 1000, lambda: asyncio.ensure_future(self._flush()))
-        await future
-        return notices
+        return future, notices
 
     async def _screen(self, consumer, doc: SharedDoc, changes: list[TextChange]) -> tuple[list[bytes], list[dict]]:
         """The moderation pattern stage on the text an update changed (whole lines / whole element texts)."""

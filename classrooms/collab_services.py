@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from classrooms import selectors
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("aula.collab")
 
 KINDS = (CollabDocument.Kind.BOARD, CollabDocument.Kind.NOTES)
-CHECKPOINT_EVERY = dt.timedelta(minutes=1)  # history slider granularity: one version per minute at most
+CHECKPOINT_EVERY = dt.timedelta(minutes=1)
+EDITED_EVERY = dt.timedelta(seconds=30)  # history slider granularity: one version per minute at most
 
 
 def documents_ensure(session: LiveSession) -> dict[str, CollabDocument]:
@@ -74,9 +76,18 @@ def updates_append(rows: list[tuple[int, int | None, bytes]]) -> list[int]:
     """Store one flush of accepted updates `(document_id, author_id, data)` in one transaction; their ids."""
     now = timezone.now()
     with transaction.atomic():
+        # The documents' rows are locked FOR KEY SHARE before any log id is taken: appenders do not block each
+        # other, but the compactor (FOR UPDATE) either waits for this commit or skips the document. Without
+        # it, a row whose id was taken before a later row's commit could be folded past and deleted unseen.
+        with connection.cursor() as cur:
+            cur.execute("SELECT id FROM classrooms_collabdocument WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE",
+                        [sorted({d for d, _, _ in rows})])
         made = CollabUpdate.objects.bulk_create(
             [CollabUpdate(document_id=d, author_id=a, data=data, created_at=now) for d, a, data in rows])
-        CollabDocument.objects.filter(pk__in={d for d, _, _ in rows}).update(edited_at=now)
+        # At most every EDITED_EVERY per document: a busy board flushes many times a second, and each flush
+        # writing the same row serialised them on its lock (docs/benchmarks.md, "Whiteboard").
+        CollabDocument.objects.filter(Q(edited_at__isnull=True) | Q(edited_at__lt=now - EDITED_EVERY),
+                                      pk__in={d for d, _, _ in rows}).update(edited_at=now)
     return [u.id for u in made]
 
 

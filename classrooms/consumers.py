@@ -28,7 +28,7 @@ from compliance.models import PersonalInfoFeature
 from config.realtime import presence, stats
 from config.realtime.consumer import FrameError, Refused, RoomConsumer, _Bucket
 from config.realtime.hub import hub
-from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping
+from config.realtime.protocol import CloseCode, ErrorCode, Inbound, Ping, error_frame
 from config.realtime.ratelimit import RateLimiter, limits
 from config.realtime.transport import db_call, encode_frame, event_frame, room_events_since
 
@@ -135,6 +135,23 @@ def read_resume_token(token: str, user_id: int, session_id: int) -> str | None:
     return data.get("c")
 
 
+async def _join_session(consumer: RoomConsumer) -> None:
+    """Admit a socket to a live session's routes (the class room, the board and notes): enrolled in its course,
+    not removed, not ended. Sets `session`, `role` and `is_staff_role`; raises Refused."""
+    session_id = consumer.scope["url_route"]["kwargs"]["session_id"]
+    session, role, removed = await db_call(selectors.session_join_info)(consumer.user, session_id)
+    if session is None:
+        raise Refused(CloseCode.NOT_FOUND, "no such session for this user")
+    if role is None:
+        raise Refused(CloseCode.FORBIDDEN, "not enrolled in this course")
+    if removed:
+        raise Refused(CloseCode.REMOVED, "removed from this session")
+    if session.status == LiveSession.Status.ENDED:
+        raise Refused(CloseCode.ENDED, "session ended")
+    consumer.session, consumer.role = session, role
+    consumer.is_staff_role = role in {Role.TEACHER, Role.TA}
+
+
 class LiveSessionConsumer(RoomConsumer):
     """`/ws/v1/sessions/<session_id>/[?last_seq=N&resume=<token>]`: one socket per open tab.
 
@@ -156,23 +173,9 @@ class LiveSessionConsumer(RoomConsumer):
     }
 
     # --- connect -----------------------------------------------------------------------------------
-    @db_call
-    def _load(self, session_id: int):
-        return selectors.session_join_info(self.user, session_id)
-
     async def authorize(self) -> str:
-        session_id = self.scope["url_route"]["kwargs"]["session_id"]
-        session, role, removed = await self._load(session_id)
-        if session is None:
-            raise Refused(CloseCode.NOT_FOUND, "no such session for this user")
-        if role is None:
-            raise Refused(CloseCode.FORBIDDEN, "not enrolled in this course")
-        if removed:
-            raise Refused(CloseCode.REMOVED, "removed from this session")
-        if session.status == LiveSession.Status.ENDED:
-            raise Refused(CloseCode.ENDED, "session ended")
-        self.session, self.role = session, role
-        self.is_staff_role = role in {Role.TEACHER, Role.TA}
+        await _join_session(self)
+        session = self.session
         self.conn_id = uuid.uuid4().hex
         self.limiter = RateLimiter(hub()._redis, settings.AULA_REDIS_KEY_PREFIX)
         self.limits = limits()
@@ -627,23 +630,9 @@ class CollabConsumer(RoomConsumer):
     room = None
     _edit: dict[str, str | None] | None = None
 
-    @db_call
-    def _load(self, session_id: int):
-        return selectors.session_join_info(self.user, session_id)
-
     async def authorize(self) -> str:
-        session_id = self.scope["url_route"]["kwargs"]["session_id"]
-        session, role, removed = await self._load(session_id)
-        if session is None:
-            raise Refused(CloseCode.NOT_FOUND, "no such session for this user")
-        if role is None:
-            raise Refused(CloseCode.FORBIDDEN, "not enrolled in this course")
-        if removed:
-            raise Refused(CloseCode.REMOVED, "removed from this session")
-        if session.status == LiveSession.Status.ENDED:
-            raise Refused(CloseCode.ENDED, "session ended")
-        self.session, self.role = session, role
-        self.is_staff_role = role in {Role.TEACHER, Role.TA}
+        await _join_session(self)
+        session = self.session
         self._updates = _Bucket(capacity=2 * settings.AULA_COLLAB_UPDATES_PER_SECOND,
                                 per_second=settings.AULA_COLLAB_UPDATES_PER_SECOND)
         self._moves = _Bucket(capacity=60, per_second=30)
@@ -737,19 +726,36 @@ class CollabConsumer(RoomConsumer):
         try:
             notices = await self.room.submit(self, kind, data)
         except collab.Refusal as refusal:
-            logger.warning("collab update refused user=%s session=%s doc=%s code=%s", self.user.pk,
-                           self.session.pk, kind, refusal.code)
-            raise FrameError(refusal.code, refusal.message, doc=kind, **refusal.details) from None
+            self._refused(kind, refusal)
         for notice in notices:
             await self.reply(encode_frame("notice", notice))
 
     async def on_update(self, msg: CollabUpdateMsg) -> None:
+        if not self._updates.take():
+            raise FrameError(ErrorCode.RATE_LIMITED, "Slow down.", retry_after=1)
+        self._may_edit(msg.doc)
         try:
-            data = collab.b64decode(msg.update)
+            stored, notices = await self.room.accept(self, msg.doc, collab.b64decode(msg.update))
         except collab.Refusal as refusal:
-            raise FrameError(refusal.code, refusal.message, doc=msg.doc) from None
-        await self._submit(msg.doc, data)
-        await self.ack(msg.ref)
+            self._refused(msg.doc, refusal)
+        for notice in notices:
+            await self.reply(encode_frame("notice", notice))
+        asyncio.ensure_future(self._ack_when_stored(msg.ref, stored))
+
+    async def _ack_when_stored(self, ref: str | None, stored: asyncio.Future) -> None:
+        try:
+            await stored
+        except Exception:
+            # Not stored (the database away): the client sends it again; applying it twice changes nothing.
+            await self.reply(error_frame(ErrorCode.UNAVAILABLE, "Temporarily unavailable; try again.", ref=ref,
+                                         retry_after=2))
+            return
+        await self.ack(ref)
+
+    def _refused(self, kind: str, refusal: collab.Refusal):
+        logger.warning("collab update refused user=%s session=%s doc=%s code=%s", self.user.pk, self.session.pk,
+                       kind, refusal.code)
+        raise FrameError(refusal.code, refusal.message, doc=kind, **refusal.details) from None
 
     async def on_sync(self, msg: CollabSync) -> None:
         try:

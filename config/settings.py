@@ -371,6 +371,8 @@ AULA_COLLAB_CHECK_SECONDS = _int("AULA_COLLAB_CHECK_SECONDS", 30, minimum=1)
 AULA_COLLAB_COMPACT_UPDATES = _int("AULA_COLLAB_COMPACT_UPDATES", 2000, minimum=10)
 AULA_COLLAB_COMPACT_SECONDS = _int("AULA_COLLAB_COMPACT_SECONDS", 60, minimum=5)
 AULA_COLLAB_COMPACT_MAX_ROWS = _int("AULA_COLLAB_COMPACT_MAX_ROWS", 50_000, minimum=100)
+# Exports draw Unicode text with DejaVu (Debian: fonts-dejavu-core); another directory of DejaVu TTFs here.
+AULA_COLLAB_FONT_DIR = env.str("AULA_COLLAB_FONT_DIR", default="")
 AULA_COURSE_FILE_MAX_BYTES = _int("AULA_COURSE_FILE_MAX_BYTES", 5_000_000, minimum=100_000)
 
 # Task modules outside an app's tasks.py.

@@ -12,6 +12,7 @@
 
   var Y = global.AulaCollab.Y;
   var SEND_EVERY_MS = 50;
+  var MAX_IN_FLIGHT = 4;              // updates commute: a few travel at once instead of one per round trip
   var AWARENESS_EVERY_MS = 66;        // ≤ 15 cursor updates a second from one tab
   var AWARENESS_HEARTBEAT_MS = 20000; // an idle cursor is re-announced (the server forgets after 60 s)
   var AWARENESS_TTL_MS = 60000;
@@ -102,7 +103,7 @@
     this.edit = {allowed: false, reason: "Connecting…"};
     this.awareness = new Awareness(this);
     this._outbox = [];
-    this._inflight = false;
+    this._inflight = 0;
     this._sendTimer = null;
     this._syncing = false;
     this._newDoc();
@@ -128,13 +129,15 @@
   };
 
   DocHandle.prototype._send = function () {
-    if (this._inflight || !this._outbox.length || !this.client.live || !this.ready) return;
+    if (this._inflight >= MAX_IN_FLIGHT || !this._outbox.length || !this.client.live || !this.ready) return;
     var update = this._outbox.length === 1 ? this._outbox[0] : Y.mergeUpdates(this._outbox);
     this._outbox = [];
-    this._inflight = true;
+    this._inflight += 1;
     var self = this;
+    var doc = this.ydoc;
     this.client.socket.send({type: "update", doc: this.kind, update: b64encode(update)}, function (err) {
-      self._inflight = false;
+      self._inflight -= 1;
+      if (doc !== self.ydoc) return;  // answered after a reset: that document is gone
       if (!err) {
         self.emit("saved");
         if (self._outbox.length) self._scheduleSend();
@@ -160,6 +163,7 @@
   /* Drop local state and take the server's copy (after a refused edit). */
   DocHandle.prototype.reset = function () {
     var old = this.ydoc;
+    if (!old) return;
     this._outbox = [];
     this.ready = false;
     this._newDoc();

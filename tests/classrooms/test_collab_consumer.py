@@ -14,7 +14,7 @@ from pycrdt import Doc, Map, Text
 from classrooms import services
 from classrooms.models import CollabClient, CollabUpdate, Feature
 from config.asgi import application
-from tests.classrooms.test_consumers import Client
+from tests.classrooms.test_consumers import Client, connect
 from tests.conftest import login_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,15 +25,7 @@ def b64(data: bytes) -> str:
 
 
 async def open_collab(user, session) -> tuple[Client, dict]:
-    cookie = await database_sync_to_async(login_cookie)(user)
-    comm = WebsocketCommunicator(
-        application, f"/ws/v1/sessions/{session.pk}/collab/",
-        headers=[(b"origin", b"http://localhost:8000"),
-                 (b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode())])
-    connected, code = await comm.connect(timeout=5)
-    assert connected, code
-    client = Client(comm)
-    return client, await client.next("snapshot")
+    return await connect(user, session, "collab/")
 
 
 class Replica:

@@ -174,7 +174,7 @@ def test_exports_render_the_board_and_notes_for_participants_and_are_recorded(cl
     pdf = client.get(reverse("collab-export", args=[world.session_a.pk, "board", "pdf"]))
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     md = client.get(reverse("collab-export", args=[world.session_a.pk, "notes", "md"]))
-    assert md.content.decode() == "## Photosynthesis\nneeds \\*light\\*\n"
+    assert md.content.decode() == "## Photosynthesis\n\nneeds \\*light\\*\n"
     assert client.get(reverse("collab-export", args=[world.session_a.pk, "notes", "pdf"])).content.startswith(b"%PDF")
     assert client.get(reverse("collab-export", args=[world.session_a.pk, "notes", "png"])).status_code == 404
     client.force_login(world.student_c)

@@ -71,7 +71,9 @@
       placeholder: "Shared notes: everyone in the class sees what is written here.",
       modules: {
         toolbar: {container: this.toolbar},
-        cursors: {hideDelayMs: 2500, transformOnTextChange: true},
+        // Positions come from the Yjs relative positions on every change (_drawCursors); quill-cursors' own
+        // transform runs later (in a timeout) and would shift them a second time.
+        cursors: {hideDelayMs: 2500, transformOnTextChange: false},
         history: {userOnly: true}  // undo takes back only one's own typing, never a classmate's
       }
     });

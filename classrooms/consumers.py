@@ -93,7 +93,7 @@ class HandLower(Inbound):
 
 
 class FeatureLock(Inbound):
-    feature: Literal["chat", "hand", "polls", "reactions", "whiteboard"]
+    feature: Literal["chat", "hand", "polls", "reactions", "whiteboard", "notes"]
     locked: bool
     user_id: int | None = None
 

@@ -16,7 +16,7 @@
   var CHAT_DOM_LIMIT = 300;   // older messages are pruned from the page (they stay in the database)
   var ATTENDANCE_URL = root.dataset.attendanceUrl || "";
   var FEATURE_TEXT = {chat: "chat", hand: "hand raising", polls: "polls", reactions: "reactions",
-                      whiteboard: "the whiteboard"};
+                      whiteboard: "the whiteboard", notes: "the shared notes"};
   var STATE_RANK = {active: 3, idle: 2, away: 1};
   var STATE_LABEL = {active: "active", idle: "idle", away: "away", offline: "offline"};
   var CLOSED_TEXT = {

@@ -8,7 +8,7 @@
   var room = window.aulaRoom;
   if (!room) return;
   var S = room.state, h = room.h, q = room.q, setText = room.setText, show = room.show;
-  var FEATURES = ["chat", "hand", "polls", "reactions", "whiteboard"];
+  var FEATURES = ["chat", "hand", "polls", "reactions", "whiteboard", "notes"];
 
   function active() { return !!(S.you && S.you.can_moderate) && !S.closed; }
 

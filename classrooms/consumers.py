@@ -135,6 +135,15 @@ def read_resume_token(token: str, user_id: int, session_id: int) -> str | None:
     return data.get("c")
 
 
+async def _close_on_control(consumer: RoomConsumer, message: dict) -> None:
+    """A session's control messages to its sockets: the session ended, or this user was removed."""
+    action = message.get("action")
+    if action == "end":
+        await consumer.close(code=CloseCode.ENDED)
+    elif action == "remove" and message.get("user_id") == consumer.user.pk:
+        await consumer.close(code=CloseCode.REMOVED)
+
+
 async def _join_session(consumer: RoomConsumer) -> None:
     """Admit a socket to a live session's routes (the class room, the board and notes): enrolled in its course,
     not removed, not ended. Sets `session`, `role` and `is_staff_role`; raises Refused."""
@@ -250,11 +259,7 @@ class LiveSessionConsumer(RoomConsumer):
             resumed=bool(meta.get("resumed")), reason=reason)
 
     async def _on_control(self, message: dict) -> None:
-        action = message.get("action")
-        if action == "end":
-            await self.close(code=CloseCode.ENDED)
-        elif action == "remove" and message.get("user_id") == self.user.pk:
-            await self.close(code=CloseCode.REMOVED)
+        await _close_on_control(self, message)
 
     # --- snapshot and resume -----------------------------------------------------------------------
     async def _send_snapshot(self) -> None:
@@ -661,11 +666,7 @@ class CollabConsumer(RoomConsumer):
             await collab.room_leave(self, self.room)
 
     async def _on_control(self, message: dict) -> None:
-        action = message.get("action")
-        if action == "end":
-            await self.close(code=CloseCode.ENDED)
-        elif action == "remove" and message.get("user_id") == self.user.pk:
-            await self.close(code=CloseCode.REMOVED)
+        await _close_on_control(self, message)
 
     _consent: str | None = None  # why a child may not write here (COPPA), refreshed each re-check period
 

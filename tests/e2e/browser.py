@@ -41,3 +41,23 @@ def sign_in(page, base: str, email: str, password: str) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{base}/")
+
+
+class SessionPage:
+    """One signed-in browser context on a live session's page (the board and notes tests' participants).
+    Page errors are collected in `errors`; a subclass waits for what it needs once the page is open."""
+
+    def __init__(self, b, server, user, session, *, wait_ms: int = 15000, **context_args):
+        from tests import factories
+
+        self.user = user
+        self.context = b.new_context(**context_args)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(wait_ms)
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        sign_in(self.page, server.origin, user.email, factories.PASSWORD)
+        self.page.goto(f"{server.origin}/sessions/{session.pk}/")
+
+    def tid(self, test_id: str):
+        return self.page.get_by_test_id(test_id)

@@ -15,9 +15,6 @@ import contextlib
 import itertools
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,10 +22,7 @@ import websockets
 from django.conf import settings
 from pycrdt import Array, Doc, Map
 
-from config.devservers import free_port, uvicorn_tuning_args
-from tests.conftest import wait_http
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.faultkit import LoggedServer
 
 
 def b64(data: bytes) -> str:
@@ -41,66 +35,19 @@ def unb64(text: str) -> bytes:
 
 # --- server processes ----------------------------------------------------------------------------------
 
-class CollabServer:
-    """One uvicorn process on a free port using the test database and Redis; stdout+stderr kept in a file."""
+class CollabServer(LoggedServer):
+    """One uvicorn process on a free port using the test database and Redis."""
 
     def __init__(self, name: str, log_dir: Path, extra_env: dict | None = None):
         from django.db import connection
 
-        self.name = name
-        self.port = free_port()
-        self.log_path = log_dir / f"server-{name}-{self.port}.log"
         db = connection.settings_dict
-        env = {**os.environ,
-               "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-               "AULA_WS_ALLOWED_ORIGINS": f"http://127.0.0.1:{self.port}",
-               "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-               "AULA_SOCKET_RECHECK_SECONDS": "2",
-               "AULA_LOG_LEVEL": "INFO", "AULA_LOG_FORMAT": "text",
-               **(extra_env or {})}
-        argv = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
-                "--port", str(self.port), *uvicorn_tuning_args()]
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()/kill()
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-        try:
-            wait_http(self.port, self.proc)
-        except Exception:
-            self.stop()
-            raise
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_base(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def freeze(self) -> None:
-        """SIGSTOP: the process holds its sockets open but reads, stores and answers nothing (a hung host)."""
-        os.killpg(self.proc.pid, signal.SIGSTOP)
-
-    def kill(self) -> None:
-        """SIGKILL: no disconnect handler, no pending flush runs (a crashed host)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self._log.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGCONT)  # a frozen process must run to handle SIGTERM
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._log.close()
+        super().__init__(name, log_dir, {
+            **os.environ,
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "AULA_SOCKET_RECHECK_SECONDS": "2",
+            "AULA_LOG_LEVEL": "INFO", "AULA_LOG_FORMAT": "text",
+            **(extra_env or {})})
 
 
 # --- the socket ----------------------------------------------------------------------------------------

@@ -42,15 +42,15 @@ NO_RECONNECT = {4401, 4403, 4404, 4408, 4409, 1009}
 REDIS_PREFIX, REALTIME_DB = "aula-t0", 1
 
 
-class FaultServer:
-    """One uvicorn process on a free port, pointed at a FaultStack; stdout+stderr kept in a file."""
+class LoggedServer:
+    """One uvicorn process on a free port with `env`; stdout+stderr kept in a file; it can be frozen (SIGSTOP),
+    killed (SIGKILL) or stopped."""
 
-    def __init__(self, stack: FaultStack, name: str):
+    def __init__(self, name: str, log_dir: Path, env: dict):
         self.name = name
         self.port = free_port()
-        self.log_path = stack.base / f"server-{name}-{self.port}.log"
-        env = {**stack.env,
-               "AULA_WS_ALLOWED_ORIGINS": f"http://127.0.0.1:{self.port}",
+        self.log_path = log_dir / f"server-{name}-{self.port}.log"
+        env = {**env, "AULA_WS_ALLOWED_ORIGINS": f"http://127.0.0.1:{self.port}",
                "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost"}
         argv = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
                 "--port", str(self.port), *uvicorn_tuning_args()]
@@ -74,8 +74,12 @@ class FaultServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process holds its sockets open but reads, stores and answers nothing (a hung host)."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
     def kill(self) -> None:
-        """SIGKILL: no disconnect handlers run, no presence leaves are sent (a crashed host)."""
+        """SIGKILL: no disconnect handlers run, no pending work is flushed (a crashed host)."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
@@ -84,12 +88,20 @@ class FaultServer:
     def stop(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGCONT)  # a frozen process must run to handle SIGTERM
                 os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+
+
+class FaultServer(LoggedServer):
+    """A server pointed at a FaultStack."""
+
+    def __init__(self, stack: FaultStack, name: str):
+        super().__init__(name, stack.base, stack.env)
 
 
 class FaultStack:
@@ -199,7 +211,7 @@ def tcp_send_queue(local_port: int, remote_port: int) -> int | None:
     return None
 
 
-__all__ = ["REDIS_PREFIX", "FaultServer", "FaultStack", "LiveClient", "tcp_send_queue", "wait_until"]
+__all__ = ["REDIS_PREFIX", "FaultServer", "LoggedServer", "FaultStack", "LiveClient", "tcp_send_queue", "wait_until"]
 
 
 @dataclass

@@ -22,8 +22,7 @@ from playwright.sync_api import expect
 
 from classrooms import collab_export, collab_services, selectors, services
 from classrooms.models import CollabCheckpoint, CollabDocument
-from tests import factories
-from tests.e2e.browser import browser, sign_in
+from tests.e2e.browser import SessionPage, browser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -32,22 +31,12 @@ LAPTOP = {"viewport": {"width": 1280, "height": 900}}
 TABLET = {"viewport": {"width": 1024, "height": 768}}
 
 
-class Writer:
+class Writer(SessionPage):
     """One signed-in browser context on the session page, with the notes loaded."""
 
     def __init__(self, b, server, user, session, **context_args):
-        self.user = user
-        self.context = b.new_context(**context_args)
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(WAIT_MS)
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        sign_in(self.page, server.origin, user.email, factories.PASSWORD)
-        self.page.goto(f"{server.origin}/sessions/{session.pk}/")
+        super().__init__(b, server, user, session, wait_ms=WAIT_MS, **context_args)
         self.wait_can_write(True)
-
-    def tid(self, test_id: str):
-        return self.page.get_by_test_id(test_id)
 
     @property
     def text(self):

@@ -404,7 +404,6 @@ class CollabRoom:
         self.member = Member(self._on_frame, user_id=None, on_control=self._on_control)
         self.loaded: asyncio.Future | None = None
         self.stale = False
-        self.edit: dict[int, dict[str, str | None]] = {}  # user → kind → reason they may not edit (None: may)
         self.unload_timer: asyncio.TimerHandle | None = None
 
     # --- loading ---------------------------------------------------------------------------------------
@@ -487,7 +486,6 @@ class CollabRoom:
         for consumer in list(self.locals):
             if consumer.user.pk in reasons:
                 await consumer.edit_changed(reasons[consumer.user.pk])
-        self.edit.update(reasons)
 
     # --- updates -------------------------------------------------------------------------------------
     async def submit(self, consumer, kind: str, data: bytes) -> list[dict]:
@@ -706,6 +704,3 @@ async def room_leave(consumer, room: CollabRoom) -> None:
                 asyncio.ensure_future(room.close())
         room.unload_timer = asyncio.get_running_loop().call_later(UNLOAD_AFTER_SECONDS, unload)
 
-
-def rooms() -> dict[str, CollabRoom]:
-    return _rooms

@@ -20,11 +20,22 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods
 
 from classrooms import collab_services, selectors
-from classrooms.models import CollabCheckpoint, CollabContribution, CollabDocument, CourseFile, LiveSession, Role
+from classrooms.collab_attribution import Counts, merge_counts
+from classrooms.models import (
+    CollabCheckpoint,
+    CollabContribution,
+    CollabDocument,
+    CourseFile,
+    LiveSession,
+    Role,
+    User,
+)
 from compliance import audit
 from config.api import error_body
 
 _TEACHING = {Role.TEACHER, Role.TA}
+_COUNT_FIELDS = ("updates", "bytes", "elements_added", "elements_removed", "elements_edited", "chars_added",
+                 "chars_removed", "first_at", "last_at")
 
 
 def _session(request, session_id: int, *, staff: bool = False) -> tuple[LiveSession, str]:
@@ -50,9 +61,15 @@ def _document(session: LiveSession, kind: str) -> CollabDocument:
     return collab_services.documents_ensure(session)[kind]
 
 
-def _work(document: CollabDocument) -> list[CollabContribution]:
-    """Each student's share of a document: what reading the document reads, for the FERPA record."""
+def _folded(document: CollabDocument) -> list[CollabContribution]:
+    """Each person's share of the stored versions (checkpoints hold exactly what was folded into these)."""
     return list(CollabContribution.objects.filter(document=document))
+
+
+def _writers(document: CollabDocument) -> list:
+    """Everyone whose work is in the document now, folded or still in the log: what an export reads."""
+    rows, counts = selectors.collab_work(document)
+    return [*rows, *User.objects.filter(pk__in=[uid for uid in counts if uid not in {r.user_id for r in rows}])]
 
 
 def _error(status: int, code: str, message: str) -> JsonResponse:
@@ -66,7 +83,7 @@ def _error(status: int, code: str, message: str) -> JsonResponse:
 def collab_history(request, session_id: int, kind: str):
     session, role = _session(request, session_id)
     document = _document(session, kind)
-    audit.record_request_access(request, _work(document), purpose="collab.history", role=role)
+    audit.record_request_access(request, _folded(document), purpose="collab.history", role=role)
     versions = [{"id": c.pk, "at": c.created_at.isoformat(), "bytes": c.size}
                 for c in CollabCheckpoint.objects.filter(document=document).order_by("upto")
                 .only("pk", "created_at", "size")]
@@ -83,7 +100,7 @@ def collab_version(request, session_id: int, kind: str, version_id: int):
     checkpoint = CollabCheckpoint.objects.filter(document=document, pk=version_id).first()
     if checkpoint is None:
         return _error(404, "not_found", "No such version.")
-    audit.record_request_access(request, _work(document), purpose="collab.history", role=role)
+    audit.record_request_access(request, _folded(document), purpose="collab.history", role=role)
     return JsonResponse({"id": checkpoint.pk, "at": checkpoint.created_at.isoformat(),
                          "state": base64.b64encode(bytes(checkpoint.state)).decode("ascii")})
 
@@ -102,7 +119,7 @@ def collab_export(request, session_id: int, kind: str, fmt: str):
     session, role = _session(request, session_id)
     document = _document(session, kind)
     state = selectors.collab_state(document)
-    audit.record_request_access(request, _work(document), purpose="collab.export", via="export", role=role)
+    audit.record_request_access(request, _writers(document), purpose="collab.export", via="export", role=role)
     title = f"{session.title} · {session.course.code}"
     when = session.started_at or session.created_at
     subtitle = f"{'Whiteboard' if kind == 'board' else 'Notes'} · {when:%Y-%m-%d}"
@@ -133,15 +150,24 @@ def collab_export(request, session_id: int, kind: str, fmt: str):
 def collab_contributions(request, session_id: int):
     """Per student: what they drew and wrote in the session's board and notes (from authorship)."""
     session, role = _session(request, session_id, staff=True)
-    documents = collab_services.documents_ensure(session)
-    for document in documents.values():
-        collab_services.document_compact(document_id=document.pk)  # the tail too, so the figures are whole
-    rows = list(CollabContribution.objects.filter(document__session=session).select_related("user", "document"))
-    audit.record_request_access(request, rows, purpose="collab.contributions", role=role)
     people: dict[int, dict] = {}
-    for c in rows:
-        person = people.setdefault(c.user_id, {"user": c.user, "board": None, "notes": None})
-        person[c.document.kind] = c
+    read = []
+    for kind, document in collab_services.documents_ensure(session).items():
+        # Read, not folded here: the log after the latest checkpoint is attributed in memory (a page view
+        # writes nothing; the compactor folds it on its own schedule).
+        rows, tail = selectors.collab_work(document)
+        read += rows
+        folded = {row.user_id: Counts(**{f: getattr(row, f) for f in _COUNT_FIELDS}) for row in rows}
+        for user_id, total in merge_counts(folded, tail).items():
+            people.setdefault(user_id, {"board": None, "notes": None})[kind] = total
+    users = {u.pk: u for u in User.objects.filter(pk__in=list(people))}
+    for user_id in list(people):
+        if user_id not in users:
+            del people[user_id]  # an account deleted since
+        else:
+            people[user_id]["user"] = users[user_id]
+    read += [u for uid, u in users.items() if uid not in {r.user_id for r in read}]
+    audit.record_request_access(request, read, purpose="collab.contributions", role=role)
     enrolled = dict(session.course.enrollments.filter(is_active=True).values_list("user_id", "role"))
     students = sorted((p for uid, p in people.items() if enrolled.get(uid) == Role.STUDENT),
                       key=lambda p: p["user"].public_name.lower())

@@ -511,21 +511,30 @@ def collab_edit_reasons(session_id: int, user_ids: list[int]) -> dict[int, dict[
     return out
 
 
+def collab_log(document) -> tuple[bytes | None, QuerySet]:
+    """A document as stored: the latest checkpoint's state (None before the first) and the log rows after it,
+    in order."""
+    from classrooms.models import CollabCheckpoint, CollabUpdate
+
+    checkpoint = (CollabCheckpoint.objects.filter(document=document).order_by("-upto")
+                  .values_list("upto", "state").first())
+    upto, base = checkpoint if checkpoint else (0, None)
+    return (bytes(base) if base else None), \
+        CollabUpdate.objects.filter(document=document, id__gt=upto).order_by("id")
+
+
 def collab_load(session: LiveSession) -> dict[str, dict]:
     """What a server process needs to hold a session's documents: per kind its id, the latest checkpoint
     plus the log after it (in order), and the replica → person bindings."""
     from classrooms.collab_services import documents_ensure
-    from classrooms.models import CollabCheckpoint, CollabClient, CollabUpdate
+    from classrooms.models import CollabClient
 
     out = {}
     for kind, document in documents_ensure(session).items():
-        checkpoint = (CollabCheckpoint.objects.filter(document=document).order_by("-upto")
-                      .values_list("upto", "state").first())
-        upto, base = checkpoint if checkpoint else (0, None)
-        tail = [bytes(d) for d in CollabUpdate.objects.filter(document=document, id__gt=upto).order_by("id")
-                .values_list("data", flat=True)]
+        base, log = collab_log(document)
+        tail = [bytes(d) for d in log.values_list("data", flat=True)]
         clients = dict(CollabClient.objects.filter(document=document).values_list("client_id", "user_id"))
-        out[kind] = {"id": document.pk, "parts": ([bytes(base)] if base else []) + tail, "tail": len(tail),
+        out[kind] = {"id": document.pk, "parts": ([base] if base else []) + tail, "tail": len(tail),
                      "clients": clients}
     return out
 
@@ -534,16 +543,11 @@ def collab_state(document) -> bytes:
     """The document's whole current state as one Yjs update (latest checkpoint merged with the log)."""
     from pycrdt import Doc
 
-    from classrooms.models import CollabCheckpoint, CollabUpdate
-
-    checkpoint = CollabCheckpoint.objects.filter(document=document).order_by("-upto").values_list(
-        "upto", "state").first()
-    upto, base = checkpoint if checkpoint else (0, None)
+    base, log = collab_log(document)
     doc = Doc()
     if base:
-        doc.apply_update(bytes(base))
-    for data in CollabUpdate.objects.filter(document=document, id__gt=upto).order_by("id").values_list(
-            "data", flat=True).iterator(chunk_size=2000):
+        doc.apply_update(base)
+    for data in log.values_list("data", flat=True).iterator(chunk_size=2000):
         try:
             doc.apply_update(bytes(data))
         except ValueError:
@@ -551,14 +555,18 @@ def collab_state(document) -> bytes:
     return doc.get_update()
 
 
-def collab_documents_for(user: User, session_id: int):
-    """The session's documents if `user` may see them (enrolled in its course, or staff of its school)."""
-    from classrooms.models import CollabDocument
+def collab_work(document) -> tuple[list, dict]:
+    """Each person's share of a document, without writing anything: the contribution rows the compactor
+    folded, and the counts of the log after the latest checkpoint ({user_id: Counts}). Exports, history and the
+    contribution summary read this (a FERPA access per contributing student)."""
+    from classrooms.collab_attribution import attribute
+    from classrooms.models import CollabContribution
 
-    session = live_sessions_for(user).filter(pk=session_id).first()
-    if session is None:
-        return None, {}
-    return session, {d.kind: d for d in CollabDocument.objects.filter(session=session)}
+    rows = list(CollabContribution.objects.filter(document=document).select_related("user"))
+    base, log = collab_log(document)
+    tail = [(author, bytes(data), at) for author, data, at in log.values_list("author_id", "data", "created_at")]
+    counts = attribute(document.kind, base, tail)[1] if tail else {}
+    return rows, counts
 
 
 def collab_people(session: LiveSession, user_ids) -> dict[int, dict]:

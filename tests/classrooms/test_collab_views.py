@@ -179,6 +179,15 @@ def test_exports_render_the_board_and_notes_for_participants_and_are_recorded(cl
     assert client.get(reverse("collab-export", args=[world.session_a.pk, "notes", "png"])).status_code == 404
     client.force_login(world.student_c)
     assert client.get(reverse("collab-export", args=[world.session_a.pk, "board", "pdf"])).status_code == 404
+    # The export read each writer's work, still in the log: recorded for the student.
+    exported = LogEntry.objects.filter(action=LogEntry.Action.ACCESS, additional_data__purpose="collab.export")
+    assert {e.additional_data["student"] for e in exported} == {world.student_a.pk}
+    # The summary counts the log after the latest checkpoint too, and a page view writes nothing.
+    client.force_login(world.teacher_a)
+    page = client.get(reverse("session-contributions", args=[world.session_a.pk]))
+    row = page.context["students"][0]
+    assert row["user"] == world.student_a and row["board"].elements_added == 2 and row["notes"].chars_added == 28
+    assert CollabUpdate.objects.count() == 2 and not CollabCheckpoint.objects.exists()
 
 
 def test_erasing_a_person_removes_what_they_wrote_from_every_version_and_keeps_the_rest(world):

@@ -639,6 +639,20 @@ AULA_RETENTION_DELETION_RECORD_DAYS = _int("AULA_RETENTION_DELETION_RECORD_DAYS"
 # your own so that rotating SECRET_KEY does not change the tokens).
 AULA_COPPA_TOKEN_KEY = env.str("AULA_COPPA_TOKEN_KEY", default="") or f"coppa-token:{SECRET_KEY}"
 
+# --- Credentials at rest (config/secrets.py) ---------------------------------------------------------------
+# Fernet keys (comma-separated, newest first) that encrypt stored credentials: LTI tool keys, SIS and identity
+# provider client secrets. Rotate: prepend a new key, deploy, `manage.py secrets_rotate`, drop the old key.
+AULA_SECRET_KEYS = env.list("AULA_SECRET_KEYS", default=[])
+if not AULA_SECRET_KEYS:
+    if PRODUCTION:
+        raise ImproperlyConfigured("AULA_SECRET_KEYS must be set in production (python -c \"from "
+                                   "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\")")
+    import base64 as _b64
+    import hashlib as _hashlib
+
+    _derived = _hashlib.sha256(f"aula-secrets:{SECRET_KEY}".encode()).digest()
+    AULA_SECRET_KEYS = [_b64.urlsafe_b64encode(_derived).decode()]
+
 # --- Email and outbound integrations ----------------------------------------------------------------
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)

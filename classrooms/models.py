@@ -46,6 +46,9 @@ class DistrictQuerySet(TenantQuerySet):
 class District(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=64, unique=True)
+    local_passwords = models.BooleanField(
+        default=True, help_text="People of this district may sign in with an Aula password. Off: only through the "
+        "district's identity provider (single sign-on) or an LMS launch.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)  # OneRoster dateLastModified (district API delta sync)
 
@@ -163,6 +166,33 @@ class DistrictRole(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} – {self.get_role_display()} of {self.district}"
+
+
+class ExternalIdentity(models.Model):
+    """An Aula account as another system of the district knows it: an LMS platform's LTI subject, an OIDC
+    identity provider's `sub` or a SAML NameID. Found by (kind, issuer, subject); never by email alone."""
+
+    class Kind(models.TextChoices):
+        LTI = "lti", "LTI platform"
+        OIDC = "oidc", "OpenID Connect identity provider"
+        SAML = "saml", "SAML 2.0 identity provider"
+
+    district = models.ForeignKey(District, on_delete=models.CASCADE, related_name="external_identities")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="external_identities")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    issuer = models.CharField(max_length=255, help_text="LTI platform issuer, OIDC issuer or SAML IdP entity id.")
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "issuer", "subject"], name="external_identity_unique"),
+        ]
+        indexes = [models.Index(fields=["user", "kind"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.issuer} / {self.subject}"
 
 
 class Guardianship(models.Model):

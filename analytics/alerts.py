@@ -7,6 +7,10 @@ ended, per-user cap) are not in it. An alert opens above AULA_ALERT_CONNECTION_F
 holds at least AULA_ALERT_MIN_ATTEMPTS decided connections (1 failure of 3 is noise, not an incident); it
 resolves when the rate falls under AULA_ALERT_RESOLVE_RATIO × the threshold, or the window has no
 connections left (hysteresis: a rate that hovers at the threshold does not open and resolve every run).
+
+LMS grade deliveries (exams.GradeSync, per school, room key `inst<id>.grades`): an alert opens when results
+keep failing — retried at least AULA_ALERT_GRADE_SYNC_TRIES times and still failing, or given up in the last 24
+hours — and resolves when none is.
 """
 
 from __future__ import annotations
@@ -58,7 +62,55 @@ def alerts_evaluate(*, now: float | None = None) -> dict[str, int]:
         result = connection_failure_evaluate(room_key=room_key, figures=figures, now=now)
         if result:
             outcome[result] += 1
+    for result in grade_sync_evaluate(now=now):
+        outcome[result] += 1
     return outcome
+
+
+def grade_sync_evaluate(*, now: float | None = None) -> list[str]:
+    """Open, update or resolve each school's "LMS grade deliveries failing" alert."""
+    from django.db.models import Count, Q
+
+    from exams.models import GradeSync
+
+    at = dt.datetime.fromtimestamp(time.time() if now is None else now, tz=dt.UTC)
+    tries = settings.AULA_ALERT_GRADE_SYNC_TRIES
+    failing = Q(status=GradeSync.Status.FAILED, tries__gte=tries) | Q(
+        status=GradeSync.Status.DEAD, updated_at__gte=at - dt.timedelta(hours=24))
+    counts = dict(GradeSync.objects.filter(failing).values_list("institution_id").annotate(n=Count("id")))
+    kind = Alert.Kind.GRADE_SYNC_FAILING
+    open_keys = dict(Alert.objects.filter(kind=kind).exclude(state=Alert.State.RESOLVED)
+                     .values_list("room_key", "id"))
+    results = []
+    for room_key in sorted(set(open_keys) | {f"inst{i}.grades" for i in counts}):
+        n = counts.get(int(room_key[4:].split(".")[0]), 0)
+        key = dedupe_key(kind, room_key)
+        with transaction.atomic():
+            alert = Alert.objects.select_for_update().filter(dedupe_key=key).exclude(
+                state=Alert.State.RESOLVED).first()
+            if alert is None:
+                if not n:
+                    continue
+                try:
+                    with transaction.atomic():
+                        alert = Alert.objects.create(kind=kind, room_key=room_key, dedupe_key=key, opened_at=at,
+                                                     last_seen_at=at, threshold=tries, peak_value=n, last_value=n,
+                                                     attempts=n, failures=n)
+                except IntegrityError:
+                    continue
+                logger.warning("alert opened kind=%s room=%s failing=%d", kind, room_key, n)
+                _deliver_on_commit(alert, OPENED)
+                results.append("opened")
+            elif not n:
+                _resolve(alert, at, by_staff=False, rate=0.0)
+                results.append("resolved")
+            else:
+                alert.last_value, alert.peak_value = n, max(alert.peak_value, n)
+                alert.attempts = alert.failures = n
+                alert.last_seen_at = at
+                alert.save(update_fields=["last_value", "peak_value", "attempts", "failures", "last_seen_at"])
+                results.append("updated")
+    return results
 
 
 def connection_failure_evaluate(*, room_key: str, figures: dict, now: float | None = None) -> str | None:

@@ -182,6 +182,7 @@ class Alert(models.Model):
 
     class Kind(models.TextChoices):
         CONNECTION_FAILURE_RATE = "connection_failure_rate", "Connection failure rate"
+        GRADE_SYNC_FAILING = "grade_sync_failing", "LMS grade deliveries failing"
 
     class State(models.TextChoices):
         OPEN = "open", "Open"

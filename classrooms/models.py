@@ -13,6 +13,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from config import secrets
+
 
 class Role(models.TextChoices):
     """Roles within an institution (Membership) or a course (Enrollment)."""
@@ -193,6 +195,124 @@ class ExternalIdentity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.issuer} / {self.subject}"
+
+
+# --- LTI 1.3 (Aula as a tool inside a district's LMS; docs/lti.md) -------------------------------------------
+
+class LtiPlatformQuerySet(TenantQuerySet):
+    tenant_field = "district__institutions"
+    tenant_via_many = True
+
+
+class LtiPlatform(models.Model):
+    """An LMS registration: the platform's issuer and endpoints, the client id it gave Aula, its deployments."""
+
+    district = models.ForeignKey(District, on_delete=models.CASCADE, related_name="lti_platforms")
+    name = models.CharField(max_length=200, help_text="e.g. 'Canvas (district)'")
+    issuer = models.CharField(max_length=255, help_text="The platform's issuer (iss), e.g. https://canvas.instructure.com")
+    client_id = models.CharField(max_length=255, help_text="The client id the platform assigned to Aula.")
+    deployment_ids = models.JSONField(default=list, blank=True, help_text="Deployment ids accepted from this platform.")
+    auth_login_url = models.URLField(max_length=500, help_text="OIDC authorization endpoint.")
+    auth_token_url = models.URLField(max_length=500, help_text="OAuth2 token endpoint (services).")
+    auth_audience = models.CharField(max_length=500, blank=True, help_text="Token audience when not the token URL.")
+    keyset_url = models.URLField(max_length=500, help_text="The platform's public JWKS URL.")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = LtiPlatformQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "client_id"], name="lti_platform_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.issuer})"
+
+
+class LtiToolKey(models.Model):
+    """Aula's own signing keys (RS256), published at /lti/jwks.json. The newest active key signs; keys stay
+    published until `retire_at` so that platforms holding a cached key set still verify older signatures."""
+
+    kid = models.CharField(max_length=100, unique=True)
+    private_key = secrets.EncryptedTextField(help_text="PEM, encrypted at rest (AULA_SECRET_KEYS).")
+    public_jwk = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    retire_at = models.DateTimeField(null=True, blank=True, help_text="Unpublished after this time.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.kid
+
+
+class LtiContext(models.Model):
+    """An LMS course (context) and the Aula course it is linked to."""
+
+    platform = models.ForeignKey(LtiPlatform, on_delete=models.CASCADE, related_name="contexts")
+    context_id = models.CharField(max_length=255)
+    title = models.CharField(max_length=255, blank=True)
+    course = models.ForeignKey("Course", on_delete=models.CASCADE, null=True, blank=True, related_name="lti_contexts")
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    memberships_url = models.URLField(max_length=500, blank=True)
+    lineitems_url = models.URLField(max_length=500, blank=True)
+    roster_synced_at = models.DateTimeField(null=True, blank=True)
+    roster_report = models.JSONField(default=dict, blank=True, help_text="The last roster reconciliation (NRPS).")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["platform", "context_id"], name="lti_context_unique")]
+
+    def __str__(self) -> str:
+        return self.title or self.context_id
+
+
+class LtiResourceLink(models.Model):
+    """A placement of an Aula live session or exam in an LMS course (made by deep linking), with its grade
+    column (AGS line item) once Aula created or was given one."""
+
+    class Target(models.TextChoices):
+        SESSION = "session", "Live session"
+        EXAM = "exam", "Exam"
+
+    context = models.ForeignKey(LtiContext, on_delete=models.CASCADE, related_name="resource_links")
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
+    resource_link_id = models.CharField(max_length=255, blank=True, help_text="Set at the first launch.")
+    target = models.CharField(max_length=16, choices=Target.choices)
+    target_id = models.PositiveBigIntegerField()
+    title = models.CharField(max_length=255)
+    lineitem_url = models.URLField(max_length=500, blank=True)
+    created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["context", "resource_link_id"], condition=~models.Q(resource_link_id=""),
+                                    name="lti_resource_link_unique"),
+        ]
+        indexes = [models.Index(fields=["target", "target_id"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class LtiLaunch(models.Model):
+    """Every accepted launch (the audit trail of who came in from the LMS, as what, to what)."""
+
+    platform = models.ForeignKey(LtiPlatform, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    context = models.ForeignKey(LtiContext, on_delete=models.SET_NULL, null=True, related_name="+")
+    resource_link = models.ForeignKey(LtiResourceLink, on_delete=models.SET_NULL, null=True, blank=True,
+                                      related_name="+")
+    message_type = models.CharField(max_length=64)
+    role = models.CharField(max_length=16, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["platform", "at"])]
 
 
 class Guardianship(models.Model):

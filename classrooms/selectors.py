@@ -584,3 +584,16 @@ _PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#
 def person_color(user_id: int) -> str:
     """A stable, distinct-enough colour per person for cursors and authorship (same on every screen)."""
     return _PALETTE[(int(user_id) * 2654435761) % len(_PALETTE)]
+
+
+def session_quiz_scores(session_id: int) -> tuple[int, dict[int, int]]:
+    """(quizzes in the session, {student who answered any of them: correct answers}) — the class quiz result
+    that goes to an LMS grade column. Students who answered no quiz get no grade (not a zero)."""
+    from django.db.models import Count, Q
+
+    from classrooms.models import Poll, PollAnswer
+
+    total = Poll.objects.filter(session_id=session_id, is_quiz=True).count()
+    rows = (PollAnswer.objects.filter(poll__session_id=session_id, poll__is_quiz=True, user__isnull=False)
+            .values("user_id").annotate(right=Count("id", filter=Q(is_correct=True))))
+    return total, {r["user_id"]: r["right"] for r in rows}

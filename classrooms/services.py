@@ -316,6 +316,7 @@ def session_end(*, session: LiveSession, actor: User | None) -> LiveSession:
         transaction.on_commit(lambda: attendance_compute.apply_async(args=[session_id], countdown=40))
         # The board and notes are folded into their final checkpoints once the last flushes are stored.
         transaction.on_commit(lambda: collab_session_compact.apply_async(args=[session_id], countdown=5))
+        transaction.on_commit(lambda: signals.session_ended.send(sender=LiveSession, session_id=session_id))
     return session
 
 

@@ -71,3 +71,19 @@ def collab_compact_due() -> int:
     for document_id in due:
         collab_services.document_compact(document_id=document_id)
     return len(due)
+
+
+@shared_task(ignore_result=True, acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=3)
+def lti_roster_sync(context_id: int) -> dict:
+    """Reconcile a linked LMS course's enrollments with its roster (NRPS): at launch (when stale) and on demand."""
+    from classrooms import lti_services
+
+    return lti_services.roster_sync(context_id=context_id)
+
+
+@shared_task(ignore_result=True)
+def lti_keys_rotate_due() -> dict:
+    """Beat: Aula's LTI signing key is rotated on schedule; retired keys are deleted."""
+    from classrooms import lti_services
+
+    return lti_services.keys_rotate_due()

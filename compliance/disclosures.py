@@ -71,11 +71,15 @@ def record_grade_sync(*, sync_id: int) -> int:
     from exams.models import GradeSync
 
     row = (GradeSync.objects.filter(pk=sync_id, status=GradeSync.Status.DELIVERED)
-           .values_list("attempt__student_id", "institution_id", "idempotency_key").first())
+           .values_list("student_id", "institution_id", "idempotency_key", "lti_link__context__platform__name",
+                        "lti_link__context__platform__issuer").first())
     if row is None:
         return 0
-    student_id, institution_id, key = row
-    host = urlparse(settings.AULA_LMS_GRADE_WEBHOOK).hostname or "LMS"
-    return record_vendor_export(party=f"LMS grade webhook ({host})", students=[(student_id, institution_id)],
+    student_id, institution_id, key, platform, issuer = row
+    if platform:
+        party = f"LMS {platform} ({urlparse(issuer).hostname or issuer}, LTI grade services)"
+    else:
+        party = f"LMS grade webhook ({urlparse(settings.AULA_LMS_GRADE_WEBHOOK).hostname or 'LMS'})"
+    return record_vendor_export(party=party[:200], students=[(student_id, institution_id)],
                                 categories=["grades"], interest="Grade passback to the school's learning "
                                 "management system", reference=f"gradesync:{key}")

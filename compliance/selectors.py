@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django.db.models import Q, QuerySet
 
-from classrooms.models import Enrollment, Guardianship, Institution, Membership, Role, User
+from classrooms.models import Course, Enrollment, Guardianship, Institution, Membership, Role, User
 from classrooms.selectors import scoped_to, staff_institution_ids
-from compliance.models import DistrictAPIClient
+from compliance.models import DistrictAPIClient, RosterLink
 
 
 def api_client_for_token(token) -> DistrictAPIClient | None:
@@ -73,3 +73,21 @@ def students_scoped_to(ids: frozenset[int] | None) -> QuerySet[User]:
 
 def api_people(request) -> QuerySet[User]:
     return people_scoped_to(institution_ids_for_request(request))
+
+
+def user_by_sourced_id(district_id: int, sourced_id: str):
+    """The person this district's SIS sent with this sourcedId (OneRoster), or None."""
+    pk = RosterLink.objects.filter(district_id=district_id, kind=RosterLink.Kind.USER, sourced_id=sourced_id) \
+        .values_list("object_id", flat=True).first()
+    return User.objects.filter(pk=pk).first() if pk else None
+
+
+def course_by_sourced_id(district_id: int, sourced_id: str):
+    """The class this district's SIS sent with this sourcedId (OneRoster), or None."""
+    pk = RosterLink.objects.filter(district_id=district_id, kind=RosterLink.Kind.CLASS, sourced_id=sourced_id) \
+        .values_list("object_id", flat=True).first()
+    return Course.objects.filter(pk=pk, institution__district_id=district_id).first() if pk else None
+
+
+def course_is_sis_rostered(course_id: int) -> bool:
+    return RosterLink.objects.filter(kind=RosterLink.Kind.CLASS, object_id=course_id).exists()

@@ -343,6 +343,10 @@ CELERY_TASK_ROUTES = {
     "exams.tasks.attempts_after_close_sweep": {"queue": "bulk"},
     "exams.tasks.notification_send": {"queue": "bulk"},
     "exams.tasks.grade_sync_deliver": {"queue": "bulk"},
+    "exams.tasks.grade_sync_sweep": {"queue": "bulk"},
+    "exams.tasks.session_quiz_grades_send": {"queue": "bulk"},
+    "classrooms.tasks.lti_roster_sync": {"queue": "bulk"},
+    "classrooms.tasks.lti_keys_rotate_due": {"queue": "bulk"},
     "exams.tasks.transcript_generate": {"queue": "bulk"},
     "compliance.coppa.tasks.retention_purge": {"queue": "bulk"},
     "analytics.tasks.flush": {"queue": "analytics"},
@@ -436,6 +440,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "classrooms.tasks.collab_compact_due",
         "schedule": float(AULA_COLLAB_COMPACT_SECONDS),  # database-driven: quiet boards and lost triggers
         "options": {"queue": "bulk", "expires": AULA_COLLAB_COMPACT_SECONDS},
+    },
+    "grade-sync-sweep": {
+        "task": "exams.tasks.grade_sync_sweep",
+        "schedule": 60.0,  # database-driven: a retry lost with a worker is queued again
+        "options": {"queue": "bulk", "expires": 60},
+    },
+    "lti-keys-rotate": {
+        "task": "classrooms.tasks.lti_keys_rotate_due",
+        "schedule": 3600.0,
+        "options": {"queue": "bulk", "expires": 3600},
     },
     "moderation-escalate": {
         "task": "moderation.tasks.escalate_overdue",
@@ -616,6 +630,12 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     {"model": "exams.Accommodation", "mask_fields": ["note"]},
     "exams.CloseExtension",
     "exams.GradeSync",
+    "classrooms.ExternalIdentity",
+    "classrooms.LtiPlatform",
+    {"model": "classrooms.LtiToolKey", "exclude_fields": ["private_key"]},
+    "classrooms.LtiContext",
+    "classrooms.LtiResourceLink",
+    "classrooms.LtiLaunch",
     "classrooms.SessionControl",
     "classrooms.ParticipantState",
     "classrooms.Poll",
@@ -653,6 +673,13 @@ if not AULA_SECRET_KEYS:
     _derived = _hashlib.sha256(f"aula-secrets:{SECRET_KEY}".encode()).digest()
     AULA_SECRET_KEYS = [_b64.urlsafe_b64encode(_derived).decode()]
 
+# --- LTI 1.3 (docs/lti.md) ----------------------------------------------------------------------------------
+# Aula's signing key is replaced this often; a replaced key stays published this long (platforms cache key sets).
+AULA_LTI_KEY_ROTATE_DAYS = _int("AULA_LTI_KEY_ROTATE_DAYS", 90, minimum=1)
+AULA_LTI_KEY_OVERLAP_HOURS = _int("AULA_LTI_KEY_OVERLAP_HOURS", 72, minimum=1)
+# A launch into a linked course refreshes its roster from the LMS (NRPS) when the last one is older than this.
+AULA_LTI_ROSTER_REFRESH_SECONDS = _int("AULA_LTI_ROSTER_REFRESH_SECONDS", 900, minimum=0)
+
 # --- Email and outbound integrations ----------------------------------------------------------------
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
@@ -671,6 +698,8 @@ if not 0 <= AULA_LATENCY_SAMPLE_RATE <= 1:
 # An alert opens when a room's connection failure rate exceeds this over the sliding window, with at least
 # AULA_ALERT_MIN_ATTEMPTS decided connections in it; it resolves under AULA_ALERT_RESOLVE_RATIO × the rate.
 AULA_ALERT_CONNECTION_FAILURE_RATE = env.float("AULA_ALERT_CONNECTION_FAILURE_RATE", default=0.02)
+# An LMS grade delivery that failed this many tries in a row (or gave up) opens the school's grade-sync alert.
+AULA_ALERT_GRADE_SYNC_TRIES = _int("AULA_ALERT_GRADE_SYNC_TRIES", 3, minimum=1)
 AULA_ALERT_WINDOW_SECONDS = _int("AULA_ALERT_WINDOW_SECONDS", 300, minimum=60)
 AULA_ALERT_MIN_ATTEMPTS = _int("AULA_ALERT_MIN_ATTEMPTS", 20, minimum=1)
 AULA_ALERT_RESOLVE_RATIO = env.float("AULA_ALERT_RESOLVE_RATIO", default=0.5)

@@ -40,6 +40,7 @@ urlpatterns = [
     path("", include("analytics.urls")),  # the analytics API (/api/v1/analytics/...) and pages
     re_path(r"^api/", api_not_found),
     path("guardian/", include("compliance.coppa.urls")),
+    path("lti/", include("classrooms.lti_urls")),
     path("", include("moderation.urls")),
     path("", include("streaming.page_urls")),
     path("", include("exams.urls")),

@@ -125,8 +125,10 @@ class AttemptAdmin(TenantAdmin):
 
 @admin.register(GradeSync)
 class GradeSyncAdmin(TenantAdmin):
-    list_display = ["attempt", "status", "tries", "last_error", "next_try_at", "delivered_at"]
+    list_display = ["student", "attempt", "session", "transport", "status", "tries", "last_error", "next_try_at",
+                    "delivered_at"]
     list_filter = ["status", "institution"]
+    list_select_related = ["student"]
 
     def has_add_permission(self, request):
         return False

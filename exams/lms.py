@@ -3,8 +3,11 @@
 A delivery is an HTTP POST of the grade payload as JSON to AULA_LMS_GRADE_WEBHOOK with an
 `Idempotency-Key` header (the same for every retry of one result) and an HMAC-SHA256 signature of the body
 in `X-Aula-Signature` (key AULA_LMS_GRADE_SECRET). Any 2xx is delivered; 4xx other than 408/429 is
-permanent; anything else is retried with exponential backoff. The LTI Advantage (AGS) transport plugs in
-behind the same `deliver()` later.
+permanent; anything else is retried with exponential backoff.
+
+A result whose activity was placed in the LMS through LTI goes instead to that placement's grade column over
+LTI Assignment and Grade Services (`deliver_lti`, classrooms/lti_services.py `score_post`): same queue, same
+retries, same status per result.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ MAX_TRIES = 8
 
 
 class DeliveryError(Exception):
-    pass
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
 
 
 def configured() -> bool:
@@ -49,3 +54,18 @@ def deliver(payload: dict, *, idempotency_key: str) -> None:
         raise DeliveryError(f"HTTP {exc.code}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise DeliveryError(type(exc).__name__) from None
+
+
+def deliver_lti(sync) -> None:
+    """Post the result as an AGS score (userId = the student's subject on that LMS)."""
+    from classrooms import lti_services
+
+    p = sync.payload
+    try:
+        lti_services.score_post(
+            link_id=sync.lti_link_id, user_id=sync.student_id,
+            score_given=None if p.get("score") is None else float(p["score"]), score_maximum=float(p["max_score"]),
+            timestamp=p["timestamp"], activity_progress=p.get("activity_progress", "Completed"),
+            grading_progress=p.get("grading_progress", "FullyGraded"))
+    except lti_services.ScoreError as exc:
+        raise DeliveryError(str(exc), permanent=exc.permanent) from None

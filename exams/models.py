@@ -236,7 +236,9 @@ class IntegrityEvent(models.Model):
 
 
 class GradeSync(models.Model):
-    """Outbound LMS grade delivery for one attempt: idempotent per attempt, retried with backoff."""
+    """Outbound LMS grade delivery for one result (an exam attempt, or a student's quiz score in a live session):
+    idempotent per result, retried with backoff. Delivered over LTI AGS when the activity was placed in the LMS
+    through LTI (`lti_link`), else to the grade webhook (exams/lms.py)."""
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -246,7 +248,13 @@ class GradeSync(models.Model):
         NO_TARGET = "no_target", "No LMS connected"
 
     institution = models.ForeignKey("classrooms.Institution", on_delete=models.PROTECT, related_name="+")
-    attempt = models.OneToOneField(Attempt, on_delete=models.CASCADE, related_name="grade_sync")
+    attempt = models.OneToOneField(Attempt, on_delete=models.CASCADE, related_name="grade_sync", null=True,
+                                   blank=True)
+    session = models.ForeignKey("classrooms.LiveSession", on_delete=models.CASCADE, null=True, blank=True,
+                                related_name="+", help_text="A live session's quiz score (with `student`).")
+    student = models.ForeignKey("classrooms.User", on_delete=models.CASCADE, related_name="+")
+    lti_link = models.ForeignKey("classrooms.LtiResourceLink", on_delete=models.SET_NULL, null=True, blank=True,
+                                 related_name="+", help_text="The LMS placement whose grade column receives it.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     idempotency_key = models.CharField(max_length=64, unique=True)
     payload = models.JSONField()
@@ -257,6 +265,19 @@ class GradeSync(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["session", "student"], condition=models.Q(session__isnull=False),
+                                    name="grade_sync_session_student_unique"),
+            models.CheckConstraint(condition=models.Q(attempt__isnull=False) | models.Q(session__isnull=False),
+                                   name="grade_sync_has_source"),
+        ]
+        indexes = [models.Index(fields=["status", "next_try_at"])]
+
+    @property
+    def transport(self) -> str:
+        return "lti" if self.lti_link_id else "webhook"
 
 
 class Notification(models.Model):

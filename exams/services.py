@@ -896,8 +896,7 @@ def grade_auto(attempt: Attempt) -> None:
     attempt.score, attempt.max_score, attempt.needs_manual_grading = total, maximum, manual
     attempt.graded_at = None if manual else timezone.now()
     attempt.save(update_fields=["score", "max_score", "needs_manual_grading", "graded_at"])
-    if not manual:
-        _grade_sync_enqueue(attempt)
+    _grade_sync_enqueue(attempt)  # a result waiting for a teacher goes as PendingManual, then FullyGraded
 
 
 def grade_manual(*, answer_id: int, grader: User, points, feedback: str = "") -> Answer:
@@ -977,26 +976,80 @@ def _notify_once(attempt: Attempt, kind: str) -> None:
         transaction.on_commit(lambda: notification_send.apply_async(args=[nid], queue="bulk"))
 
 
-def _grade_sync_enqueue(attempt: Attempt) -> None:
-    payload = {"attempt": attempt.pk, "exam": attempt.exam_id, "student": attempt.student_id,
-               "score": str(attempt.score), "max_score": str(attempt.max_score),
-               "finished_at": attempt.finished_at.isoformat() if attempt.finished_at else None,
-               "activity_progress": "Completed", "grading_progress": "FullyGraded"}
-    # The key names this attempt and this result: a retry repeats it, a regrade gets a new one.
+def _lti_link_for(kind: str, target_id: int, course_id: int, student_id: int):
+    """The LMS placement a result goes to: the newest placement of the activity on a platform the student has
+    come from (a student never seen by that LMS has no user id there to grade)."""
+    from classrooms import lti_services
+    from classrooms.models import ExternalIdentity
+
+    for link in lti_services.links_for_target(kind, target_id, course_id).order_by("-id"):
+        platform = link.context.platform
+        if ExternalIdentity.objects.filter(kind=ExternalIdentity.Kind.LTI, issuer=platform.issuer,
+                                           district_id=platform.district_id, user_id=student_id).exists():
+            return link
+    return None
+
+
+def _grade_sync_put(*, lookup: dict, institution_id: int, student_id: int, payload: dict, link) -> None:
+    """Queue one result for the LMS. The key names the result (not when it was queued): re-queuing the same
+    result does nothing, a changed result is a new delivery with a later timestamp (AGS keeps the newest)."""
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-    key = f"aula-attempt-{attempt.pk}-{digest}"
+    key = f"aula-{'-'.join(f'{k}-{v}' for k, v in sorted(lookup.items()))}-{digest}"[:64]
+    payload = {**payload, "timestamp": timezone.now().isoformat()}
     sync, created = GradeSync.objects.get_or_create(
-        attempt=attempt, defaults={"institution_id": attempt.institution_id, "payload": payload,
-                                   "idempotency_key": key})
+        **lookup, defaults={"institution_id": institution_id, "student_id": student_id, "payload": payload,
+                            "idempotency_key": key, "lti_link": link})
     if not created:
         if sync.idempotency_key == key:
             return
         sync.payload, sync.idempotency_key, sync.status, sync.tries = payload, key, GradeSync.Status.PENDING, 0
-        sync.save(update_fields=["payload", "idempotency_key", "status", "tries", "updated_at"])
+        sync.lti_link, sync.last_error, sync.next_try_at = link or sync.lti_link, "", None
+        sync.save(update_fields=["payload", "idempotency_key", "status", "tries", "lti_link", "last_error",
+                                 "next_try_at", "updated_at"])
     from exams.tasks import grade_sync_deliver
 
     sid = sync.pk
     transaction.on_commit(lambda: grade_sync_deliver.apply_async(args=[sid], queue="bulk"))
+
+
+def _grade_sync_enqueue(attempt: Attempt) -> None:
+    manual = attempt.needs_manual_grading
+    payload = {"attempt": attempt.pk, "exam": attempt.exam_id, "student": attempt.student_id,
+               "score": None if manual else str(attempt.score), "max_score": str(attempt.max_score),
+               "finished_at": attempt.finished_at.isoformat() if attempt.finished_at else None,
+               "activity_progress": "Completed", "grading_progress": "PendingManual" if manual else "FullyGraded"}
+    link = _lti_link_for("exam", attempt.exam_id, attempt.exam.course_id, attempt.student_id)
+    _grade_sync_put(lookup={"attempt": attempt}, institution_id=attempt.institution_id,
+                    student_id=attempt.student_id, payload=payload, link=link)
+
+
+def session_quiz_grades_enqueue(*, session_id: int) -> int:
+    """A live session placed in an LMS ended: each student's quiz result (percent correct over the session's
+    quizzes) goes to its grade column. Only sessions with quizzes and an LTI placement; safe to run twice."""
+    from classrooms import lti_services
+    from classrooms.models import LiveSession
+    from classrooms.selectors import session_quiz_scores
+
+    session = LiveSession.objects.filter(pk=session_id).select_related("course").first()
+    if session is None or not lti_services.links_for_target("session", session.pk, session.course_id).exists():
+        return 0
+    total, correct = session_quiz_scores(session.pk)
+    if not total:
+        return 0
+    queued = 0
+    with transaction.atomic():
+        for student_id, right in correct.items():
+            link = _lti_link_for("session", session.pk, session.course_id, student_id)
+            if link is None:
+                continue
+            payload = {"session": session.pk, "student": student_id, "score": str(round(100 * right / total, 2)),
+                       "max_score": "100", "quizzes": total, "correct": right,
+                       "finished_at": session.ended_at.isoformat() if session.ended_at else None,
+                       "activity_progress": "Completed", "grading_progress": "FullyGraded"}
+            _grade_sync_put(lookup={"session": session, "student_id": student_id},
+                            institution_id=session.institution_id, student_id=student_id, payload=payload, link=link)
+            queued += 1
+    return queued
 
 
 def notification_deliver(*, notification_id: int) -> bool:
@@ -1020,29 +1073,47 @@ def notification_deliver(*, notification_id: int) -> bool:
 
 
 def grade_sync_attempt(*, sync_id: int) -> str:
-    """One delivery try of a grade to the LMS (exams/lms.py); the task retries with backoff."""
+    """One delivery try of a result to the LMS: over LTI AGS to the placement's grade column, else to the grade
+    webhook (exams/lms.py). The task retries with backoff; a permanent refusal gives up at once."""
     from exams import lms
 
     with transaction.atomic():
         sync = GradeSync.objects.select_for_update().filter(pk=sync_id).first()
-        if sync is None or sync.status in (GradeSync.Status.DELIVERED, GradeSync.Status.NO_TARGET):
+        if sync is None or sync.status in (GradeSync.Status.DELIVERED, GradeSync.Status.NO_TARGET,
+                                           GradeSync.Status.DEAD):
             return sync.status if sync else "missing"
-        if not lms.configured():
+        if sync.lti_link_id is None and not lms.configured():
             sync.status = GradeSync.Status.NO_TARGET
             sync.save(update_fields=["status", "updated_at"])
             return sync.status
         sync.tries += 1
         try:
-            lms.deliver(sync.payload, idempotency_key=sync.idempotency_key)
+            if sync.lti_link_id is not None:
+                lms.deliver_lti(sync)
+            else:
+                lms.deliver(sync.payload, idempotency_key=sync.idempotency_key)
         except lms.DeliveryError as exc:
-            sync.status = GradeSync.Status.DEAD if sync.tries >= lms.MAX_TRIES else GradeSync.Status.FAILED
+            give_up = exc.permanent or sync.tries >= lms.MAX_TRIES
+            sync.status = GradeSync.Status.DEAD if give_up else GradeSync.Status.FAILED
             sync.last_error = str(exc)[:300]
-            sync.next_try_at = timezone.now() + dt.timedelta(seconds=lms.backoff(sync.tries))
+            sync.next_try_at = None if give_up else timezone.now() + dt.timedelta(seconds=lms.backoff(sync.tries))
             sync.save(update_fields=["status", "tries", "last_error", "next_try_at", "updated_at"])
             return sync.status
         sync.status, sync.delivered_at, sync.last_error = GradeSync.Status.DELIVERED, timezone.now(), ""
-        sync.save(update_fields=["status", "tries", "delivered_at", "last_error", "updated_at"])
+        sync.next_try_at = None
+        sync.save(update_fields=["status", "tries", "delivered_at", "last_error", "next_try_at", "updated_at"])
         return sync.status
+
+
+def grade_syncs_due(*, limit: int = 500) -> list[int]:
+    """The sweeper's list: results whose retry time has passed a minute ago (their queued retry was lost with a
+    worker) or that were queued and never tried."""
+    now = timezone.now()
+    stale = now - dt.timedelta(minutes=1)
+    return list(GradeSync.objects.filter(
+        Q(status=GradeSync.Status.FAILED, next_try_at__lte=stale)
+        | Q(status=GradeSync.Status.PENDING, tries=0, updated_at__lte=stale))
+        .order_by("next_try_at").values_list("pk", flat=True)[:limit])
 
 
 # --- real-time updates ------------------------------------------------------------------------------

@@ -86,3 +86,22 @@ def transcript_generate(attempt_id: int) -> None:
     if services.transcript_store(attempt_id=attempt_id) is not None:
         with audit.job("exams.tasks.transcript_generate"):
             audit.record_access(actor=None, objects=[Attempt(pk=attempt_id)], purpose="transcript.generate")
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def grade_sync_sweep() -> int:
+    """Database-driven: results whose queued retry was lost (a worker died holding it) are queued again."""
+    from exams import services
+
+    due = services.grade_syncs_due()
+    for sync_id in due:
+        grade_sync_deliver.apply_async(args=[sync_id], queue="bulk")
+    return len(due)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def session_quiz_grades_send(session_id: int) -> int:
+    """A live session placed in an LMS ended: queue each student's quiz result for its grade column."""
+    from exams import services
+
+    return services.session_quiz_grades_enqueue(session_id=session_id)

@@ -28,7 +28,7 @@ from classrooms.models import Enrollment, Role
 from classrooms.selectors import enrollment_role
 from compliance import audit
 from exams import events, selectors, services
-from exams.models import Answer, Attempt, Exam, IntegrityEvent, Question
+from exams.models import Answer, Attempt, Exam, GradeSync, IntegrityEvent, Question
 
 logger = logging.getLogger("aula.exams")
 
@@ -227,6 +227,9 @@ def exam_grading(request, exam_id: int):
     queue = list(selectors.grading_queue(exam))
     attempts = list(Attempt.objects.filter(exam=exam).exclude(state=Attempt.State.NOT_STARTED)
                     .select_related("student").order_by("student__last_name", "student__first_name", "number"))
+    syncs = {s.attempt_id: s for s in GradeSync.objects.filter(attempt__in=attempts)}
+    for a in attempts:  # each result's delivery to the LMS gradebook, as the teacher sees it
+        a.grade_sync_row = syncs.get(a.pk)
     audit.record_request_access(request, [*queue, *attempts], purpose="exam.gradebook",
                                 role=enrollment_role(request.user, exam.course_id))
     counts = Attempt.objects.filter(exam=exam).aggregate(

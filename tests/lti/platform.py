@@ -50,11 +50,13 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 # --- vocabulary -------------------------------------------------------------------------------------------------
@@ -144,17 +146,34 @@ class Request(NamedTuple):
 
 
 @dataclass
-class _Key:
+class RsaKey:
+    """An RSA signing key with a kid: the platform's keys, and in tests the tool's (see client_assertion)."""
+
     kid: str
     private: rsa.RSAPrivateKey
 
     @classmethod
-    def new(cls) -> _Key:
-        return cls(kid=secrets.token_hex(8), private=rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    def new(cls, kid: str | None = None) -> RsaKey:
+        return cls(kid=kid or secrets.token_hex(8),
+                   private=rsa.generate_private_key(public_exponent=65537, key_size=2048))
 
     def public_jwk(self) -> dict:
         jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.private.public_key(), as_dict=True)
         return {**jwk, "kid": self.kid, "alg": "RS256", "use": "sig"}
+
+    def jwks(self) -> dict:
+        return {"keys": [self.public_jwk()]}
+
+    def private_pem(self) -> str:
+        return self.private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()).decode()
+
+    def public_pem(self) -> str:
+        return self.private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                      serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+    def sign(self, claims: dict, *, kid: str | None = None) -> str:
+        return jwt.encode(claims, self.private, algorithm="RS256", headers={"kid": kid or self.kid})
 
 
 @dataclass
@@ -230,7 +249,7 @@ class MockPlatform:
         self.users: dict[str, dict] = {}
         self.contexts: dict[str, _Context] = {}
         self.last_launch: dict | None = None               # {"redirect_uri", "form", "claims"} of the last id_token
-        self._keys: list[_Key] = [_Key.new()]              # newest first; [0] signs
+        self._keys: list[RsaKey] = [RsaKey.new()]              # newest first; [0] signs
         self._lock = threading.RLock()
         self._hints: dict[str, dict] = {}                  # lti_message_hint -> pending launch
         self._dl_data: dict[str, dict] = {}                # deep linking `data` -> {"context_id", "sub"}
@@ -280,7 +299,7 @@ class MockPlatform:
     def rotate_keys(self) -> str:
         """A new key signs from now on; the previous ones stay in the JWKS until drop_old_keys()."""
         with self._lock:
-            self._keys.insert(0, _Key.new())
+            self._keys.insert(0, RsaKey.new())
             return self._keys[0].kid
 
     def drop_old_keys(self) -> None:
@@ -531,9 +550,9 @@ class MockPlatform:
             return ".".join([_b64url(json.dumps(header).encode()), _b64url(json.dumps(claims).encode()), ""])
         key, kid = self._keys[0].private, self._keys[0].kid
         if "bad_signature" in tamper:
-            key = _Key.new().private
+            key = RsaKey.new().private
         if "unknown_kid" in tamper:
-            stranger = _Key.new()
+            stranger = RsaKey.new()
             key, kid = stranger.private, stranger.kid
         return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
 
@@ -1066,3 +1085,60 @@ def autosubmit_form(action: str, fields: dict) -> str:
     return (f'<form id="lti-post" method="post" action="{html.escape(action)}">{inputs}'
             '<noscript><button type="submit">Continue</button></noscript></form>'
             "<script>document.getElementById('lti-post').submit();</script>")
+
+
+# --- helpers for tests playing the tool's part -----------------------------------------------------------------
+
+
+def client_assertion(platform: MockPlatform, key: RsaKey, **overrides) -> str:
+    """A client assertion JWT as a tool sends it to the token endpoint (RFC 7523); `overrides` replace or, with
+    value None, drop claims (e.g. aud="https://elsewhere", jti=None)."""
+    now = _now()
+    claims = {"iss": platform.client_id, "sub": platform.client_id, "aud": platform.token_url, "iat": now,
+              "exp": now + 60, "jti": "jti-" + secrets.token_hex(8)}
+    claims.update(overrides)
+    return key.sign({k: v for k, v in claims.items() if v is not None})
+
+
+def token_request(platform: MockPlatform, key: RsaKey, scopes, **overrides) -> dict:
+    """The form a tool POSTs to the token endpoint."""
+    return {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": client_assertion(platform, key, **overrides), "scope": " ".join(scopes)}
+
+
+def deep_link_response(platform: MockPlatform, key: RsaKey, *, data: str | None, items: list[dict],
+                       **overrides) -> str:
+    """An LtiDeepLinkingResponse JWT as a tool returns it (Deep Linking 2.0 section 4.2); `overrides` replace or,
+    with value None, drop claims."""
+    now = _now()
+    claims = {"iss": platform.client_id, "aud": [platform.issuer], "iat": now, "exp": now + 600,
+              "nonce": "nonce-" + secrets.token_hex(8), CLAIM_DEPLOYMENT_ID: platform.deployment_id,
+              CLAIM_MESSAGE_TYPE: "LtiDeepLinkingResponse", CLAIM_VERSION: "1.3.0", CLAIM_DL_CONTENT_ITEMS: items,
+              CLAIM_DL_DATA: data}
+    claims.update(overrides)
+    return key.sign({k: v for k, v in claims.items() if v is not None})
+
+
+class _FormReader(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.action = None
+        self.method = None
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form" and self.action is None:
+            self.action, self.method = attrs.get("action"), (attrs.get("method") or "get").lower()
+        elif tag == "input" and attrs.get("name"):
+            self.fields[attrs["name"]] = attrs.get("value") or ""
+
+
+def read_form(page: str) -> tuple[str, dict]:
+    """(action, fields) of the first form in an HTML page: the platform's form_post answer, or a tool's
+    auto-submitting deep linking response."""
+    reader = _FormReader()
+    reader.feed(page)
+    if reader.action is None:
+        raise ValueError("no form in the page")
+    return reader.action, reader.fields

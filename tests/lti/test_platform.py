@@ -732,3 +732,219 @@ def test_unknown_paths_and_methods(platform, tool_key):
     auth = bearer(platform, tool_key, [SCOPE_NRPS])
     assert http("GET", platform.issuer + "/api/contexts/c99/memberships", headers=auth)[0] == 404
     assert http("POST", platform.issuer + "/api/contexts/c1/memberships", headers=auth, body=b"")[0] == 405
+
+
+# --- pylti1p3 as the tool: the proof that the platform speaks the protocol as a real tool expects -----------------
+
+from pylti1p3.cookie import CookieService  # noqa: E402
+from pylti1p3.deep_link_resource import DeepLinkResource  # noqa: E402
+from pylti1p3.grade import Grade  # noqa: E402
+from pylti1p3.lineitem import LineItem  # noqa: E402
+from pylti1p3.message_launch import MessageLaunch  # noqa: E402
+from pylti1p3.oidc_login import OIDCLogin  # noqa: E402
+from pylti1p3.redirect import Redirect  # noqa: E402
+from pylti1p3.request import Request as LtiRequest  # noqa: E402
+from pylti1p3.session import SessionService  # noqa: E402
+from pylti1p3.tool_config import ToolConfDict  # noqa: E402
+
+
+class ToolRequest(LtiRequest):
+    """One browser request to the tool: its parameters plus the browser's session and cookies."""
+
+    def __init__(self, params: dict, browser: dict):
+        self._params = params
+        self._browser = browser
+
+    @property
+    def session(self):
+        return self._browser.setdefault("session", {})
+
+    @property
+    def cookies(self):
+        return self._browser.setdefault("cookies", {})
+
+    def is_secure(self) -> bool:
+        return False
+
+    def get_param(self, key):
+        return self._params.get(key)
+
+
+class ToolCookies(CookieService):
+    def __init__(self, request: ToolRequest):
+        self._jar = request.cookies
+
+    def get_cookie(self, name):
+        return self._jar.get(f"{self._cookie_prefix}-{name}")
+
+    def set_cookie(self, name, value, exp=3600):
+        self._jar[f"{self._cookie_prefix}-{name}"] = value
+
+
+class ToolRedirect(Redirect):
+    def __init__(self, url):
+        self._url = url
+
+    def do_redirect(self):
+        return self._url
+
+    def do_js_redirect(self):
+        return self._url
+
+    def set_redirect_url(self, location):
+        self._url = location
+
+    def get_redirect_url(self):
+        return self._url
+
+
+class ToolLogin(OIDCLogin):
+    def __init__(self, request, tool_conf):
+        super().__init__(request, tool_conf, SessionService(request), ToolCookies(request))
+
+    def get_redirect(self, url):
+        return ToolRedirect(url)
+
+
+class NonceConsumingSession(SessionService):
+    """What a tool must add to pylti1p3 2.0.0: a nonce is good for one launch (the stock check only looks it up)."""
+
+    def check_nonce(self, nonce):
+        return self.data_storage._request.session.pop(self._get_key("nonce", nonce), None) is not None
+
+
+class ToolLaunch(MessageLaunch):
+    def __init__(self, request, tool_conf, session_service=None):
+        super().__init__(request, tool_conf, session_service or NonceConsumingSession(request), ToolCookies(request))
+
+    def _get_request_param(self, key):
+        return self._request.get_param(key)
+
+
+@pytest.fixture
+def tool_conf(platform, tool_key):
+    conf = ToolConfDict({platform.issuer: [{
+        "default": True, "client_id": platform.client_id, "auth_login_url": platform.auth_url,
+        "auth_token_url": platform.token_url, "key_set_url": platform.jwks_url,
+        "deployment_ids": [platform.deployment_id]}]})
+    conf.set_private_key(platform.issuer, tool_key.private_pem(), client_id=platform.client_id)
+    conf.set_public_key(platform.issuer, tool_key.public_pem(), client_id=platform.client_id)
+    # pylti1p3 names its key by the JWK thumbprint: the platform reads the tool's JWKS from the library itself.
+    platform.register_tool(login_url=TOOL + "/lti/login", launch_url=LAUNCH_URL, redirect_uris=[LAUNCH_URL],
+                           jwks=conf.get_jwks, deep_link_url=TOOL + "/lti/deep_link")
+    return conf
+
+
+def pylti_launch(platform, conf, *, browser=None, sub=STUDENT, tamper=frozenset(), session=None, **initiation):
+    """A whole launch, the tool being pylti1p3: login initiation → OIDCLogin → GET /auth over HTTP → MessageLaunch."""
+    browser = {} if browser is None else browser
+    initiation = {"context_id": COURSE, "target_link_uri": LAUNCH_URL, "resource_link_id": "rl-exam", **initiation}
+    _login_url, params = platform.login_initiation(sub=sub, **initiation)
+    auth_url = ToolLogin(ToolRequest(params, browser), conf).get_redirect_object(LAUNCH_URL).get_redirect_url()
+    assert auth_url.startswith(platform.auth_url + "?")
+    platform.auth_tamper = frozenset(tamper)
+    status, _h, page = http("GET", auth_url)
+    platform.auth_tamper = frozenset()
+    assert status == 200
+    action, fields = read_form(page)
+    assert action == LAUNCH_URL
+    request = ToolRequest(fields, browser)
+    launch = ToolLaunch(request, conf, session(request) if session else None)
+    launch.validate()
+    return launch, fields
+
+
+def test_pylti1p3_completes_a_launch_then_nrps_and_ags(platform, tool_conf):
+    for n in range(5):
+        platform.add_user(f"S-{n + 2}", name=f"Student {n + 2}")
+        platform.enroll(COURSE, f"S-{n + 2}", [ROLE_LEARNER])
+    launch, _fields = pylti_launch(platform, tool_conf)
+    data = launch.get_launch_data()
+    assert launch.is_resource_launch() and launch.check_student_access() and not launch.check_teacher_access()
+    assert data["sub"] == STUDENT and data[CLAIM_CONTEXT]["id"] == COURSE
+
+    members = launch.get_nrps().get_members()          # 7 members, page size 3: pylti1p3 follows Link next
+    assert sorted(m["user_id"] for m in members) == sorted([TEACHER, STUDENT] + [f"S-{n + 2}" for n in range(5)])
+
+    ags = launch.get_ags()
+    grade = (Grade().set_score_given(17).set_score_maximum(20).set_activity_progress("Completed")
+             .set_grading_progress("FullyGraded").set_user_id(STUDENT).set_comment("good")
+             .set_timestamp(datetime.now(UTC).isoformat()))
+    ags.put_grade(grade)                                # to the launch's own line item
+    assert platform.gradebook(COURSE)[("Exam 1", STUDENT)]["scoreGiven"] == 17
+    quiz = LineItem().set_tag("quiz-4").set_label("Quiz 4").set_score_maximum(10).set_resource_id("quiz-4")
+    ags.put_grade(Grade().set_score_given(9).set_score_maximum(10).set_activity_progress("Completed")
+                  .set_grading_progress("FullyGraded").set_user_id(STUDENT)
+                  .set_timestamp(datetime.now(UTC).isoformat()), quiz)   # find_or_create_lineitem by tag
+    assert platform.gradebook(COURSE)[("Quiz 4", STUDENT)]["scoreGiven"] == 9
+    assert ags.find_lineitem_by_tag("quiz-4").get_label() == "Quiz 4"
+    assert {r["userId"]: r["resultScore"] for r in ags.get_grades()} == {STUDENT: 17}
+    # One token per scope set, each obtained with a fresh client assertion.
+    assert [r.method for r in platform.requests if r.path == "/token"] == ["POST", "POST"]
+
+
+def test_pylti1p3_deep_linking_round_trip(platform, tool_conf):
+    launch, _fields = pylti_launch(platform, tool_conf, sub=TEACHER, message_type="LtiDeepLinkingRequest",
+                                   resource_link_id=None)
+    assert launch.is_deep_link_launch() and launch.check_teacher_access()
+    resource = (DeepLinkResource().set_url(TOOL + "/exams/7").set_title("Exam 7").set_custom_params({"exam": "7"})
+                .set_lineitem(LineItem().set_label("Exam 7").set_score_maximum(30).set_tag("exam")))
+    action, fields = read_form(launch.get_deep_link().output_response_form([resource]))
+    assert action == platform.deep_link_return_url
+    status, _h, _page = http("POST", action, form=fields)
+    assert status == 200
+    (link,) = [v for k, v in platform.resource_links(COURSE).items() if k != "rl-exam"]
+    assert link["title"] == "Exam 7" and link["custom"] == {"exam": "7"}
+    assert platform.lineitems[link["lineitem"]]["scoreMaximum"] == 30
+    # The teacher's new link launches for a student with its line item.
+    student, _f = pylti_launch(platform, tool_conf, resource_link_id=link["id"], target_link_uri=TOOL + "/exams/7")
+    assert student.get_launch_data()[CLAIM_AGS]["lineitem"] == link["lineitem"]
+
+
+PYLTI_REFUSALS = {
+    "alg_none": "Unable to find public key",
+    "bad_signature": "Signature verification failed",
+    "expired": "Signature has expired",
+    "missing_claims": "Invalid message type",
+    "no_nonce": '"nonce" is empty',
+    "unknown_kid": "Unable to find public key",
+    "wrong_aud": "[client_id=client-someone-else] not found",
+    "wrong_deployment": "Unable to find deployment",
+    "wrong_iss": "iss https://lms.elsewhere.example not found",
+    "wrong_nonce": "Invalid Nonce",
+}
+
+
+@pytest.mark.parametrize("option", sorted(TAMPER_OPTIONS))
+def test_pylti1p3_refuses_every_tampered_launch_for_the_reason_it_targets(platform, tool_conf, option):
+    with pytest.raises(Exception) as exc:
+        pylti_launch(platform, tool_conf, tamper={option})
+    assert PYLTI_REFUSALS[option] in str(exc.value)
+
+
+def test_pylti1p3_refuses_a_key_it_cannot_find_after_rotation_then_reads_the_new_jwks(platform, tool_conf):
+    pylti_launch(platform, tool_conf)
+    platform.rotate_keys()
+    platform.drop_old_keys()
+    launch, _f = pylti_launch(platform, tool_conf)      # a fresh MessageLaunch fetches the JWKS again
+    assert launch.get_launch_data()["sub"] == STUDENT
+
+
+def test_a_replayed_launch_is_refused_once_the_nonce_is_consumed(platform, tool_conf):
+    browser = {}
+    pylti_launch(platform, tool_conf, browser=browser)
+    _redirect, fields = platform.replay_last_id_token()
+    request = ToolRequest(fields, browser)
+    with pytest.raises(Exception, match="Invalid Nonce"):
+        ToolLaunch(request, tool_conf).validate()
+
+
+def test_stock_pylti1p3_session_accepts_a_replay_in_the_same_browser(platform, tool_conf):
+    """pylti1p3 2.0.0's SessionService.check_nonce only looks the nonce up and never removes it, so the same
+    id_token posted twice in the same browser session validates twice: Aula's tool must consume nonces itself
+    (NonceConsumingSession above shows the one-line fix). If this test starts failing, the library fixed it."""
+    browser = {}
+    pylti_launch(platform, tool_conf, browser=browser, session=SessionService)
+    _redirect, fields = platform.replay_last_id_token()
+    request = ToolRequest(fields, browser)
+    ToolLaunch(request, tool_conf, SessionService(request)).validate()

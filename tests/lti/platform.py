@@ -12,7 +12,7 @@ side is tested against signed JWTs, a JWKS, an OAuth2 token endpoint and the ser
   /deep_link_return`` verifies the tool's ``LtiDeepLinkingResponse`` and places the resource links (and their
   line items) in the course.
 - Names and Role Provisioning Services 2.0: ``GET /api/contexts/<c>/memberships`` (paged by ``Link: rel="next"``,
-  ``role`` and ``limit`` parameters).
+  ``role``, ``limit`` and ``rlid`` parameters; no ``differences`` link, no per-member ``message`` section).
 - Assignment and Grade Services 2.0: line item container (GET with ``resource_link_id``/``resource_id``/``tag``
   filters, POST), line item (GET/PUT/DELETE), ``/scores`` (POST, validated; a score whose timestamp is not newer
   than the stored one for that user is ignored) and ``/results`` (GET).
@@ -245,6 +245,7 @@ class MockPlatform:
         self.deep_links: dict[str, list[dict]] = {}        # context_id -> content items received
         self.deep_link_messages: list[dict] = []           # msg/log/errormsg/errorlog claims of DL responses
         self.returns: list[dict] = []                      # launch_presentation return_url visits (query params)
+        self.server_errors: list[str] = []                 # unexpected exceptions in the mock itself (a bug here)
         self.tool: _Tool | None = None
         self.users: dict[str, dict] = {}
         self.contexts: dict[str, _Context] = {}
@@ -258,6 +259,7 @@ class MockPlatform:
         self._used_dl_nonces: set[str] = set()
         self._failures: list[list] = []                    # [path prefix, remaining, status]
         self._lineitem_seq = 0
+        self._lineitem_context: dict[str, str] = {}        # line item URL -> context_id
         self._link_seq = 0
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -640,26 +642,31 @@ class MockPlatform:
 
     # --- failure injection --------------------------------------------------------------------------------------
 
-    def fail_next(self, path_prefix: str, count: int, status: int = 500) -> None:
+    def fail_next(self, path_prefix: str, count: int, status: int = 500, *, retry_after: int | None = None) -> None:
         """The next `count` requests whose path starts with path_prefix (a path like "/api/", or a full URL
-        under the issuer) answer `status` before doing anything."""
+        under the issuer) answer `status` (with a Retry-After header when given) before doing anything."""
         if path_prefix.startswith(self.issuer):
             path_prefix = path_prefix[len(self.issuer):] or "/"
         with self._lock:
-            self._failures.append([path_prefix, count, status])
+            self._failures.append([path_prefix, count, status, retry_after])
 
-    def _injected_failure(self, path: str) -> int | None:
+    def _injected_failure(self, path: str) -> tuple[int, int | None] | None:
         with self._lock:
             for failure in self._failures:
                 if failure[1] > 0 and path.startswith(failure[0]):
                     failure[1] -= 1
-                    return failure[2]
+                    return failure[2], failure[3]
         return None
 
     # --- NRPS ---------------------------------------------------------------------------------------------------
 
     def memberships(self, key: str, params: dict) -> tuple[dict, str | None]:
         ctx = self._context_by_key(key)
+        rlid = params.get("rlid")
+        if rlid is not None and rlid.lower() not in {link_id.lower() for link_id in ctx.links}:
+            # NRPS 2.0 resource link membership: every course member may open a link here, so the list is the
+            # course's (without the optional per-member `message` section).
+            raise PlatformError("not_found", "no such resource link in this context", 404)
         members = []
         for sub, m in ctx.members.items():
             if params.get("role") and not any(_role_matches(r, params["role"]) for r in m["roles"]):
@@ -702,7 +709,7 @@ class MockPlatform:
         item = {k: v for k, v in data.items() if k not in {"id", "scores"}}
         item["id"] = url
         item["scores"] = {}
-        item["_context"] = ctx.context_id
+        self._lineitem_context[url] = ctx.context_id
         self.lineitems[url] = item
         return item
 
@@ -722,18 +729,18 @@ class MockPlatform:
 
     @staticmethod
     def _public_lineitem(item: dict) -> dict:
-        return {k: v for k, v in item.items() if k not in {"scores", "_context"}}
+        return {k: v for k, v in item.items() if k != "scores"}
 
     def _lineitem(self, key: str, number: str) -> tuple[_Context, dict]:
         ctx = self._context_by_key(key)
         item = self.lineitems.get(f"{self.issuer}/api/contexts/{key}/line_items/{number}")
-        if item is None or item["_context"] != ctx.context_id:
+        if item is None or self._lineitem_context.get(item["id"]) != ctx.context_id:
             raise PlatformError("not_found", "no such line item", 404)
         return ctx, item
 
     def lineitems_list(self, key: str, params: dict) -> tuple[list, str | None]:
         ctx = self._context_by_key(key)
-        items = [i for i in self.lineitems.values() if i["_context"] == ctx.context_id]
+        items = [i for url, i in self.lineitems.items() if self._lineitem_context[url] == ctx.context_id]
         for param, attr in (("resource_link_id", "resourceLinkId"), ("resource_id", "resourceId"), ("tag", "tag")):
             if param in params:
                 items = [i for i in items if str(i.get(attr, "")).lower() == params[param].lower()]
@@ -756,7 +763,7 @@ class MockPlatform:
         self._validate_lineitem(ctx, data)
         if data.get("id", item["id"]) != item["id"]:
             raise PlatformError("invalid_request", "id does not match the line item URL")
-        kept = {"id": item["id"], "scores": item["scores"], "_context": item["_context"]}
+        kept = {"id": item["id"], "scores": item["scores"]}
         item.clear()
         item.update({k: v for k, v in data.items() if k not in kept})
         item.update(kept)
@@ -822,8 +829,8 @@ class MockPlatform:
         reachable as (resourceLinkId, user sub)."""
         with self._lock:
             book = {}
-            for item in self.lineitems.values():
-                if item["_context"] != context_id:
+            for url, item in self.lineitems.items():
+                if self._lineitem_context[url] != context_id:
                     continue
                 for sub, score in item["scores"].items():
                     book[(item["label"], sub)] = dict(score)
@@ -947,12 +954,18 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(ValueError):
                 body = json.loads(raw)
         p._record(method, self.path, dict(self.headers.items()), body)
-        status = p._injected_failure(path)
-        if status is not None:
-            return self._json(status, {"error": "injected_failure", "error_description": f"injected {status}"})
+        failure = p._injected_failure(path)
+        if failure is not None:
+            status, retry_after = failure
+            headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+            return self._json(status, {"error": "injected_failure", "error_description": f"injected {status}"},
+                              headers=headers)
         try:
             self._route(method, path, params, ctype, body)
-        except PlatformError as exc:
+        except Exception as exc:  # noqa: BLE001 - the client gets a 500 and the test sees it in server_errors
+            if not isinstance(exc, PlatformError):
+                p.server_errors.append(f"{method} {path}: {type(exc).__name__}: {exc}")
+                exc = PlatformError("server_error", "the mock platform failed (see server_errors)", 500)
             headers = {}
             if exc.status in (401, 403):
                 headers["WWW-Authenticate"] = f'Bearer error="{exc.error}"'

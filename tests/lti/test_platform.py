@@ -78,6 +78,7 @@ def platform(tool_key):
                             custom={"exam": "1", "who": "$User.id"},
                             line_item={"label": "Exam 1", "scoreMaximum": 20, "tag": "exam"})
         yield p
+        assert p.server_errors == []
 
 
 # --- tiny HTTP client ---------------------------------------------------------------------------------------------
@@ -508,6 +509,8 @@ def test_nrps_role_filter_and_unenrollment(platform, tool_key):
         return {m["user_id"]: m for m in json.loads(text)["members"]}
 
     assert set(members("?" + urllib.parse.urlencode({"role": ROLE_INSTRUCTOR}))) == {TEACHER}
+    assert set(members("?rlid=rl-exam")) == {TEACHER, STUDENT}
+    assert http("GET", base + "?rlid=rl-elsewhere", headers=auth)[0] == 404
     assert set(members("?role=Learner")) == {STUDENT}
     platform.unenroll(COURSE, STUDENT, inactive=True)
     assert members()[STUDENT]["status"] == "Inactive"
@@ -554,6 +557,7 @@ def test_ags_line_items_create_filter_update_delete(platform, tool_key):
                             headers={**auth, "Content-Type": MEDIA_LINEITEM})
     assert status == 200 and json.loads(text)["label"] == "Quiz three"
     assert platform.lineitems[quiz["id"]]["scoreMaximum"] == 12
+    assert set(platform.lineitems[quiz["id"]]) == {"id", "label", "scoreMaximum", "tag", "resourceId", "scores"}
     assert http("DELETE", quiz["id"], headers=auth)[0] == 204
     assert http("GET", quiz["id"], headers=auth)[0] == 404 and listing() == ["Exam 1"]
     # Invalid line items are refused.
@@ -644,8 +648,9 @@ def test_fail_next_injects_failures_then_lets_calls_through(platform, tool_key):
     assert platform.gradebook(COURSE) == {}
     assert post_score(platform, auth, lineitem, score(at=datetime(2026, 1, 3, tzinfo=UTC)))[0] == 204
     assert platform.gradebook(COURSE)[("Exam 1", STUDENT)]["timestamp"].startswith("2026-01-03")
-    platform.fail_next("/token", 1)
-    assert http("POST", platform.token_url, form=token_request(platform, tool_key, [SCOPE_SCORE]))[0] == 500
+    platform.fail_next("/token", 1, status=429, retry_after=7)
+    status, headers, _t = http("POST", platform.token_url, form=token_request(platform, tool_key, [SCOPE_SCORE]))
+    assert (status, headers["Retry-After"]) == (429, "7")
     assert http("POST", platform.token_url, form=token_request(platform, tool_key, [SCOPE_SCORE]))[0] == 200
 
 

@@ -31,8 +31,8 @@ URLs the platform hands out are all lower case: pylti1p3 lower-cases the ``Link`
 next-page URL (service_connector.py), so upper-case path segments would break paging for a real tool.
 
 Thread note: the HTTP server answers on its own threads. When the tool's JWKS is given as a callable it is called
-on such a thread; give a dict (or a callable that does not touch the database) when the tool is a Django test
-client inside a test transaction.
+on such a thread, whose database connection (closed again after the call) sees committed rows only: in a test
+inside a transaction (pytest-django ``db``), give a dict snapshot, or a callable returning data built in the test.
 """
 
 from __future__ import annotations
@@ -195,6 +195,17 @@ class _Context:
     label: str
     members: dict = field(default_factory=dict)         # sub -> {"roles": [...], "status": "Active"|"Inactive"}
     links: dict = field(default_factory=dict)           # resource link id -> link dict
+
+
+def _close_thread_db_connections() -> None:
+    """A JWKS callable that reads Django's database opens a connection on the server's thread (it sees committed
+    rows only); close it so it does not outlive the request (Django's connections are per thread)."""
+    import sys
+
+    if "django.db" in sys.modules:
+        from django.db import connections
+
+        connections.close_all()
 
 
 def _b64url(data: bytes) -> str:
@@ -562,8 +573,13 @@ class MockPlatform:
 
     def _tool_jwks(self) -> dict:
         tool = self._registered_tool()
+        if callable(tool.jwks):
+            try:
+                return tool.jwks()
+            finally:
+                _close_thread_db_connections()
         if tool.jwks is not None:
-            return tool.jwks() if callable(tool.jwks) else tool.jwks
+            return tool.jwks
         try:
             with urllib.request.urlopen(tool.jwks_url, timeout=10) as resp:  # noqa: S310 (a test server)
                 return json.loads(resp.read())

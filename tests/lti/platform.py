@@ -193,6 +193,7 @@ class _Context:
     key: str              # lower-case path segment
     title: str
     label: str
+    sourced_id: str | None = None
     members: dict = field(default_factory=dict)         # sub -> {"roles": [...], "status": "Active"|"Inactive"}
     links: dict = field(default_factory=dict)           # resource link id -> link dict
 
@@ -268,7 +269,7 @@ class MockPlatform:
         self._tokens: dict[str, dict] = {}                 # access token -> {"scopes", "expires_at"}
         self._used_jtis: dict[str, int] = {}               # client assertion jti -> exp
         self._used_dl_nonces: set[str] = set()
-        self._failures: list[list] = []                    # [path prefix, remaining, status]
+        self._failures: list[list] = []                    # [path prefix, remaining, status, retry_after]
         self._lineitem_seq = 0
         self._lineitem_context: dict[str, str] = {}        # line item URL -> context_id
         self._link_seq = 0
@@ -334,19 +335,22 @@ class MockPlatform:
                               scopes=frozenset(scopes) if scopes is not None else ALL_SCOPES)
 
     def add_user(self, sub: str, *, name: str, given_name: str = "", family_name: str = "", email: str = "",
-                 picture: str | None = None) -> None:
+                 picture: str | None = None, sourced_id: str | None = None) -> None:
+        """A person as the LMS knows them; sourced_id is their SIS (OneRoster) sourcedId when the LMS has one, sent
+        as lis.person_sourcedid in launches and lis_person_sourcedid in NRPS."""
         with self._lock:
             self.users[sub] = {"name": name, "given_name": given_name, "family_name": family_name,
-                               "email": email, "picture": picture}
+                               "email": email, "picture": picture, "sourced_id": sourced_id}
 
-    def add_context(self, context_id: str, *, title: str, label: str = "") -> None:
+    def add_context(self, context_id: str, *, title: str, label: str = "", sourced_id: str | None = None) -> None:
+        """A course; sourced_id is the SIS class sourcedId (lis.course_section_sourcedid in launches)."""
         with self._lock:
             if context_id in self.contexts:
                 ctx = self.contexts[context_id]
-                ctx.title, ctx.label = title, label
+                ctx.title, ctx.label, ctx.sourced_id = title, label, sourced_id
                 return
             self.contexts[context_id] = _Context(context_id=context_id, key=f"c{len(self.contexts) + 1}",
-                                                 title=title, label=label)
+                                                 title=title, label=label, sourced_id=sourced_id)
             self.deep_links.setdefault(context_id, [])
 
     def enroll(self, context_id: str, sub: str, roles: list[str]) -> None:
@@ -505,12 +509,14 @@ class MockPlatform:
                                   "version": "1.0"},
             CLAIM_LAUNCH_PRESENTATION: {"document_target": "iframe", "locale": "en-US",
                                         "return_url": f"{self.issuer}/courses/{ctx.key}/return"},
-            CLAIM_LIS: {"person_sourcedid": sub, "course_offering_sourcedid": ctx.context_id},
             CLAIM_NRPS: {"context_memberships_url": f"{self.issuer}/api/contexts/{ctx.key}/memberships",
                          "service_versions": ["2.0"]},
         }
         if user["picture"]:
             claims["picture"] = user["picture"]
+        lis = {"person_sourcedid": user["sourced_id"], "course_section_sourcedid": ctx.sourced_id}
+        if any(lis.values()):
+            claims[CLAIM_LIS] = {k: v for k, v in lis.items() if v}
         ags_scopes = [s for s in AGS_SCOPES if s in self._registered_tool().scopes]
         if ags_scopes:
             claims[CLAIM_AGS] = {"scope": ags_scopes, "lineitems": f"{self.issuer}/api/contexts/{ctx.key}/line_items"}
@@ -689,10 +695,11 @@ class MockPlatform:
                 continue
             user = self.users[sub]
             member = {"user_id": sub, "roles": list(m["roles"]), "status": m["status"], "name": user["name"],
-                      "given_name": user["given_name"], "family_name": user["family_name"], "email": user["email"],
-                      "lis_person_sourcedid": sub}
+                      "given_name": user["given_name"], "family_name": user["family_name"], "email": user["email"]}
             if user["picture"]:
                 member["picture"] = user["picture"]
+            if user["sourced_id"]:
+                member["lis_person_sourcedid"] = user["sourced_id"]
             members.append(member)
         limit = self._int_param(params, "limit", self.page_size)
         page = self._int_param(params, "page", 1)

@@ -23,6 +23,7 @@ from tests.lti.platform import (
     CLAIM_DEPLOYMENT_ID,
     CLAIM_DL_SETTINGS,
     CLAIM_LAUNCH_PRESENTATION,
+    CLAIM_LIS,
     CLAIM_MESSAGE_TYPE,
     CLAIM_NRPS,
     CLAIM_RESOURCE_LINK,
@@ -70,8 +71,8 @@ def platform(tool_key):
                         jwks=tool_key.jwks(), deep_link_url=TOOL + "/lti/deep_link")
         p.add_user(TEACHER, name="Tess Teacher", given_name="Tess", family_name="Teacher", email="tess@school.test")
         p.add_user(STUDENT, name="Sam Student", given_name="Sam", family_name="Student", email="sam@school.test",
-                   picture="https://pics.test/sam.png")
-        p.add_context(COURSE, title="Biology 101", label="BIO101")
+                   picture="https://pics.test/sam.png", sourced_id="sis-student-1")
+        p.add_context(COURSE, title="Biology 101", label="BIO101", sourced_id="sis-class-1")
         p.enroll(COURSE, TEACHER, [ROLE_INSTRUCTOR])
         p.enroll(COURSE, STUDENT, [ROLE_LEARNER])
         p.add_resource_link(COURSE, "rl-exam", title="Exam 1", url=TOOL + "/exams/1",
@@ -162,6 +163,7 @@ def test_login_initiation_then_auth_over_http_posts_a_verifiable_id_token_with_t
     assert claims["name"] == "Sam Student" and claims["given_name"] == "Sam" and claims["family_name"] == "Student"
     assert claims["email"] == "sam@school.test" and claims["picture"] == "https://pics.test/sam.png"
     assert claims[CLAIM_CUSTOM] == {"exam": "1", "who": STUDENT}
+    assert claims[CLAIM_LIS] == {"person_sourcedid": "sis-student-1", "course_section_sourcedid": "sis-class-1"}
     assert claims[CLAIM_LAUNCH_PRESENTATION]["return_url"].startswith(platform.issuer)
     assert claims[CLAIM_TOOL_PLATFORM]["guid"] == platform.guid
     nrps = claims[CLAIM_NRPS]
@@ -181,6 +183,7 @@ def test_teacher_role_and_a_link_without_line_item(platform):
     _r, form = platform.authorize(auth_query(params))
     claims = verify(platform, form["id_token"])
     assert claims[CLAIM_ROLES] == [ROLE_INSTRUCTOR]
+    assert claims[CLAIM_LIS] == {"course_section_sourcedid": "sis-class-1"}   # no SIS id for this teacher
     assert "lineitem" not in claims[CLAIM_AGS] and "lineitems" in claims[CLAIM_AGS]
     assert claims[CLAIM_RESOURCE_LINK]["id"] == "rl-live"
 
@@ -496,7 +499,8 @@ def test_nrps_pages_through_every_member_with_link_next(platform, tool_key):
     sam = next(m for m in seen if m["user_id"] == STUDENT)
     assert sam == {"user_id": STUDENT, "roles": [ROLE_LEARNER], "status": "Active", "name": "Sam Student",
                    "given_name": "Sam", "family_name": "Student", "email": "sam@school.test",
-                   "lis_person_sourcedid": STUDENT, "picture": "https://pics.test/sam.png"}
+                   "lis_person_sourcedid": "sis-student-1", "picture": "https://pics.test/sam.png"}
+    assert "lis_person_sourcedid" not in next(m for m in seen if m["user_id"] == TEACHER)
 
 
 def test_nrps_role_filter_and_unenrollment(platform, tool_key):

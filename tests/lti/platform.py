@@ -251,6 +251,7 @@ class MockPlatform:
         self.guid = "platform-" + secrets.token_hex(6)
         self.token_lifetime = 3600
         self.auth_tamper: frozenset[str] = frozenset()     # applied to every HTTP /auth answer
+        self.aud_as_list = False                           # id_token aud as [client_id] (with azp), as some LMSs do
         self.requests: list[Request] = []
         self.lineitems: dict[str, dict] = {}               # id (URL) -> line item JSON + "scores": {sub: score}
         self.ignored_scores: list[dict] = []               # scores dropped as not newer than the stored one
@@ -261,7 +262,7 @@ class MockPlatform:
         self.tool: _Tool | None = None
         self.users: dict[str, dict] = {}
         self.contexts: dict[str, _Context] = {}
-        self.last_launch: dict | None = None               # {"redirect_uri", "form", "claims"} of the last id_token
+        self.last_launch: dict | None = None               # {"redirect_uri", "form", "claims" (untampered), "tamper"}
         self._keys: list[RsaKey] = [RsaKey.new()]              # newest first; [0] signs
         self._lock = threading.RLock()
         self._hints: dict[str, dict] = {}                  # lti_message_hint -> pending launch
@@ -469,7 +470,8 @@ class MockPlatform:
             form = {"id_token": token}
             if "state" in query:
                 form["state"] = query["state"]
-            self.last_launch = {"redirect_uri": redirect_uri, "form": dict(form), "claims": claims}
+            self.last_launch = {"redirect_uri": redirect_uri, "form": dict(form), "claims": claims,
+                                "tamper": frozenset(tamper)}
             return redirect_uri, form
 
     def replay_last_id_token(self) -> tuple[str, dict]:
@@ -488,7 +490,7 @@ class MockPlatform:
         now = _now()
         claims: dict[str, Any] = {
             "iss": self.issuer,
-            "aud": self.client_id,
+            "aud": [self.client_id] if self.aud_as_list else self.client_id,
             "azp": self.client_id,
             "sub": sub,
             "iat": now,

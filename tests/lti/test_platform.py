@@ -892,6 +892,13 @@ def test_pylti1p3_completes_a_launch_then_nrps_and_ags(platform, tool_conf):
     assert [r.method for r in platform.requests if r.path == "/token"] == ["POST", "POST"]
 
 
+def test_pylti1p3_accepts_aud_as_a_list(platform, tool_conf):
+    platform.aud_as_list = True
+    launch, fields = pylti_launch(platform, tool_conf)
+    assert launch.get_launch_data()["aud"] == [platform.client_id]
+    assert verify(platform, fields["id_token"])["azp"] == platform.client_id
+
+
 def test_pylti1p3_deep_linking_round_trip(platform, tool_conf):
     launch, _fields = pylti_launch(platform, tool_conf, sub=TEACHER, message_type="LtiDeepLinkingRequest",
                                    resource_link_id=None)

@@ -21,7 +21,7 @@ Every service call needs a bearer token from ``/token`` holding the right scope,
 ``authorize(..., tamper=...)`` and ``auth_tamper`` forge the classic attacks (bad signature, wrong audience,
 expired token, unknown key, alg none, ...); ``replay_last_id_token`` replays a launch; ``fail_next`` makes the
 next calls under a path fail. Everything received is kept for inspection (``requests``, ``lineitems``,
-``gradebook``, ``deep_links``).
+``gradebook``, ``deep_links``). ``launch_page_url`` gives a page that starts a launch in a browser.
 
 Spec references: https://www.imsglobal.org/spec/lti/v1p3/ (Core), https://www.imsglobal.org/spec/security/v1p0/
 (Security Framework), https://www.imsglobal.org/spec/lti-dl/v2p0, https://www.imsglobal.org/spec/lti-nrps/v2p0,
@@ -266,6 +266,7 @@ class MockPlatform:
         self._keys: list[RsaKey] = [RsaKey.new()]              # newest first; [0] signs
         self._lock = threading.RLock()
         self._hints: dict[str, dict] = {}                  # lti_message_hint -> pending launch
+        self._launch_pages: dict[str, tuple[str, dict]] = {}   # /launch/<token> -> (tool login url, params)
         self._dl_data: dict[str, dict] = {}                # deep linking `data` -> {"context_id", "sub"}
         self._tokens: dict[str, dict] = {}                 # access token -> {"scopes", "expires_at"}
         self._used_jtis: dict[str, int] = {}               # client assertion jti -> exp
@@ -430,6 +431,15 @@ class MockPlatform:
                       "lti_message_hint": message_hint, "client_id": self.client_id,
                       "lti_deployment_id": self.deployment_id}
             return tool.login_url, params
+
+    def launch_page_url(self, **initiation) -> str:
+        """A page of the LMS that starts a launch in a browser: it POSTs the login initiation (the arguments of
+        login_initiation) to the tool's login_url as soon as it loads. For Playwright tests."""
+        url, params = self.login_initiation(**initiation)
+        token = secrets.token_hex(12)
+        with self._lock:
+            self._launch_pages[token] = (url, params)
+        return f"{self.issuer}/launch/{token}"
 
     def _registered_tool(self) -> _Tool:
         if self.tool is None:
@@ -933,6 +943,7 @@ class MockPlatform:
 _LINEITEMS = re.compile(r"^/api/contexts/(?P<key>c\d+)/line_items$")
 _LINEITEM = re.compile(r"^/api/contexts/(?P<key>c\d+)/line_items/(?P<num>\d+)(?P<sub>/scores|/results)?$")
 _MEMBERSHIPS = re.compile(r"^/api/contexts/(?P<key>c\d+)/memberships$")
+_LAUNCH_PAGE = re.compile(r"^/launch/(?P<token>[0-9a-f]+)$")
 _RETURN = re.compile(r"^/courses/(?P<key>c\d+)/return$")
 
 
@@ -1017,6 +1028,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._html(400, f"<h1>Deep linking failed</h1><p>{html.escape(exc.description)}</p>")
             items = "".join(f"<li>{html.escape(link)}</li>" for link in created)
             return self._html(200, f"<h1>Content added</h1><ul id='created'>{items}</ul>")
+        if (m := _LAUNCH_PAGE.match(path)) and method == "GET":
+            page = p._launch_pages.get(m["token"])
+            if page is None:
+                raise PlatformError("not_found", "no such launch", 404)
+            return self._html(200, autosubmit_form(*page))
         if (m := _RETURN.match(path)) and method == "GET":
             p.returns.append({"context_key": m["key"], **params})
             return self._html(200, "<h1>Back in the course</h1>")

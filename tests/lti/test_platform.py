@@ -308,6 +308,19 @@ def test_auth_tamper_applies_to_http_launches(platform):
         verify(platform, read_form(page)[1]["id_token"])
 
 
+def test_launch_page_posts_the_login_initiation_to_the_tool(platform):
+    url = platform.launch_page_url(sub=STUDENT, context_id=COURSE, target_link_uri=LAUNCH_URL,
+                                   resource_link_id="rl-exam")
+    status, _h, page = http("GET", url)
+    action, fields = read_form(page)
+    assert status == 200 and action == TOOL + "/lti/login" and "submit()" in page
+    assert set(fields) == {"iss", "login_hint", "target_link_uri", "lti_message_hint", "client_id",
+                           "lti_deployment_id"}
+    _r, form = platform.authorize(auth_query(fields))       # the hints it carries are the platform's own
+    assert verify(platform, form["id_token"])["sub"] == STUDENT
+    assert http("GET", platform.issuer + "/launch/0badc0de")[0] == 404
+
+
 def test_replay_last_id_token_gives_the_same_token_and_state(platform):
     token = launch_token(platform)
     redirect, form = platform.replay_last_id_token()
@@ -964,3 +977,90 @@ def test_stock_pylti1p3_session_accepts_a_replay_in_the_same_browser(platform, t
     _redirect, fields = platform.replay_last_id_token()
     request = ToolRequest(fields, browser)
     ToolLaunch(request, tool_conf, SessionService(request)).validate()
+
+
+# --- in a real browser: the LMS's launch page → the tool's login → /auth → the tool's launch ---------------------
+
+
+class PyltiToolServer:
+    """A minimal LTI tool over real HTTP, built on pylti1p3 (login + launch), with its session in a cookie."""
+
+    def __init__(self, platform, tool_key):
+        self.browsers: dict[str, dict] = {}
+        tool = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                params = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                cookie = self.headers.get("Cookie", "")
+                sid = dict(c.strip().split("=", 1) for c in cookie.split(";") if "=" in c).get("sid")
+                if sid not in tool.browsers:
+                    sid = "sid" + str(len(tool.browsers) + 1)
+                    tool.browsers[sid] = {}
+                request = ToolRequest(params, tool.browsers[sid])
+                if self.path == "/lti/login":
+                    location = ToolLogin(request, tool.conf).get_redirect_object(tool.launch_url).get_redirect_url()
+                    self.send_response(302)
+                    self.send_header("Location", location)
+                    self.send_header("Set-Cookie", f"sid={sid}; Path=/; HttpOnly; SameSite=Lax")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                try:
+                    data = ToolLaunch(request, tool.conf).validate().get_launch_data()
+                    status, body = 200, f"<h1 id='hello'>Hello {data['name']}</h1>"
+                except Exception as exc:
+                    status, body = 403, f"<h1 id='refused'>Refused: {type(exc).__name__}</h1>"
+                payload = f"<!doctype html><html><body>{body}</body></html>".encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.login_url, self.launch_url = origin + "/lti/login", origin + "/lti/launch"
+        self.conf = ToolConfDict({platform.issuer: [{
+            "default": True, "client_id": platform.client_id, "auth_login_url": platform.auth_url,
+            "auth_token_url": platform.token_url, "key_set_url": platform.jwks_url,
+            "deployment_ids": [platform.deployment_id]}]})
+        self.conf.set_private_key(platform.issuer, tool_key.private_pem(), client_id=platform.client_id)
+        self.conf.set_public_key(platform.issuer, tool_key.public_pem(), client_id=platform.client_id)
+        platform.register_tool(login_url=self.login_url, launch_url=self.launch_url, redirect_uris=[self.launch_url],
+                               jwks=self.conf.get_jwks)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.browser
+def test_a_browser_launch_goes_through_the_auto_submitting_pages(platform, tool_key):
+    from tests.e2e.browser import browser
+
+    tool = PyltiToolServer(platform, tool_key)
+    try:
+        with browser() as b:
+            page = b.new_page()
+            page.set_default_timeout(15000)
+            page.goto(platform.launch_page_url(sub=STUDENT, context_id=COURSE, target_link_uri=tool.launch_url,
+                                               resource_link_id="rl-exam"))
+            page.wait_for_selector("#hello")
+            assert page.url == tool.launch_url and page.inner_text("#hello") == "Hello Sam Student"
+            # The same browser, a tampered id_token: the tool refuses it.
+            platform.auth_tamper = frozenset({"bad_signature"})
+            page.goto(platform.launch_page_url(sub=STUDENT, context_id=COURSE, target_link_uri=tool.launch_url,
+                                               resource_link_id="rl-exam"))
+            page.wait_for_selector("#refused")
+    finally:
+        tool.close()
+    paths = [(r.method, r.path.split("?")[0]) for r in platform.requests]
+    assert paths.count(("GET", "/auth")) == 2 and paths.count(("GET", "/jwks")) == 2
+    assert len(tool.browsers) == 1                        # one browser session across both launches

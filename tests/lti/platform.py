@@ -12,7 +12,7 @@ side is tested against signed JWTs, a JWKS, an OAuth2 token endpoint and the ser
   /deep_link_return`` verifies the tool's ``LtiDeepLinkingResponse`` and places the resource links (and their
   line items) in the course.
 - Names and Role Provisioning Services 2.0: ``GET /api/contexts/<c>/memberships`` (paged by ``Link: rel="next"``,
-  ``role`` and ``limit`` parameters).
+  ``role``, ``limit`` and ``rlid`` parameters; no ``differences`` link, no per-member ``message`` section).
 - Assignment and Grade Services 2.0: line item container (GET with ``resource_link_id``/``resource_id``/``tag``
   filters, POST), line item (GET/PUT/DELETE), ``/scores`` (POST, validated; a score whose timestamp is not newer
   than the stored one for that user is ignored) and ``/results`` (GET).
@@ -21,7 +21,7 @@ Every service call needs a bearer token from ``/token`` holding the right scope,
 ``authorize(..., tamper=...)`` and ``auth_tamper`` forge the classic attacks (bad signature, wrong audience,
 expired token, unknown key, alg none, ...); ``replay_last_id_token`` replays a launch; ``fail_next`` makes the
 next calls under a path fail. Everything received is kept for inspection (``requests``, ``lineitems``,
-``gradebook``, ``deep_links``).
+``gradebook``, ``deep_links``). ``launch_page_url`` gives a page that starts a launch in a browser.
 
 Spec references: https://www.imsglobal.org/spec/lti/v1p3/ (Core), https://www.imsglobal.org/spec/security/v1p0/
 (Security Framework), https://www.imsglobal.org/spec/lti-dl/v2p0, https://www.imsglobal.org/spec/lti-nrps/v2p0,
@@ -31,8 +31,8 @@ URLs the platform hands out are all lower case: pylti1p3 lower-cases the ``Link`
 next-page URL (service_connector.py), so upper-case path segments would break paging for a real tool.
 
 Thread note: the HTTP server answers on its own threads. When the tool's JWKS is given as a callable it is called
-on such a thread; give a dict (or a callable that does not touch the database) when the tool is a Django test
-client inside a test transaction.
+on such a thread, whose database connection (closed again after the call) sees committed rows only: in a test
+inside a transaction (pytest-django ``db``), give a dict snapshot, or a callable returning data built in the test.
 """
 
 from __future__ import annotations
@@ -193,8 +193,20 @@ class _Context:
     key: str              # lower-case path segment
     title: str
     label: str
+    sourced_id: str | None = None
     members: dict = field(default_factory=dict)         # sub -> {"roles": [...], "status": "Active"|"Inactive"}
     links: dict = field(default_factory=dict)           # resource link id -> link dict
+
+
+def _close_thread_db_connections() -> None:
+    """A JWKS callable that reads Django's database opens a connection on the server's thread (it sees committed
+    rows only); close it so it does not outlive the request (Django's connections are per thread)."""
+    import sys
+
+    if "django.db" in sys.modules:
+        from django.db import connections
+
+        connections.close_all()
 
 
 def _b64url(data: bytes) -> str:
@@ -239,25 +251,29 @@ class MockPlatform:
         self.guid = "platform-" + secrets.token_hex(6)
         self.token_lifetime = 3600
         self.auth_tamper: frozenset[str] = frozenset()     # applied to every HTTP /auth answer
+        self.aud_as_list = False                           # id_token aud as [client_id] (with azp), as some LMSs do
         self.requests: list[Request] = []
         self.lineitems: dict[str, dict] = {}               # id (URL) -> line item JSON + "scores": {sub: score}
         self.ignored_scores: list[dict] = []               # scores dropped as not newer than the stored one
         self.deep_links: dict[str, list[dict]] = {}        # context_id -> content items received
         self.deep_link_messages: list[dict] = []           # msg/log/errormsg/errorlog claims of DL responses
         self.returns: list[dict] = []                      # launch_presentation return_url visits (query params)
+        self.server_errors: list[str] = []                 # unexpected exceptions in the mock itself (a bug here)
         self.tool: _Tool | None = None
         self.users: dict[str, dict] = {}
         self.contexts: dict[str, _Context] = {}
-        self.last_launch: dict | None = None               # {"redirect_uri", "form", "claims"} of the last id_token
+        self.last_launch: dict | None = None               # {"redirect_uri", "form", "claims" (untampered), "tamper"}
         self._keys: list[RsaKey] = [RsaKey.new()]              # newest first; [0] signs
         self._lock = threading.RLock()
         self._hints: dict[str, dict] = {}                  # lti_message_hint -> pending launch
+        self._launch_pages: dict[str, tuple[str, dict]] = {}   # /launch/<token> -> (tool login url, params)
         self._dl_data: dict[str, dict] = {}                # deep linking `data` -> {"context_id", "sub"}
         self._tokens: dict[str, dict] = {}                 # access token -> {"scopes", "expires_at"}
         self._used_jtis: dict[str, int] = {}               # client assertion jti -> exp
         self._used_dl_nonces: set[str] = set()
-        self._failures: list[list] = []                    # [path prefix, remaining, status]
+        self._failures: list[list] = []                    # [path prefix, remaining, status, retry_after]
         self._lineitem_seq = 0
+        self._lineitem_context: dict[str, str] = {}        # line item URL -> context_id
         self._link_seq = 0
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -321,19 +337,22 @@ class MockPlatform:
                               scopes=frozenset(scopes) if scopes is not None else ALL_SCOPES)
 
     def add_user(self, sub: str, *, name: str, given_name: str = "", family_name: str = "", email: str = "",
-                 picture: str | None = None) -> None:
+                 picture: str | None = None, sourced_id: str | None = None) -> None:
+        """A person as the LMS knows them; sourced_id is their SIS (OneRoster) sourcedId when the LMS has one, sent
+        as lis.person_sourcedid in launches and lis_person_sourcedid in NRPS."""
         with self._lock:
             self.users[sub] = {"name": name, "given_name": given_name, "family_name": family_name,
-                               "email": email, "picture": picture}
+                               "email": email, "picture": picture, "sourced_id": sourced_id}
 
-    def add_context(self, context_id: str, *, title: str, label: str = "") -> None:
+    def add_context(self, context_id: str, *, title: str, label: str = "", sourced_id: str | None = None) -> None:
+        """A course; sourced_id is the SIS class sourcedId (lis.course_section_sourcedid in launches)."""
         with self._lock:
             if context_id in self.contexts:
                 ctx = self.contexts[context_id]
-                ctx.title, ctx.label = title, label
+                ctx.title, ctx.label, ctx.sourced_id = title, label, sourced_id
                 return
             self.contexts[context_id] = _Context(context_id=context_id, key=f"c{len(self.contexts) + 1}",
-                                                 title=title, label=label)
+                                                 title=title, label=label, sourced_id=sourced_id)
             self.deep_links.setdefault(context_id, [])
 
     def enroll(self, context_id: str, sub: str, roles: list[str]) -> None:
@@ -413,6 +432,15 @@ class MockPlatform:
                       "lti_deployment_id": self.deployment_id}
             return tool.login_url, params
 
+    def launch_page_url(self, **initiation) -> str:
+        """A page of the LMS that starts a launch in a browser: it POSTs the login initiation (the arguments of
+        login_initiation) to the tool's login_url as soon as it loads. For Playwright tests."""
+        url, params = self.login_initiation(**initiation)
+        token = secrets.token_hex(12)
+        with self._lock:
+            self._launch_pages[token] = (url, params)
+        return f"{self.issuer}/launch/{token}"
+
     def _registered_tool(self) -> _Tool:
         if self.tool is None:
             raise PlatformError("unauthorized_client", "no tool registered")
@@ -452,7 +480,8 @@ class MockPlatform:
             form = {"id_token": token}
             if "state" in query:
                 form["state"] = query["state"]
-            self.last_launch = {"redirect_uri": redirect_uri, "form": dict(form), "claims": claims}
+            self.last_launch = {"redirect_uri": redirect_uri, "form": dict(form), "claims": claims,
+                                "tamper": frozenset(tamper)}
             return redirect_uri, form
 
     def replay_last_id_token(self) -> tuple[str, dict]:
@@ -471,7 +500,7 @@ class MockPlatform:
         now = _now()
         claims: dict[str, Any] = {
             "iss": self.issuer,
-            "aud": self.client_id,
+            "aud": [self.client_id] if self.aud_as_list else self.client_id,
             "azp": self.client_id,
             "sub": sub,
             "iat": now,
@@ -492,12 +521,14 @@ class MockPlatform:
                                   "version": "1.0"},
             CLAIM_LAUNCH_PRESENTATION: {"document_target": "iframe", "locale": "en-US",
                                         "return_url": f"{self.issuer}/courses/{ctx.key}/return"},
-            CLAIM_LIS: {"person_sourcedid": sub, "course_offering_sourcedid": ctx.context_id},
             CLAIM_NRPS: {"context_memberships_url": f"{self.issuer}/api/contexts/{ctx.key}/memberships",
                          "service_versions": ["2.0"]},
         }
         if user["picture"]:
             claims["picture"] = user["picture"]
+        lis = {"person_sourcedid": user["sourced_id"], "course_section_sourcedid": ctx.sourced_id}
+        if any(lis.values()):
+            claims[CLAIM_LIS] = {k: v for k, v in lis.items() if v}
         ags_scopes = [s for s in AGS_SCOPES if s in self._registered_tool().scopes]
         if ags_scopes:
             claims[CLAIM_AGS] = {"scope": ags_scopes, "lineitems": f"{self.issuer}/api/contexts/{ctx.key}/line_items"}
@@ -560,8 +591,13 @@ class MockPlatform:
 
     def _tool_jwks(self) -> dict:
         tool = self._registered_tool()
+        if callable(tool.jwks):
+            try:
+                return tool.jwks()
+            finally:
+                _close_thread_db_connections()
         if tool.jwks is not None:
-            return tool.jwks() if callable(tool.jwks) else tool.jwks
+            return tool.jwks
         try:
             with urllib.request.urlopen(tool.jwks_url, timeout=10) as resp:  # noqa: S310 (a test server)
                 return json.loads(resp.read())
@@ -640,36 +676,42 @@ class MockPlatform:
 
     # --- failure injection --------------------------------------------------------------------------------------
 
-    def fail_next(self, path_prefix: str, count: int, status: int = 500) -> None:
+    def fail_next(self, path_prefix: str, count: int, status: int = 500, *, retry_after: int | None = None) -> None:
         """The next `count` requests whose path starts with path_prefix (a path like "/api/", or a full URL
-        under the issuer) answer `status` before doing anything."""
+        under the issuer) answer `status` (with a Retry-After header when given) before doing anything."""
         if path_prefix.startswith(self.issuer):
             path_prefix = path_prefix[len(self.issuer):] or "/"
         with self._lock:
-            self._failures.append([path_prefix, count, status])
+            self._failures.append([path_prefix, count, status, retry_after])
 
-    def _injected_failure(self, path: str) -> int | None:
+    def _injected_failure(self, path: str) -> tuple[int, int | None] | None:
         with self._lock:
             for failure in self._failures:
                 if failure[1] > 0 and path.startswith(failure[0]):
                     failure[1] -= 1
-                    return failure[2]
+                    return failure[2], failure[3]
         return None
 
     # --- NRPS ---------------------------------------------------------------------------------------------------
 
     def memberships(self, key: str, params: dict) -> tuple[dict, str | None]:
         ctx = self._context_by_key(key)
+        rlid = params.get("rlid")
+        if rlid is not None and rlid.lower() not in {link_id.lower() for link_id in ctx.links}:
+            # NRPS 2.0 resource link membership: every course member may open a link here, so the list is the
+            # course's (without the optional per-member `message` section).
+            raise PlatformError("not_found", "no such resource link in this context", 404)
         members = []
         for sub, m in ctx.members.items():
             if params.get("role") and not any(_role_matches(r, params["role"]) for r in m["roles"]):
                 continue
             user = self.users[sub]
             member = {"user_id": sub, "roles": list(m["roles"]), "status": m["status"], "name": user["name"],
-                      "given_name": user["given_name"], "family_name": user["family_name"], "email": user["email"],
-                      "lis_person_sourcedid": sub}
+                      "given_name": user["given_name"], "family_name": user["family_name"], "email": user["email"]}
             if user["picture"]:
                 member["picture"] = user["picture"]
+            if user["sourced_id"]:
+                member["lis_person_sourcedid"] = user["sourced_id"]
             members.append(member)
         limit = self._int_param(params, "limit", self.page_size)
         page = self._int_param(params, "page", 1)
@@ -702,7 +744,7 @@ class MockPlatform:
         item = {k: v for k, v in data.items() if k not in {"id", "scores"}}
         item["id"] = url
         item["scores"] = {}
-        item["_context"] = ctx.context_id
+        self._lineitem_context[url] = ctx.context_id
         self.lineitems[url] = item
         return item
 
@@ -722,18 +764,18 @@ class MockPlatform:
 
     @staticmethod
     def _public_lineitem(item: dict) -> dict:
-        return {k: v for k, v in item.items() if k not in {"scores", "_context"}}
+        return {k: v for k, v in item.items() if k != "scores"}
 
     def _lineitem(self, key: str, number: str) -> tuple[_Context, dict]:
         ctx = self._context_by_key(key)
         item = self.lineitems.get(f"{self.issuer}/api/contexts/{key}/line_items/{number}")
-        if item is None or item["_context"] != ctx.context_id:
+        if item is None or self._lineitem_context.get(item["id"]) != ctx.context_id:
             raise PlatformError("not_found", "no such line item", 404)
         return ctx, item
 
     def lineitems_list(self, key: str, params: dict) -> tuple[list, str | None]:
         ctx = self._context_by_key(key)
-        items = [i for i in self.lineitems.values() if i["_context"] == ctx.context_id]
+        items = [i for url, i in self.lineitems.items() if self._lineitem_context[url] == ctx.context_id]
         for param, attr in (("resource_link_id", "resourceLinkId"), ("resource_id", "resourceId"), ("tag", "tag")):
             if param in params:
                 items = [i for i in items if str(i.get(attr, "")).lower() == params[param].lower()]
@@ -756,7 +798,7 @@ class MockPlatform:
         self._validate_lineitem(ctx, data)
         if data.get("id", item["id"]) != item["id"]:
             raise PlatformError("invalid_request", "id does not match the line item URL")
-        kept = {"id": item["id"], "scores": item["scores"], "_context": item["_context"]}
+        kept = {"id": item["id"], "scores": item["scores"]}
         item.clear()
         item.update({k: v for k, v in data.items() if k not in kept})
         item.update(kept)
@@ -822,8 +864,8 @@ class MockPlatform:
         reachable as (resourceLinkId, user sub)."""
         with self._lock:
             book = {}
-            for item in self.lineitems.values():
-                if item["_context"] != context_id:
+            for url, item in self.lineitems.items():
+                if self._lineitem_context[url] != context_id:
                     continue
                 for sub, score in item["scores"].items():
                     book[(item["label"], sub)] = dict(score)
@@ -901,6 +943,7 @@ class MockPlatform:
 _LINEITEMS = re.compile(r"^/api/contexts/(?P<key>c\d+)/line_items$")
 _LINEITEM = re.compile(r"^/api/contexts/(?P<key>c\d+)/line_items/(?P<num>\d+)(?P<sub>/scores|/results)?$")
 _MEMBERSHIPS = re.compile(r"^/api/contexts/(?P<key>c\d+)/memberships$")
+_LAUNCH_PAGE = re.compile(r"^/launch/(?P<token>[0-9a-f]+)$")
 _RETURN = re.compile(r"^/courses/(?P<key>c\d+)/return$")
 
 
@@ -947,12 +990,18 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(ValueError):
                 body = json.loads(raw)
         p._record(method, self.path, dict(self.headers.items()), body)
-        status = p._injected_failure(path)
-        if status is not None:
-            return self._json(status, {"error": "injected_failure", "error_description": f"injected {status}"})
+        failure = p._injected_failure(path)
+        if failure is not None:
+            status, retry_after = failure
+            headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+            return self._json(status, {"error": "injected_failure", "error_description": f"injected {status}"},
+                              headers=headers)
         try:
             self._route(method, path, params, ctype, body)
-        except PlatformError as exc:
+        except Exception as exc:  # noqa: BLE001 - the client gets a 500 and the test sees it in server_errors
+            if not isinstance(exc, PlatformError):
+                p.server_errors.append(f"{method} {path}: {type(exc).__name__}: {exc}")
+                exc = PlatformError("server_error", "the mock platform failed (see server_errors)", 500)
             headers = {}
             if exc.status in (401, 403):
                 headers["WWW-Authenticate"] = f'Bearer error="{exc.error}"'
@@ -979,6 +1028,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._html(400, f"<h1>Deep linking failed</h1><p>{html.escape(exc.description)}</p>")
             items = "".join(f"<li>{html.escape(link)}</li>" for link in created)
             return self._html(200, f"<h1>Content added</h1><ul id='created'>{items}</ul>")
+        if (m := _LAUNCH_PAGE.match(path)) and method == "GET":
+            page = p._launch_pages.get(m["token"])
+            if page is None:
+                raise PlatformError("not_found", "no such launch", 404)
+            return self._html(200, autosubmit_form(*page))
         if (m := _RETURN.match(path)) and method == "GET":
             p.returns.append({"context_key": m["key"], **params})
             return self._html(200, "<h1>Back in the course</h1>")

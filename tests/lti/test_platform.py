@@ -23,6 +23,7 @@ from tests.lti.platform import (
     CLAIM_DEPLOYMENT_ID,
     CLAIM_DL_SETTINGS,
     CLAIM_LAUNCH_PRESENTATION,
+    CLAIM_LIS,
     CLAIM_MESSAGE_TYPE,
     CLAIM_NRPS,
     CLAIM_RESOURCE_LINK,
@@ -70,14 +71,15 @@ def platform(tool_key):
                         jwks=tool_key.jwks(), deep_link_url=TOOL + "/lti/deep_link")
         p.add_user(TEACHER, name="Tess Teacher", given_name="Tess", family_name="Teacher", email="tess@school.test")
         p.add_user(STUDENT, name="Sam Student", given_name="Sam", family_name="Student", email="sam@school.test",
-                   picture="https://pics.test/sam.png")
-        p.add_context(COURSE, title="Biology 101", label="BIO101")
+                   picture="https://pics.test/sam.png", sourced_id="sis-student-1")
+        p.add_context(COURSE, title="Biology 101", label="BIO101", sourced_id="sis-class-1")
         p.enroll(COURSE, TEACHER, [ROLE_INSTRUCTOR])
         p.enroll(COURSE, STUDENT, [ROLE_LEARNER])
         p.add_resource_link(COURSE, "rl-exam", title="Exam 1", url=TOOL + "/exams/1",
                             custom={"exam": "1", "who": "$User.id"},
                             line_item={"label": "Exam 1", "scoreMaximum": 20, "tag": "exam"})
         yield p
+        assert p.server_errors == []
 
 
 # --- tiny HTTP client ---------------------------------------------------------------------------------------------
@@ -161,6 +163,7 @@ def test_login_initiation_then_auth_over_http_posts_a_verifiable_id_token_with_t
     assert claims["name"] == "Sam Student" and claims["given_name"] == "Sam" and claims["family_name"] == "Student"
     assert claims["email"] == "sam@school.test" and claims["picture"] == "https://pics.test/sam.png"
     assert claims[CLAIM_CUSTOM] == {"exam": "1", "who": STUDENT}
+    assert claims[CLAIM_LIS] == {"person_sourcedid": "sis-student-1", "course_section_sourcedid": "sis-class-1"}
     assert claims[CLAIM_LAUNCH_PRESENTATION]["return_url"].startswith(platform.issuer)
     assert claims[CLAIM_TOOL_PLATFORM]["guid"] == platform.guid
     nrps = claims[CLAIM_NRPS]
@@ -180,6 +183,7 @@ def test_teacher_role_and_a_link_without_line_item(platform):
     _r, form = platform.authorize(auth_query(params))
     claims = verify(platform, form["id_token"])
     assert claims[CLAIM_ROLES] == [ROLE_INSTRUCTOR]
+    assert claims[CLAIM_LIS] == {"course_section_sourcedid": "sis-class-1"}   # no SIS id for this teacher
     assert "lineitem" not in claims[CLAIM_AGS] and "lineitems" in claims[CLAIM_AGS]
     assert claims[CLAIM_RESOURCE_LINK]["id"] == "rl-live"
 
@@ -302,6 +306,19 @@ def test_auth_tamper_applies_to_http_launches(platform):
     _s, _h, page = http("GET", platform.auth_url + "?" + urllib.parse.urlencode(auth_query(params)))
     with pytest.raises(jwt.ExpiredSignatureError):
         verify(platform, read_form(page)[1]["id_token"])
+
+
+def test_launch_page_posts_the_login_initiation_to_the_tool(platform):
+    url = platform.launch_page_url(sub=STUDENT, context_id=COURSE, target_link_uri=LAUNCH_URL,
+                                   resource_link_id="rl-exam")
+    status, _h, page = http("GET", url)
+    action, fields = read_form(page)
+    assert status == 200 and action == TOOL + "/lti/login" and "submit()" in page
+    assert set(fields) == {"iss", "login_hint", "target_link_uri", "lti_message_hint", "client_id",
+                           "lti_deployment_id"}
+    _r, form = platform.authorize(auth_query(fields))       # the hints it carries are the platform's own
+    assert verify(platform, form["id_token"])["sub"] == STUDENT
+    assert http("GET", platform.issuer + "/launch/0badc0de")[0] == 404
 
 
 def test_replay_last_id_token_gives_the_same_token_and_state(platform):
@@ -495,7 +512,8 @@ def test_nrps_pages_through_every_member_with_link_next(platform, tool_key):
     sam = next(m for m in seen if m["user_id"] == STUDENT)
     assert sam == {"user_id": STUDENT, "roles": [ROLE_LEARNER], "status": "Active", "name": "Sam Student",
                    "given_name": "Sam", "family_name": "Student", "email": "sam@school.test",
-                   "lis_person_sourcedid": STUDENT, "picture": "https://pics.test/sam.png"}
+                   "lis_person_sourcedid": "sis-student-1", "picture": "https://pics.test/sam.png"}
+    assert "lis_person_sourcedid" not in next(m for m in seen if m["user_id"] == TEACHER)
 
 
 def test_nrps_role_filter_and_unenrollment(platform, tool_key):
@@ -508,6 +526,8 @@ def test_nrps_role_filter_and_unenrollment(platform, tool_key):
         return {m["user_id"]: m for m in json.loads(text)["members"]}
 
     assert set(members("?" + urllib.parse.urlencode({"role": ROLE_INSTRUCTOR}))) == {TEACHER}
+    assert set(members("?rlid=rl-exam")) == {TEACHER, STUDENT}
+    assert http("GET", base + "?rlid=rl-elsewhere", headers=auth)[0] == 404
     assert set(members("?role=Learner")) == {STUDENT}
     platform.unenroll(COURSE, STUDENT, inactive=True)
     assert members()[STUDENT]["status"] == "Inactive"
@@ -554,6 +574,7 @@ def test_ags_line_items_create_filter_update_delete(platform, tool_key):
                             headers={**auth, "Content-Type": MEDIA_LINEITEM})
     assert status == 200 and json.loads(text)["label"] == "Quiz three"
     assert platform.lineitems[quiz["id"]]["scoreMaximum"] == 12
+    assert set(platform.lineitems[quiz["id"]]) == {"id", "label", "scoreMaximum", "tag", "resourceId", "scores"}
     assert http("DELETE", quiz["id"], headers=auth)[0] == 204
     assert http("GET", quiz["id"], headers=auth)[0] == 404 and listing() == ["Exam 1"]
     # Invalid line items are refused.
@@ -644,8 +665,9 @@ def test_fail_next_injects_failures_then_lets_calls_through(platform, tool_key):
     assert platform.gradebook(COURSE) == {}
     assert post_score(platform, auth, lineitem, score(at=datetime(2026, 1, 3, tzinfo=UTC)))[0] == 204
     assert platform.gradebook(COURSE)[("Exam 1", STUDENT)]["timestamp"].startswith("2026-01-03")
-    platform.fail_next("/token", 1)
-    assert http("POST", platform.token_url, form=token_request(platform, tool_key, [SCOPE_SCORE]))[0] == 500
+    platform.fail_next("/token", 1, status=429, retry_after=7)
+    status, headers, _t = http("POST", platform.token_url, form=token_request(platform, tool_key, [SCOPE_SCORE]))
+    assert (status, headers["Retry-After"]) == (429, "7")
     assert http("POST", platform.token_url, form=token_request(platform, tool_key, [SCOPE_SCORE]))[0] == 200
 
 
@@ -732,3 +754,313 @@ def test_unknown_paths_and_methods(platform, tool_key):
     auth = bearer(platform, tool_key, [SCOPE_NRPS])
     assert http("GET", platform.issuer + "/api/contexts/c99/memberships", headers=auth)[0] == 404
     assert http("POST", platform.issuer + "/api/contexts/c1/memberships", headers=auth, body=b"")[0] == 405
+
+
+# --- pylti1p3 as the tool: the proof that the platform speaks the protocol as a real tool expects -----------------
+
+from pylti1p3.cookie import CookieService  # noqa: E402
+from pylti1p3.deep_link_resource import DeepLinkResource  # noqa: E402
+from pylti1p3.grade import Grade  # noqa: E402
+from pylti1p3.lineitem import LineItem  # noqa: E402
+from pylti1p3.message_launch import MessageLaunch  # noqa: E402
+from pylti1p3.oidc_login import OIDCLogin  # noqa: E402
+from pylti1p3.redirect import Redirect  # noqa: E402
+from pylti1p3.request import Request as LtiRequest  # noqa: E402
+from pylti1p3.session import SessionService  # noqa: E402
+from pylti1p3.tool_config import ToolConfDict  # noqa: E402
+
+
+class ToolRequest(LtiRequest):
+    """One browser request to the tool: its parameters plus the browser's session and cookies."""
+
+    def __init__(self, params: dict, browser: dict):
+        self._params = params
+        self._browser = browser
+
+    @property
+    def session(self):
+        return self._browser.setdefault("session", {})
+
+    @property
+    def cookies(self):
+        return self._browser.setdefault("cookies", {})
+
+    def is_secure(self) -> bool:
+        return False
+
+    def get_param(self, key):
+        return self._params.get(key)
+
+
+class ToolCookies(CookieService):
+    def __init__(self, request: ToolRequest):
+        self._jar = request.cookies
+
+    def get_cookie(self, name):
+        return self._jar.get(f"{self._cookie_prefix}-{name}")
+
+    def set_cookie(self, name, value, exp=3600):
+        self._jar[f"{self._cookie_prefix}-{name}"] = value
+
+
+class ToolRedirect(Redirect):
+    def __init__(self, url):
+        self._url = url
+
+    def do_redirect(self):
+        return self._url
+
+    def do_js_redirect(self):
+        return self._url
+
+    def set_redirect_url(self, location):
+        self._url = location
+
+    def get_redirect_url(self):
+        return self._url
+
+
+class ToolLogin(OIDCLogin):
+    def __init__(self, request, tool_conf):
+        super().__init__(request, tool_conf, SessionService(request), ToolCookies(request))
+
+    def get_redirect(self, url):
+        return ToolRedirect(url)
+
+
+class NonceConsumingSession(SessionService):
+    """What a tool must add to pylti1p3 2.0.0: a nonce is good for one launch (the stock check only looks it up)."""
+
+    def check_nonce(self, nonce):
+        return self.data_storage._request.session.pop(self._get_key("nonce", nonce), None) is not None
+
+
+class ToolLaunch(MessageLaunch):
+    def __init__(self, request, tool_conf, session_service=None):
+        super().__init__(request, tool_conf, session_service or NonceConsumingSession(request), ToolCookies(request))
+
+    def _get_request_param(self, key):
+        return self._request.get_param(key)
+
+
+@pytest.fixture
+def tool_conf(platform, tool_key):
+    conf = ToolConfDict({platform.issuer: [{
+        "default": True, "client_id": platform.client_id, "auth_login_url": platform.auth_url,
+        "auth_token_url": platform.token_url, "key_set_url": platform.jwks_url,
+        "deployment_ids": [platform.deployment_id]}]})
+    conf.set_private_key(platform.issuer, tool_key.private_pem(), client_id=platform.client_id)
+    conf.set_public_key(platform.issuer, tool_key.public_pem(), client_id=platform.client_id)
+    # pylti1p3 names its key by the JWK thumbprint: the platform reads the tool's JWKS from the library itself.
+    platform.register_tool(login_url=TOOL + "/lti/login", launch_url=LAUNCH_URL, redirect_uris=[LAUNCH_URL],
+                           jwks=conf.get_jwks, deep_link_url=TOOL + "/lti/deep_link")
+    return conf
+
+
+def pylti_launch(platform, conf, *, browser=None, sub=STUDENT, tamper=frozenset(), session=None, **initiation):
+    """A whole launch, the tool being pylti1p3: login initiation → OIDCLogin → GET /auth over HTTP → MessageLaunch."""
+    browser = {} if browser is None else browser
+    initiation = {"context_id": COURSE, "target_link_uri": LAUNCH_URL, "resource_link_id": "rl-exam", **initiation}
+    _login_url, params = platform.login_initiation(sub=sub, **initiation)
+    auth_url = ToolLogin(ToolRequest(params, browser), conf).get_redirect_object(LAUNCH_URL).get_redirect_url()
+    assert auth_url.startswith(platform.auth_url + "?")
+    platform.auth_tamper = frozenset(tamper)
+    status, _h, page = http("GET", auth_url)
+    platform.auth_tamper = frozenset()
+    assert status == 200
+    action, fields = read_form(page)
+    assert action == LAUNCH_URL
+    request = ToolRequest(fields, browser)
+    launch = ToolLaunch(request, conf, session(request) if session else None)
+    launch.validate()
+    return launch, fields
+
+
+def test_pylti1p3_completes_a_launch_then_nrps_and_ags(platform, tool_conf):
+    for n in range(5):
+        platform.add_user(f"S-{n + 2}", name=f"Student {n + 2}")
+        platform.enroll(COURSE, f"S-{n + 2}", [ROLE_LEARNER])
+    launch, _fields = pylti_launch(platform, tool_conf)
+    data = launch.get_launch_data()
+    assert launch.is_resource_launch() and launch.check_student_access() and not launch.check_teacher_access()
+    assert data["sub"] == STUDENT and data[CLAIM_CONTEXT]["id"] == COURSE
+
+    members = launch.get_nrps().get_members()          # 7 members, page size 3: pylti1p3 follows Link next
+    assert sorted(m["user_id"] for m in members) == sorted([TEACHER, STUDENT] + [f"S-{n + 2}" for n in range(5)])
+
+    ags = launch.get_ags()
+    grade = (Grade().set_score_given(17).set_score_maximum(20).set_activity_progress("Completed")
+             .set_grading_progress("FullyGraded").set_user_id(STUDENT).set_comment("good")
+             .set_timestamp(datetime.now(UTC).isoformat()))
+    ags.put_grade(grade)                                # to the launch's own line item
+    assert platform.gradebook(COURSE)[("Exam 1", STUDENT)]["scoreGiven"] == 17
+    quiz = LineItem().set_tag("quiz-4").set_label("Quiz 4").set_score_maximum(10).set_resource_id("quiz-4")
+    ags.put_grade(Grade().set_score_given(9).set_score_maximum(10).set_activity_progress("Completed")
+                  .set_grading_progress("FullyGraded").set_user_id(STUDENT)
+                  .set_timestamp(datetime.now(UTC).isoformat()), quiz)   # find_or_create_lineitem by tag
+    assert platform.gradebook(COURSE)[("Quiz 4", STUDENT)]["scoreGiven"] == 9
+    assert ags.find_lineitem_by_tag("quiz-4").get_label() == "Quiz 4"
+    assert {r["userId"]: r["resultScore"] for r in ags.get_grades()} == {STUDENT: 17}
+    # One token per scope set, each obtained with a fresh client assertion.
+    assert [r.method for r in platform.requests if r.path == "/token"] == ["POST", "POST"]
+
+
+def test_pylti1p3_accepts_aud_as_a_list(platform, tool_conf):
+    platform.aud_as_list = True
+    launch, fields = pylti_launch(platform, tool_conf)
+    assert launch.get_launch_data()["aud"] == [platform.client_id]
+    assert verify(platform, fields["id_token"])["azp"] == platform.client_id
+
+
+def test_pylti1p3_deep_linking_round_trip(platform, tool_conf):
+    launch, _fields = pylti_launch(platform, tool_conf, sub=TEACHER, message_type="LtiDeepLinkingRequest",
+                                   resource_link_id=None)
+    assert launch.is_deep_link_launch() and launch.check_teacher_access()
+    resource = (DeepLinkResource().set_url(TOOL + "/exams/7").set_title("Exam 7").set_custom_params({"exam": "7"})
+                .set_lineitem(LineItem().set_label("Exam 7").set_score_maximum(30).set_tag("exam")))
+    action, fields = read_form(launch.get_deep_link().output_response_form([resource]))
+    assert action == platform.deep_link_return_url
+    status, _h, _page = http("POST", action, form=fields)
+    assert status == 200
+    (link,) = [v for k, v in platform.resource_links(COURSE).items() if k != "rl-exam"]
+    assert link["title"] == "Exam 7" and link["custom"] == {"exam": "7"}
+    assert platform.lineitems[link["lineitem"]]["scoreMaximum"] == 30
+    # The teacher's new link launches for a student with its line item.
+    student, _f = pylti_launch(platform, tool_conf, resource_link_id=link["id"], target_link_uri=TOOL + "/exams/7")
+    assert student.get_launch_data()[CLAIM_AGS]["lineitem"] == link["lineitem"]
+
+
+PYLTI_REFUSALS = {
+    "alg_none": "Unable to find public key",
+    "bad_signature": "Signature verification failed",
+    "expired": "Signature has expired",
+    "missing_claims": "Invalid message type",
+    "no_nonce": '"nonce" is empty',
+    "unknown_kid": "Unable to find public key",
+    "wrong_aud": "[client_id=client-someone-else] not found",
+    "wrong_deployment": "Unable to find deployment",
+    "wrong_iss": "iss https://lms.elsewhere.example not found",
+    "wrong_nonce": "Invalid Nonce",
+}
+
+
+@pytest.mark.parametrize("option", sorted(TAMPER_OPTIONS))
+def test_pylti1p3_refuses_every_tampered_launch_for_the_reason_it_targets(platform, tool_conf, option):
+    with pytest.raises(Exception) as exc:
+        pylti_launch(platform, tool_conf, tamper={option})
+    assert PYLTI_REFUSALS[option] in str(exc.value)
+
+
+def test_pylti1p3_refuses_a_key_it_cannot_find_after_rotation_then_reads_the_new_jwks(platform, tool_conf):
+    pylti_launch(platform, tool_conf)
+    platform.rotate_keys()
+    platform.drop_old_keys()
+    launch, _f = pylti_launch(platform, tool_conf)      # a fresh MessageLaunch fetches the JWKS again
+    assert launch.get_launch_data()["sub"] == STUDENT
+
+
+def test_a_replayed_launch_is_refused_once_the_nonce_is_consumed(platform, tool_conf):
+    browser = {}
+    pylti_launch(platform, tool_conf, browser=browser)
+    _redirect, fields = platform.replay_last_id_token()
+    request = ToolRequest(fields, browser)
+    with pytest.raises(Exception, match="Invalid Nonce"):
+        ToolLaunch(request, tool_conf).validate()
+
+
+def test_stock_pylti1p3_session_accepts_a_replay_in_the_same_browser(platform, tool_conf):
+    """pylti1p3 2.0.0's SessionService.check_nonce only looks the nonce up and never removes it, so the same
+    id_token posted twice in the same browser session validates twice: Aula's tool must consume nonces itself
+    (NonceConsumingSession above shows the one-line fix). If this test starts failing, the library fixed it."""
+    browser = {}
+    pylti_launch(platform, tool_conf, browser=browser, session=SessionService)
+    _redirect, fields = platform.replay_last_id_token()
+    request = ToolRequest(fields, browser)
+    ToolLaunch(request, tool_conf, SessionService(request)).validate()
+
+
+# --- in a real browser: the LMS's launch page → the tool's login → /auth → the tool's launch ---------------------
+
+
+class PyltiToolServer:
+    """A minimal LTI tool over real HTTP, built on pylti1p3 (login + launch), with its session in a cookie."""
+
+    def __init__(self, platform, tool_key):
+        self.browsers: dict[str, dict] = {}
+        tool = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                params = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                cookie = self.headers.get("Cookie", "")
+                sid = dict(c.strip().split("=", 1) for c in cookie.split(";") if "=" in c).get("sid")
+                if sid not in tool.browsers:
+                    sid = "sid" + str(len(tool.browsers) + 1)
+                    tool.browsers[sid] = {}
+                request = ToolRequest(params, tool.browsers[sid])
+                if self.path == "/lti/login":
+                    location = ToolLogin(request, tool.conf).get_redirect_object(tool.launch_url).get_redirect_url()
+                    self.send_response(302)
+                    self.send_header("Location", location)
+                    self.send_header("Set-Cookie", f"sid={sid}; Path=/; HttpOnly; SameSite=Lax")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                try:
+                    data = ToolLaunch(request, tool.conf).validate().get_launch_data()
+                    status, body = 200, f"<h1 id='hello'>Hello {data['name']}</h1>"
+                except Exception as exc:
+                    status, body = 403, f"<h1 id='refused'>Refused: {type(exc).__name__}</h1>"
+                payload = f"<!doctype html><html><body>{body}</body></html>".encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.login_url, self.launch_url = origin + "/lti/login", origin + "/lti/launch"
+        self.conf = ToolConfDict({platform.issuer: [{
+            "default": True, "client_id": platform.client_id, "auth_login_url": platform.auth_url,
+            "auth_token_url": platform.token_url, "key_set_url": platform.jwks_url,
+            "deployment_ids": [platform.deployment_id]}]})
+        self.conf.set_private_key(platform.issuer, tool_key.private_pem(), client_id=platform.client_id)
+        self.conf.set_public_key(platform.issuer, tool_key.public_pem(), client_id=platform.client_id)
+        platform.register_tool(login_url=self.login_url, launch_url=self.launch_url, redirect_uris=[self.launch_url],
+                               jwks=self.conf.get_jwks)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.browser
+def test_a_browser_launch_goes_through_the_auto_submitting_pages(platform, tool_key):
+    from tests.e2e.browser import browser
+
+    tool = PyltiToolServer(platform, tool_key)
+    try:
+        with browser() as b:
+            page = b.new_page()
+            page.set_default_timeout(15000)
+            page.goto(platform.launch_page_url(sub=STUDENT, context_id=COURSE, target_link_uri=tool.launch_url,
+                                               resource_link_id="rl-exam"))
+            page.wait_for_selector("#hello")
+            assert page.url == tool.launch_url and page.inner_text("#hello") == "Hello Sam Student"
+            # The same browser, a tampered id_token: the tool refuses it.
+            platform.auth_tamper = frozenset({"bad_signature"})
+            page.goto(platform.launch_page_url(sub=STUDENT, context_id=COURSE, target_link_uri=tool.launch_url,
+                                               resource_link_id="rl-exam"))
+            page.wait_for_selector("#refused")
+    finally:
+        tool.close()
+    paths = [(r.method, r.path.split("?")[0]) for r in platform.requests]
+    assert paths.count(("GET", "/auth")) == 2 and paths.count(("GET", "/jwks")) == 2
+    assert len(tool.browsers) == 1                        # one browser session across both launches

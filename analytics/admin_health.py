@@ -71,13 +71,19 @@ class AlertAdmin(ReadOnlyAdmin):
         # The form stays read-only; the actions change state through services, for staff who may change alerts.
         return request.user.has_perm("analytics.change_alert")
 
-    @admin.display(description="peak rate", ordering="peak_value")
+    @admin.display(description="peak", ordering="peak_value")
     def peak_pct(self, obj: Alert) -> str:
-        return f"{obj.peak_value:.2%}"
+        return self._figure(obj, obj.peak_value)
 
-    @admin.display(description="last rate", ordering="last_value")
+    @admin.display(description="last", ordering="last_value")
     def last_pct(self, obj: Alert) -> str:
-        return f"{obj.last_value:.2%}"
+        return self._figure(obj, obj.last_value)
+
+    @staticmethod
+    def _figure(obj: Alert, value: float) -> str:
+        if obj.kind == Alert.Kind.GRADE_SYNC_FAILING:
+            return f"{int(value)} failing"
+        return f"{value:.2%}"
 
     @admin.action(description="Acknowledge selected alerts", permissions=["resolve"])
     def acknowledge(self, request, queryset):

@@ -8,7 +8,7 @@ holds at least AULA_ALERT_MIN_ATTEMPTS decided connections (1 failure of 3 is no
 resolves when the rate falls under AULA_ALERT_RESOLVE_RATIO × the threshold, or the window has no
 connections left (hysteresis: a rate that hovers at the threshold does not open and resolve every run).
 
-LMS grade deliveries (exams.GradeSync, per school, room key `inst<id>.grades`): an alert opens when results
+LMS grade deliveries (exams.GradeSync, per school, room key `i<id>.grades`): an alert opens when results
 keep failing — retried at least AULA_ALERT_GRADE_SYNC_TRIES times and still failing, or given up in the last 24
 hours — and resolves when none is.
 """
@@ -82,8 +82,8 @@ def grade_sync_evaluate(*, now: float | None = None) -> list[str]:
     open_keys = dict(Alert.objects.filter(kind=kind).exclude(state=Alert.State.RESOLVED)
                      .values_list("room_key", "id"))
     results = []
-    for room_key in sorted(set(open_keys) | {f"inst{i}.grades" for i in counts}):
-        n = counts.get(int(room_key[4:].split(".")[0]), 0)
+    for room_key in sorted(set(open_keys) | {f"i{i}.grades" for i in counts}):
+        n = counts.get(int(room_key[1:].split(".")[0]), 0)
         key = dedupe_key(kind, room_key)
         with transaction.atomic():
             alert = Alert.objects.select_for_update().filter(dedupe_key=key).exclude(

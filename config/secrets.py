@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
+from django.db.models.query_utils import DeferredAttribute
 
 PREFIX = "fernet:"
 
@@ -65,8 +66,20 @@ class Secret(str):
         return "********"
 
 
+class _SecretAttribute(DeferredAttribute):
+    """Whatever is assigned (a form value, a service argument) is held as a `Secret` at once, not only after a
+    reload: the model instance never carries the plain str that a log line or a traceback could print."""
+
+    def __set__(self, instance, value):
+        if isinstance(value, str) and value and not isinstance(value, Secret):
+            value = Secret(value)
+        instance.__dict__[self.field.attname] = value
+
+
 class EncryptedTextField(models.TextField):
     """A text column stored encrypted; reads give a `Secret` (call `.reveal()` for the plain text)."""
+
+    descriptor_class = _SecretAttribute
 
     def from_db_value(self, value, expression, connection):
         if value is None or value == "":

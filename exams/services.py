@@ -990,11 +990,11 @@ def _lti_link_for(kind: str, target_id: int, course_id: int, student_id: int):
     return None
 
 
-def _grade_sync_put(*, lookup: dict, institution_id: int, student_id: int, payload: dict, link) -> None:
+def _grade_sync_put(*, lookup: dict, name: str, institution_id: int, student_id: int, payload: dict, link) -> None:
     """Queue one result for the LMS. The key names the result (not when it was queued): re-queuing the same
     result does nothing, a changed result is a new delivery with a later timestamp (AGS keeps the newest)."""
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-    key = f"aula-{'-'.join(f'{k}-{v}' for k, v in sorted(lookup.items()))}-{digest}"[:64]
+    key = f"aula-{name}-{digest}"[:64]
     payload = {**payload, "timestamp": timezone.now().isoformat()}
     sync, created = GradeSync.objects.get_or_create(
         **lookup, defaults={"institution_id": institution_id, "student_id": student_id, "payload": payload,
@@ -1019,7 +1019,7 @@ def _grade_sync_enqueue(attempt: Attempt) -> None:
                "finished_at": attempt.finished_at.isoformat() if attempt.finished_at else None,
                "activity_progress": "Completed", "grading_progress": "PendingManual" if manual else "FullyGraded"}
     link = _lti_link_for("exam", attempt.exam_id, attempt.exam.course_id, attempt.student_id)
-    _grade_sync_put(lookup={"attempt": attempt}, institution_id=attempt.institution_id,
+    _grade_sync_put(lookup={"attempt": attempt}, name=f"attempt-{attempt.pk}", institution_id=attempt.institution_id,
                     student_id=attempt.student_id, payload=payload, link=link)
 
 
@@ -1047,7 +1047,8 @@ def session_quiz_grades_enqueue(*, session_id: int) -> int:
                        "finished_at": session.ended_at.isoformat() if session.ended_at else None,
                        "activity_progress": "Completed", "grading_progress": "FullyGraded"}
             _grade_sync_put(lookup={"session": session, "student_id": student_id},
-                            institution_id=session.institution_id, student_id=student_id, payload=payload, link=link)
+                            name=f"session-{session.pk}-{student_id}", institution_id=session.institution_id,
+                            student_id=student_id, payload=payload, link=link)
             queued += 1
     return queued
 

@@ -105,6 +105,26 @@ ALLOWED: dict[str, str] = {
     "analytics.health_tasks.alert_webhook_deliver": "posts an operational alert (room key and figures only)",
     # management commands
     "classrooms.management.commands.seed_demo": "writes demo data",
+    "compliance.management.commands.secrets_rotate": "re-encrypts stored credentials; prints counts only",
+    # LTI 1.3 (docs/lti.md): the launch lands a person in their own course; grades leave through the audited
+    # GradeSync queue (a disclosure per delivered result) and enrollments change through audited services
+    "classrooms.lti_views.jwks": "Aula's public keys",
+    "classrooms.lti_views.tool_configuration": "Aula's LTI endpoints (configuration, no data)",
+    "classrooms.lti_views.login_initiation": "the OIDC login redirect (no data)",
+    "classrooms.lti_views.launch": "signs the person in from their LMS; shows them their own landing page",
+    "classrooms.lti_views.handoff": "signs the launching person in (their own session)",
+    "classrooms.lti_views.deep_link": "a teacher's picker: titles of their own course's sessions and exams",
+    "classrooms.lti_views.context_link": "a teacher links an LMS course to a course they teach; roster counts",
+    "classrooms.lti_admin.LtiPlatformAdmin": "a district's LMS registrations (configuration, no records)",
+    "classrooms.lti_admin.LtiToolKeyAdmin": "Aula's public signing keys (superusers)",
+    "classrooms.lti_admin.LtiContextAdmin": "linked LMS courses and roster reconciliation counts",
+    "classrooms.lti_admin.LtiResourceLinkAdmin": "placements of sessions and exams in LMS courses",
+    "classrooms.lti_admin.LtiLaunchAdmin": "who launched what from the LMS and when (sign-in log, no records)",
+    "classrooms.lti_admin.ExternalIdentityAdmin": "which LMS / identity-provider account is which account",
+    "classrooms.tasks.lti_roster_sync": "reconciles enrollments with the LMS roster (audited writes), counts only",
+    "classrooms.tasks.lti_keys_rotate_due": "rotates Aula's signing keys",
+    "exams.tasks.grade_sync_sweep": "re-queues due grade deliveries (each recorded when delivered)",
+    "exams.tasks.session_quiz_grades_send": "queues class quiz results for the LMS (each recorded when delivered)",
     # Live media: creators' channels and streams are not school records (streaming/models.py)
     "streaming.pages.channel_page": "a creator's public channel page: titles and a follower count",
     "streaming.pages.channel_follow": "POST: the user follows or unfollows a channel",

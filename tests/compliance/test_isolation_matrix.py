@@ -22,7 +22,16 @@ from django.utils import timezone
 from analytics import alerts
 from analytics.models import RoomHealth
 from classrooms import services as classroom_services
-from classrooms.models import District, DistrictRole, User
+from classrooms.models import (
+    District,
+    DistrictRole,
+    ExternalIdentity,
+    LtiContext,
+    LtiLaunch,
+    LtiPlatform,
+    LtiResourceLink,
+    User,
+)
 from compliance import disclosures
 from compliance.coppa import services as coppa_services
 from config.asgi import application
@@ -60,6 +69,7 @@ EXEMPT = {
     "moderation.DmcaCase": "copyright cases about stream recordings: platform DMCA staff only (a permission)",
     "moderation.DmcaNotice": "copyright notices about stream recordings: platform DMCA staff only",
     "moderation.DmcaStrike": "copyright strikes of creators: platform DMCA staff only",
+    "classrooms.LtiToolKey": "Aula's own LTI signing keys (public halves): platform superusers only",
 }
 
 
@@ -75,8 +85,12 @@ def other_school_rows(model, world) -> list:
         return [world.other_district]
     if label == "classrooms.DistrictRole":
         return list(DistrictRole.objects.filter(district=world.other_district))
-    if label == "compliance.DistrictAPIClient":
+    if label in ("compliance.DistrictAPIClient", "classrooms.ExternalIdentity"):
         return list(qs.filter(district=world.other_district))
+    if label == "classrooms.LtiPlatform":  # a district's LMS registration: its own district's staff only
+        return list(qs.filter(district=world.other_district))
+    if label == "classrooms.LtiLaunch":
+        return list(qs.filter(context__institution_id__in=foreign))
     if label == "compliance.AccessEntry":
         return list(qs.filter(additional_data__institution__in=foreign))
     if label == "analytics.WebhookDelivery":
@@ -154,6 +168,23 @@ def schools(world):
         RoomHealth.objects.create(room_key=session.room_key, kind="session", object_id=session.pk,
                                   first_seen_at=timezone.now(), last_seen_at=timezone.now(), attempts=3)
         alerts.connection_failure_evaluate(room_key=session.room_key, figures={"successes": 10, "failures": 30})
+        # LTI: the school's LMS course linked to its course, a placement, a launch and the student's LMS identity.
+        # (School B shares school A's district, so its district's LMS is school A's too: no MARK in it.)
+        mark = MARK if school.district_id != world.district.pk else ""
+        platform, _ = LtiPlatform.objects.get_or_create(
+            district=school.district, issuer=f"https://{mark.lower()}lms-{school.district_id}.example",
+            client_id=f"{mark}client", defaults={"name": f"{mark} LMS", "deployment_ids": ["1"],
+                                                  "auth_login_url": "https://lms.example/auth",
+                                                  "auth_token_url": "https://lms.example/token",
+                                                  "keyset_url": "https://lms.example/jwks"})
+        context = LtiContext.objects.create(platform=platform, context_id=f"{MARK}-ctx-{key}", title=f"{MARK} ctx",
+                                            course=course, institution=school)
+        link = LtiResourceLink.objects.create(context=context, institution=school, target="session",
+                                              target_id=session.pk, title=f"{MARK} link")
+        LtiLaunch.objects.create(platform=platform, user=student, context=context, resource_link=link,
+                                 message_type="LtiResourceLinkRequest", role="student")
+        ExternalIdentity.objects.create(district=school.district, user=student, kind="lti", issuer=platform.issuer,
+                                        subject=f"{MARK}-sub-{key}")
     return ids
 
 

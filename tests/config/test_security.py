@@ -19,9 +19,9 @@ from classrooms import services
 from classrooms.auth import _throttle_keys, count_failure
 from config.security import LOGIN_AT, SEEN_AT
 from tests import factories
-from tests.config.test_settings import run_django
+from tests.config.test_settings import FERNET_KEY, run_django
 
-PRODUCTION = {"AULA_ENV": "production", "DJANGO_SECRET_KEY": secrets.token_urlsafe(60),
+PRODUCTION = {"AULA_ENV": "production", "DJANGO_SECRET_KEY": secrets.token_urlsafe(60), "AULA_SECRET_KEYS": FERNET_KEY,
               "DJANGO_ALLOWED_HOSTS": "aula.example", "AULA_WS_ALLOWED_ORIGINS": "https://aula.example"}
 
 

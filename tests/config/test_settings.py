@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from cryptography.fernet import Fernet
 
 from tests.conftest import ROOT
 
@@ -23,6 +24,9 @@ def run_django(env_changes: dict[str, str | None], *args: str) -> subprocess.Com
     cmd = [sys.executable, "manage.py", *args] if args else \
         [sys.executable, "-c", "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE','config.settings'); django.setup()"]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+FERNET_KEY = Fernet.generate_key().decode()
 
 
 @pytest.mark.parametrize(
@@ -42,9 +46,12 @@ def run_django(env_changes: dict[str, str | None], *args: str) -> subprocess.Com
         ({"AULA_WS_ALLOWED_ORIGINS": "https://example.com/path"}, "is not an exact origin"),
         ({"AULA_LOG_LEVEL": "LOUD"}, "AULA_LOG_LEVEL='LOUD' is not one of"),
         ({"AULA_ENV": "production"}, "DJANGO_SECRET_KEY must be set"),
-        ({"AULA_ENV": "production", "DJANGO_SECRET_KEY": secrets.token_urlsafe(60),
+        ({"AULA_ENV": "production", "DJANGO_SECRET_KEY": secrets.token_urlsafe(60), "AULA_SECRET_KEYS": FERNET_KEY,
           "DJANGO_ALLOWED_HOSTS": "aula.example", "AULA_WS_ALLOWED_ORIGINS": "http://aula.example"},
          "must be https:// in production"),
+        ({"AULA_ENV": "production", "DJANGO_SECRET_KEY": secrets.token_urlsafe(60),
+          "DJANGO_ALLOWED_HOSTS": "aula.example", "AULA_WS_ALLOWED_ORIGINS": "https://aula.example"},
+         "AULA_SECRET_KEYS must be set in production"),
     ],
 )
 def test_bad_configuration_stops_startup_with_a_clear_message(changes, needle):
@@ -57,7 +64,7 @@ def test_bad_configuration_stops_startup_with_a_clear_message(changes, needle):
 
 def test_production_profile_passes_check_deploy():
     result = run_django(
-        {"AULA_ENV": "production", "DJANGO_SECRET_KEY": secrets.token_urlsafe(60),
+        {"AULA_ENV": "production", "DJANGO_SECRET_KEY": secrets.token_urlsafe(60), "AULA_SECRET_KEYS": FERNET_KEY,
          "DJANGO_ALLOWED_HOSTS": "aula.example", "AULA_WS_ALLOWED_ORIGINS": "https://aula.example"},
         "check", "--deploy", "--fail-level", "WARNING",
     )

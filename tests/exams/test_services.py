@@ -123,7 +123,8 @@ def test_grading_of_every_objective_kind_and_manual_essay(ex):
     attempt.refresh_from_db()
     assert attempt.score == Decimal(5) and attempt.max_score == Decimal(10)
     assert attempt.needs_manual_grading and attempt.graded_at is None
-    assert not GradeSync.objects.filter(attempt=attempt).exists()  # not before it is fully graded
+    pending = GradeSync.objects.get(attempt=attempt)  # the LMS hears "submitted, waiting for a teacher" (AGS)
+    assert (pending.payload["grading_progress"], pending.payload["score"]) == ("PendingManual", None)
     essay = attempt.answers.get(question=ex.q_essay)
     with pytest.raises(ValidationError):
         services.grade_manual(answer_id=essay.pk, grader=ex.w.teacher_a, points=6)
@@ -132,7 +133,9 @@ def test_grading_of_every_objective_kind_and_manual_essay(ex):
     services.grade_manual(answer_id=essay.pk, grader=ex.w.teacher_a, points=4, feedback="Good")
     attempt.refresh_from_db()
     assert attempt.score == Decimal(9) and not attempt.needs_manual_grading and attempt.graded_at
-    assert GradeSync.objects.filter(attempt=attempt).count() == 1
+    graded = GradeSync.objects.get(attempt=attempt)  # the same row, re-keyed and queued again with the grade
+    assert graded.pk == pending.pk and graded.idempotency_key != pending.idempotency_key
+    assert (graded.payload["grading_progress"], graded.payload["score"]) == ("FullyGraded", "9.00")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,0 +1,398 @@
+"""Aula as an LTI 1.3 tool, driven by the mock LMS in tests/lti/platform.py (a real HTTP server that signs
+id_tokens, serves its JWKS, a token endpoint, NRPS and AGS): launch validation and its attacks, landing,
+deep linking, roster reconciliation, grade passback through the GradeSync queue, key rotation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from auditlog.models import LogEntry
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
+from django.utils import timezone
+
+from classrooms import lti_selectors, lti_services
+from classrooms import services as classroom_services
+from classrooms.models import (
+    Enrollment,
+    ExternalIdentity,
+    LtiContext,
+    LtiLaunch,
+    LtiPlatform,
+    LtiResourceLink,
+    LtiToolKey,
+    Role,
+    User,
+)
+from exams import services as exam_services
+from exams.models import Exam, GradeSync, Question
+from tests.lti.platform import MockPlatform, read_form
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LEARNER = "http://purl.imsglobal.org/vocab/lis/v2/membership#Learner"
+INSTRUCTOR = "http://purl.imsglobal.org/vocab/lis/v2/membership#Instructor"
+TA = "http://purl.imsglobal.org/vocab/lis/v2/membership/Instructor#TeachingAssistant"
+LAUNCH_URL = settings.AULA_PUBLIC_URL + "/lti/launch/"
+
+
+@pytest.fixture
+def lms(world):
+    with MockPlatform(page_size=2) as platform:
+        platform.register_tool(login_url=settings.AULA_PUBLIC_URL + "/lti/login/", launch_url=LAUNCH_URL,
+                               redirect_uris=[LAUNCH_URL], jwks=lti_selectors.jwks)
+        registration = lti_services.platform_save(platform=LtiPlatform(
+            district=world.district, name="Mock LMS", issuer=platform.issuer, client_id=platform.client_id,
+            deployment_ids=[platform.deployment_id], auth_login_url=platform.auth_url,
+            auth_token_url=platform.token_url, keyset_url=platform.jwks_url))
+        platform.aula = registration
+        platform.add_context("crs-1", title="Biology 101", label="BIO")
+        platform.add_user("t-1", name="Teacher A", given_name="Teacher", family_name="A",
+                          email=world.teacher_a.email)
+        platform.enroll("crs-1", "t-1", [INSTRUCTOR])
+        for n in range(1, 4):
+            platform.add_user(f"s-{n}", name=f"Student {n}", given_name="Student", family_name=str(n),
+                              email=f"lms-student-{n}@district.test")
+            platform.enroll("crs-1", f"s-{n}", [LEARNER])
+        yield platform
+
+
+def _launch(client, lms, *, sub, context_id="crs-1", message_type="LtiResourceLinkRequest",
+            resource_link_id=None, tamper=frozenset()):
+    """The browser's part of a launch: the LMS's login request, the tool's redirect to the LMS, the LMS's form
+    post of the id_token back to the tool."""
+    url, params = lms.login_initiation(sub=sub, context_id=context_id, target_link_uri=LAUNCH_URL,
+                                       message_type=message_type, resource_link_id=resource_link_id)
+    response = client.post("/lti/login/", params)
+    assert response.status_code == 302, response.content[:300]
+    query = dict(parse_qsl(urlsplit(response["Location"]).query))
+    assert response["Location"].startswith(lms.auth_url)
+    redirect_uri, form = lms.authorize(query, tamper=frozenset(tamper))
+    assert redirect_uri == LAUNCH_URL
+    return client.post("/lti/launch/", form)
+
+
+def _handoff(response) -> str:
+    assert response.status_code == 200, response.content[:400]
+    return re.search(r'data-testid="lti-continue" href="([^"]+)"', response.content.decode()).group(1)
+
+
+def _continue(client, response):
+    """Follow the launch page's "Open in Aula" hand-off; returns where Aula sends the person."""
+    followed = client.get(_handoff(response))
+    assert followed.status_code == 302
+    return followed["Location"]
+
+
+def _link_course(client, lms, world):
+    """The teacher's first launch from the LMS course: link it to their Aula course."""
+    response = _launch(client, lms, sub="t-1", message_type="LtiDeepLinkingRequest")
+    action, fields = read_form(response.content.decode())
+    assert action == "/lti/deep-link/" and fields["launch"].startswith("lti1p3-launch-")
+    response = client.post(action, {"launch": fields["launch"], "course": world.course_a.pk})
+    assert response.status_code == 200
+    return fields["launch"], response
+
+
+def _published_exam(world) -> Exam:
+    now = timezone.now()
+    exam = exam_services.exam_upsert(course=world.course_a, title="Cells quiz", opens_at=now - dt.timedelta(hours=1),
+                                     closes_at=now + dt.timedelta(hours=3), time_limit_minutes=30,
+                                     status=Exam.Status.PUBLISHED)
+    bank = exam_services.bank_create(course=world.course_a, title="Bank")
+    q1 = exam_services.question_create(bank=bank, kind=Question.Kind.SINGLE, prompt="2+2", options=["3", "4"],
+                                       correct=[1])
+    q2 = exam_services.question_create(bank=bank, kind=Question.Kind.TRUE_FALSE, prompt="Cells divide",
+                                       correct=[True])
+    exam_services.section_add(exam=exam, title="Part A", questions=[q1, q2])
+    exam.refresh_from_db()
+    exam.q = (q1, q2)
+    return exam
+
+
+def _deliver(sync: GradeSync) -> str:
+    """One run of the delivery task, as a worker runs it (its retry goes to the broker, where no worker is)."""
+    from exams.tasks import grade_sync_deliver
+
+    return grade_sync_deliver.apply(args=[sync.pk]).get()
+
+
+# --- keys ------------------------------------------------------------------------------------------------------
+
+def test_jwks_publishes_the_signing_key_and_keeps_a_rotated_key_for_the_overlap(client, settings):
+    first = lti_services.signing_key()
+    keys = client.get("/lti/jwks.json").json()["keys"]
+    assert [k["kid"] for k in keys] == [first.kid] and keys[0]["alg"] == "RS256" and "d" not in keys[0]
+    assert LtiToolKey.objects.get(pk=first.pk).private_key.reveal().startswith("-----BEGIN PRIVATE KEY-----")
+    # Stored encrypted: the column holds a Fernet token, never the PEM.
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT private_key FROM classrooms_ltitoolkey WHERE id = %s", [first.pk])
+        assert cur.fetchone()[0].startswith("fernet:")
+    second = lti_services.key_rotate()
+    assert lti_services.signing_key().kid == second.kid
+    assert {k["kid"] for k in client.get("/lti/jwks.json").json()["keys"]} == {first.kid, second.kid}
+    # Past the overlap the old key is unpublished and deleted; a key older than the rotation period is replaced.
+    LtiToolKey.objects.filter(pk=first.pk).update(retire_at=timezone.now() - dt.timedelta(seconds=1))
+    LtiToolKey.objects.filter(pk=second.pk).update(created_at=timezone.now() - dt.timedelta(
+        days=settings.AULA_LTI_KEY_ROTATE_DAYS + 1))
+    assert lti_services.keys_rotate_due() == {"rotated": True, "removed": 1}
+    kids = [k["kid"] for k in client.get("/lti/jwks.json").json()["keys"]]
+    assert second.kid in kids and first.kid not in kids and len(kids) == 2
+
+
+# --- launch validation -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("tamper", ["bad_signature", "wrong_aud", "expired", "wrong_iss", "wrong_deployment",
+                                    "unknown_kid", "alg_none", "no_nonce", "missing_claims"])
+def test_a_forged_or_broken_launch_is_refused_and_changes_nothing(client, lms, world, tamper):
+    users = User.objects.count()
+    response = _launch(client, lms, sub="s-1", resource_link_id="rl-1", tamper={tamper})
+    assert response.status_code in (400, 403)
+    assert b"could not be verified" in response.content or b"not registered" in response.content
+    assert User.objects.count() == users and not LtiLaunch.objects.exists() and not ExternalIdentity.objects.exists()
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_replayed_id_token_is_refused(client, lms, world):
+    _link_course(client, lms, world)
+    first = _launch(client, lms, sub="s-1", resource_link_id="rl-1")
+    assert first.status_code == 200
+    redirect_uri, form = lms.replay_last_id_token()
+    replay = client.post("/lti/launch/", form)
+    assert replay.status_code == 403 and b"could not be verified" in replay.content
+    assert LtiLaunch.objects.filter(message_type="LtiResourceLinkRequest").count() == 1
+
+
+def test_an_unregistered_platform_or_client_is_refused_at_login(client, lms):
+    url, params = lms.login_initiation(sub="s-1", context_id="crs-1", target_link_uri=LAUNCH_URL,
+                                       resource_link_id="rl-1")
+    response = client.post("/lti/login/", {**params, "client_id": "someone-else"})
+    assert response.status_code == 400 and b"not registered" in response.content
+    LtiPlatform.objects.update(is_active=False)
+    assert client.post("/lti/login/", params).status_code == 400
+
+
+def test_a_platform_that_rotated_its_keys_is_still_verified(client, lms, world):
+    _link_course(client, lms, world)  # caches the platform's key set
+    lms.rotate_keys()
+    lms.drop_old_keys()
+    response = _launch(client, lms, sub="s-1", resource_link_id="rl-1")
+    assert response.status_code == 200, response.content[:300]
+
+
+# --- landing ---------------------------------------------------------------------------------------------------
+
+def test_a_student_of_an_unlinked_course_is_told_so_and_gets_no_account(client, lms):
+    response = _launch(client, lms, sub="s-1", resource_link_id="rl-1")
+    assert response.status_code == 403 and b"not connected this course" in response.content
+    assert not User.objects.filter(email="lms-student-1@district.test").exists()
+
+
+def test_a_teacher_links_the_course_and_students_land_in_it_with_their_role(client, lms, world):
+    location = _continue(client, _launch(client, lms, sub="t-1", resource_link_id="rl-1"))
+    context = LtiContext.objects.get(context_id="crs-1")
+    assert location == f"/lti/contexts/{context.pk}/"  # the teacher is asked which Aula course this is
+    page = client.get(location)
+    assert world.course_a.title in page.content.decode()
+    assert world.course_c.title not in page.content.decode()  # another district's course is never offered
+    client.post(location, {"course": world.course_c.pk})
+    assert LtiContext.objects.get(pk=context.pk).course is None
+    client.post(location, {"course": world.course_a.pk})
+    assert LtiContext.objects.get(pk=context.pk).course == world.course_a
+    # The teacher was matched by email (a person of this district), not given a new account.
+    assert ExternalIdentity.objects.get(subject="t-1").user == world.teacher_a
+
+    other = client_class()
+    handoff = _handoff(_launch(other, lms, sub="s-2", resource_link_id="rl-1"))
+    assert other.get(handoff)["Location"] == "/"
+    student = User.objects.get(email="lms-student-2@district.test")
+    assert not student.has_usable_password()
+    assert Enrollment.objects.get(course=world.course_a, user=student).role == Role.STUDENT
+    assert int(other.session["_auth_user_id"]) == student.pk
+    assert client_class().get(handoff).status_code == 410  # the hand-off link signs in once
+    # A TA role in the LMS becomes a TA enrollment at the next launch.
+    lms.enroll("crs-1", "s-2", [TA])
+    _continue(other, _launch(other, lms, sub="s-2", resource_link_id="rl-1"))
+    assert Enrollment.objects.get(course=world.course_a, user=student).role == Role.TA
+    assert LtiLaunch.objects.filter(user=student).count() == 2
+
+
+def client_class():
+    from django.test import Client
+
+    return Client()
+
+
+def test_an_lms_account_whose_email_belongs_to_another_district_is_not_adopted(client, lms, world):
+    _link_course(client, lms, world)
+    lms.add_user("s-9", name="Outsider", email=world.student_c.email)
+    lms.enroll("crs-1", "s-9", [LEARNER])
+    response = _launch(client_class(), lms, sub="s-9", resource_link_id="rl-1")
+    assert response.status_code == 403 and b"used by another Aula account" in response.content
+    assert not Enrollment.objects.filter(course=world.course_a, user=world.student_c).exists()
+
+
+def test_an_lms_subject_known_in_another_district_is_refused(client, lms, world):
+    _link_course(client, lms, world)
+    ExternalIdentity.objects.create(district=world.other_district, user=world.student_c, kind="lti",
+                                    issuer=lms.issuer, subject="s-1")
+    response = _launch(client_class(), lms, sub="s-1", resource_link_id="rl-1")
+    assert response.status_code == 403 and b"another district" in response.content
+    assert not Enrollment.objects.filter(course=world.course_a, user=world.student_c).exists()
+
+
+# --- deep linking, exam, grade passback (the issue's "done means") -------------------------------------------
+
+def test_deep_linked_exam_taken_from_the_lms_and_its_grade_in_the_gradebook(client, lms, world):
+    exam = _published_exam(world)
+    token, picker = _link_course(client, lms, world)
+    assert exam.title in picker.content.decode() and world.session_a.title in picker.content.decode()
+    response = client.post("/lti/deep-link/", {"launch": token, "item": [f"exam:{exam.pk}"]})
+    assert response.status_code == 200
+    action, fields = read_form(response.content.decode())
+    assert action == lms.deep_link_return_url
+    created = lms.receive_deep_link_response(fields["JWT"])  # the LMS verifies Aula's signature and places it
+    assert len(created) == 1
+    link = LtiResourceLink.objects.get()
+    assert (link.target, link.target_id, link.created_by) == ("exam", exam.pk, world.teacher_a)
+    assert lms.deep_links["crs-1"][0]["lineItem"]["resourceId"] == f"aula-exam-{exam.pk}"
+    # The picker's launch is spent: the same choice cannot be posted twice.
+    assert client.post("/lti/deep-link/", {"launch": token, "item": [f"exam:{exam.pk}"]}).status_code == 410
+
+    student_client = client_class()
+    location = _continue(student_client, _launch(student_client, lms, sub="s-1", resource_link_id=created[0]))
+    assert location == f"/exams/{exam.pk}/start/"
+    student = User.objects.get(email="lms-student-1@district.test")
+    link.refresh_from_db()
+    assert link.resource_link_id == created[0] and link.lineitem_url  # the LMS's grade column for this link
+
+    attempt = exam_services.attempt_start(exam=exam, student=student)
+    q1, q2 = exam.q
+    exam_services.answer_save(attempt_id=attempt.pk, student=student, question_id=q1.pk, value=[1], version=1)
+    exam_services.answer_save(attempt_id=attempt.pk, student=student, question_id=q2.pk, value=False, version=1)
+    exam_services.attempt_submit(attempt_id=attempt.pk, student=student)
+    sync = GradeSync.objects.get(attempt=attempt)
+    assert sync.lti_link == link and sync.transport == "lti"
+
+    lms.fail_next("/api/contexts", 1, status=503)  # the LMS is briefly down: retried, not lost
+    assert _deliver(sync) == GradeSync.Status.FAILED
+    assert _deliver(sync) == GradeSync.Status.DELIVERED
+    assert _deliver(sync) == GradeSync.Status.DELIVERED  # no second score
+    score = lms.gradebook("crs-1")[(created[0], "s-1")]
+    assert (score["scoreGiven"], score["scoreMaximum"]) == (1.0, 2.0)
+    assert (score["activityProgress"], score["gradingProgress"]) == ("Completed", "FullyGraded")
+    assert len([r for r in lms.requests if r.path.endswith("/scores")]) == 2  # one failed, one stored
+
+    # Every step is in the audit trail.
+    def logged(model) -> bool:
+        return LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(model)).exists()
+
+    assert logged(LtiResourceLink) and logged(ExternalIdentity) and logged(Enrollment) and logged(GradeSync)
+    assert LtiLaunch.objects.filter(user=student, resource_link=link).exists()
+    from compliance.models import Disclosure
+
+    assert Disclosure.objects.filter(student=student, receiving_party__contains="Mock LMS").count() == 1
+
+
+def test_a_grade_the_lms_refuses_is_given_up_and_alerted(client, lms, world):
+    from analytics.alerts import grade_sync_evaluate
+    from analytics.models import Alert
+
+    exam = _published_exam(world)
+    token, _ = _link_course(client, lms, world)
+    response = client.post("/lti/deep-link/", {"launch": token, "item": [f"exam:{exam.pk}"]})
+    created = lms.receive_deep_link_response(read_form(response.content.decode())[1]["JWT"])
+    student_client = client_class()
+    _continue(student_client, _launch(student_client, lms, sub="s-1", resource_link_id=created[0]))
+    student = User.objects.get(email="lms-student-1@district.test")
+    attempt = exam_services.attempt_start(exam=exam, student=student)
+    exam_services.attempt_submit(attempt_id=attempt.pk, student=student)
+    sync = GradeSync.objects.get(attempt=attempt)
+    lms.fail_next("/api/contexts", 3, status=500)
+    for _ in range(3):
+        assert _deliver(sync) == GradeSync.Status.FAILED
+    assert grade_sync_evaluate() == ["opened"]
+    alert = Alert.objects.get(kind=Alert.Kind.GRADE_SYNC_FAILING)
+    assert alert.room_key == f"i{world.school_a.pk}.grades" and alert.last_value == 1
+    assert _deliver(sync) == GradeSync.Status.DELIVERED
+    assert grade_sync_evaluate() == ["resolved"]
+    # A permanent refusal (the LMS says the request is wrong) is not retried eight times.
+    lms.fail_next("/api/contexts", 1, status=400)
+    sync.payload = {**sync.payload, "timestamp": timezone.now().isoformat()}
+    GradeSync.objects.filter(pk=sync.pk).update(status=GradeSync.Status.PENDING, tries=0, payload=sync.payload)
+    assert _deliver(sync) == GradeSync.Status.DEAD
+
+
+def test_class_quiz_results_go_to_the_lms_when_the_session_ends(client, lms, world):
+    token, _ = _link_course(client, lms, world)
+    response = client.post("/lti/deep-link/", {"launch": token, "item": [f"session:{world.session_a.pk}"]})
+    created = lms.receive_deep_link_response(read_form(response.content.decode())[1]["JWT"])
+    student_client = client_class()
+    location = _continue(student_client, _launch(student_client, lms, sub="s-1", resource_link_id=created[0]))
+    assert location == f"/sessions/{world.session_a.pk}/"
+    student = User.objects.get(email="lms-student-1@district.test")
+    import uuid
+
+    classroom_services.session_start(session=world.session_a, actor=world.teacher_a)
+    for n in range(2):
+        poll = classroom_services.poll_create(session=world.session_a, actor=world.teacher_a, question=f"Q{n}",
+                                              kind="single", options=["a", "b"], quiz=True, correct=[0])
+        classroom_services.poll_answer(poll_id=poll.pk, user=student, attempt_id=uuid.uuid4(), positions=[n])
+    classroom_services.session_end(session=world.session_a, actor=world.teacher_a)
+    assert exam_services.session_quiz_grades_enqueue(session_id=world.session_a.pk) == 1
+    sync = GradeSync.objects.get(session=world.session_a, student=student)
+    assert _deliver(sync) == GradeSync.Status.DELIVERED
+    score = lms.gradebook("crs-1")[(created[0], "s-1")]
+    assert (score["scoreGiven"], score["scoreMaximum"]) == (50.0, 100.0)
+    assert exam_services.session_quiz_grades_enqueue(session_id=world.session_a.pk) == 1  # idempotent:
+    assert GradeSync.objects.filter(session=world.session_a).count() == 1  # the same result is not re-sent
+    assert GradeSync.objects.get(pk=sync.pk).status == GradeSync.Status.DELIVERED
+
+
+# --- roster (NRPS) ---------------------------------------------------------------------------------------------
+
+def test_the_lms_roster_is_reconciled_adds_role_changes_and_drops(client, lms, world):
+    _link_course(client, lms, world)
+    context = LtiContext.objects.get()
+    report = lti_services.roster_sync(context_id=context.pk)
+    assert (report["added"], report["dropped"]) == (3, 0)  # three students, over two NRPS pages
+    students = {u.email: u for u in User.objects.filter(email__startswith="lms-student-")}
+    assert Enrollment.objects.filter(course=world.course_a, user__in=students.values(), is_active=True).count() == 3
+    assert lti_services.roster_sync(context_id=context.pk)["added"] == 0  # idempotent
+
+    lms.unenroll("crs-1", "s-1")
+    lms.unenroll("crs-1", "s-2", inactive=True)
+    lms.enroll("crs-1", "s-3", [TA])
+    report = lti_services.roster_sync(context_id=context.pk)
+    assert (report["dropped"], report["changed"]) == (2, 1)
+    active = dict(Enrollment.objects.filter(course=world.course_a, is_active=True,
+                                            user__in=students.values()).values_list("user__email", "role"))
+    assert active == {"lms-student-3@district.test": Role.TA}
+    # Aula's own enrollments (never seen in this LMS) are not touched.
+    assert Enrollment.objects.get(course=world.course_a, user=world.student_a).is_active
+    assert LtiContext.objects.get(pk=context.pk).roster_report["dropped"] == 2
+
+
+def test_a_sis_rostered_course_keeps_its_enrollments_when_the_lms_drops_someone(client, lms, world):
+    from compliance.models import RosterLink
+
+    _link_course(client, lms, world)
+    context = LtiContext.objects.get()
+    lti_services.roster_sync(context_id=context.pk)
+    RosterLink.objects.create(district=world.district, kind=RosterLink.Kind.CLASS, sourced_id="cls-1",
+                              object_id=world.course_a.pk)
+    lms.unenroll("crs-1", "s-1")
+    report = lti_services.roster_sync(context_id=context.pk)
+    assert report["dropped"] == 0 and report["conflict_count"] == 1
+    assert Enrollment.objects.get(course=world.course_a, user__email="lms-student-1@district.test").is_active
+
+
+def test_the_tool_configuration_names_every_endpoint(client):
+    config = client.get("/lti/config.json").json()
+    assert config["oidc_initiation_url"].endswith("/lti/login/") and config["jwks_uri"].endswith("/lti/jwks.json")
+    assert {m["type"] for m in config["messages"]} == {"LtiResourceLinkRequest", "LtiDeepLinkingRequest"}

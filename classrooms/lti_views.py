@@ -13,6 +13,7 @@ import logging
 import secrets
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
@@ -27,7 +28,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from pylti1p3.deep_link import DeepLink
 from pylti1p3.exception import LtiException, OIDCException
 
-from classrooms import lti, lti_selectors, lti_services, lti_targets
+from classrooms import lti, lti_selectors, lti_services, lti_targets, selectors
 from classrooms.models import LtiContext, User
 
 log = logging.getLogger("aula.lti")
@@ -129,6 +130,14 @@ def context_link(request, context_id: int):
     courses = lti_selectors.linkable_courses(request.user, context)
     if not courses.exists() and context.course_id is None:
         return _refused(request, "You teach no Aula course in this district to link this LMS course to.")
+    if request.method == "POST" and request.POST.get("action") == "roster":
+        if context.course is None or not selectors.can_teach(request.user, context.course):
+            raise PermissionDenied
+        from classrooms.tasks import lti_roster_sync
+
+        lti_roster_sync.apply_async(args=[context.pk], queue="bulk")
+        messages.success(request, "The roster is being refreshed from the LMS; reload in a moment.")
+        return redirect(reverse("lti-context-link", args=[context.pk]))
     if request.method == "POST":
         course = courses.filter(pk=request.POST.get("course") or 0).first()
         if course is None:

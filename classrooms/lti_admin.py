@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 
 from classrooms import lti_services
 from classrooms.admin import TenantAdmin
 from classrooms.models import (
+    District,
     DistrictRole,
     ExternalIdentity,
     LtiContext,
     LtiLaunch,
     LtiPlatform,
+    LtiRegistrationInvite,
     LtiResourceLink,
     LtiToolKey,
 )
@@ -61,6 +65,43 @@ class LtiPlatformAdmin(TenantAdmin):
         if not _district_admin(request, obj.district_id):
             raise ValidationError("Only the district's administrators register its LMS.")
         lti_services.platform_save(platform=obj)
+
+
+@admin.register(LtiRegistrationInvite)
+class LtiRegistrationInviteAdmin(TenantAdmin):
+    """Dynamic registration: a district admin makes a single-use link (valid 7 days) and pastes it into the LMS's
+    "register a tool by URL"; the LMS and Aula then exchange everything else (docs/lti.md)."""
+
+    tenant_field = "district__institutions__id"
+    list_display = ["district", "created_by", "created_at", "expires_at", "used_at", "platform"]
+    fields = ["district"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).distinct()
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "district" and not request.user.is_superuser:
+            kwargs["queryset"] = District.objects.filter(roles__user=request.user,
+                                                         roles__role=DistrictRole.Kind.ADMIN).distinct()
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser or DistrictRole.objects.filter(
+            user=request.user, role=DistrictRole.Kind.ADMIN).exists()
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if not _district_admin(request, obj.district_id):
+            raise ValidationError("Only the district's administrators register its LMS.")
+        invite, token = lti_services.registration_invite_create(district_id=obj.district_id, actor=request.user)
+        obj.pk, obj.token_hash, obj.expires_at, obj.created_at = invite.pk, invite.token_hash, invite.expires_at, \
+            invite.created_at
+        obj._state.adding = False
+        url = settings.AULA_PUBLIC_URL + reverse("lti-register", args=[token])
+        self.message_user(request, f"Registration link for {obj.district} (shown once, valid 7 days, single use): "
+                                   f"{url}", messages.WARNING)
 
 
 @admin.register(LtiToolKey)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 from dataclasses import dataclass, field
 
 import requests
@@ -32,6 +33,7 @@ from classrooms.models import (
     LtiContext,
     LtiLaunch,
     LtiPlatform,
+    LtiRegistrationInvite,
     LtiResourceLink,
     LtiToolKey,
     Membership,
@@ -123,6 +125,104 @@ def platform_save(*, platform: LtiPlatform) -> LtiPlatform:
     return platform
 
 
+# --- dynamic registration (LTI Dynamic Registration 1.0) ---------------------------------------------------
+
+INVITE_DAYS = 7
+TOOL_CONFIGURATION = "https://purl.imsglobal.org/spec/lti-tool-configuration"
+PLATFORM_CONFIGURATION = "https://purl.imsglobal.org/spec/lti-platform-configuration"
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def registration_invite_create(*, district_id: int, actor: User) -> tuple[LtiRegistrationInvite, str]:
+    """A single-use registration link for one district; the secret is returned once and stored hashed."""
+    token = secrets.token_urlsafe(32)
+    invite = LtiRegistrationInvite.objects.create(
+        district_id=district_id, token_hash=_token_hash(token), created_by=actor,
+        expires_at=timezone.now() + dt.timedelta(days=INVITE_DAYS))
+    return invite, token
+
+
+def registration_invite_find(token: str) -> LtiRegistrationInvite | None:
+    return LtiRegistrationInvite.objects.select_related("district").filter(
+        token_hash=_token_hash(token), used_at__isnull=True, expires_at__gt=timezone.now()).first()
+
+
+class RegistrationFailed(Exception):
+    pass
+
+
+def tool_client_metadata() -> dict:
+    """What Aula asks the platform to register (Dynamic Registration 1.0 section 3.1)."""
+    base = settings.AULA_PUBLIC_URL
+    launch = base + "/lti/launch/"
+    return {
+        "application_type": "web", "response_types": ["id_token"], "grant_types": ["implicit", "client_credentials"],
+        "initiate_login_uri": base + "/lti/login/", "redirect_uris": [launch], "client_name": "Aula",
+        "jwks_uri": base + "/lti/jwks.json", "token_endpoint_auth_method": "private_key_jwt",
+        "scope": " ".join([*lti.AGS_SCOPES, lti.NRPS_SCOPE]),
+        TOOL_CONFIGURATION: {
+            "domain": base.split("://", 1)[-1].split("/", 1)[0], "target_link_uri": launch,
+            "claims": ["iss", "sub", "name", "given_name", "family_name", "email"],
+            "messages": [{"type": "LtiDeepLinkingRequest", "target_link_uri": launch, "label": "Aula"},
+                         {"type": "LtiResourceLinkRequest", "target_link_uri": launch}],
+        },
+    }
+
+
+def registration_complete(*, token: str, openid_configuration: str, registration_token: str) -> LtiPlatform:
+    """Fetch the platform's configuration, register Aula with it, and record the registration for the invite's
+    district. The configuration must come from the issuer it names (section 3.5.1); in production over https."""
+    invite = registration_invite_find(token)
+    if invite is None:
+        raise RegistrationFailed("This registration link has expired or was already used.")
+    if settings.PRODUCTION and not openid_configuration.startswith("https://"):
+        raise RegistrationFailed("The LMS's configuration must be served over https.")
+    http = lti.BoundedSession()
+    try:
+        response = http.get(openid_configuration)
+        response.raise_for_status()
+        config = response.json()
+        issuer = str(config["issuer"])
+        if not openid_configuration.startswith(issuer.rstrip("/") + "/"):
+            raise RegistrationFailed("The LMS's configuration does not come from the issuer it names.")
+        platform_config = config.get(PLATFORM_CONFIGURATION) or {}
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if registration_token:
+            headers["Authorization"] = f"Bearer {registration_token}"
+        answer = http.post(config["registration_endpoint"], data=json.dumps(tool_client_metadata()), headers=headers)
+        answer.raise_for_status()
+        registered = answer.json()
+        client_id = str(registered["client_id"])
+        deployment = str((registered.get(TOOL_CONFIGURATION) or {}).get("deployment_id") or "")
+    except RegistrationFailed:
+        raise
+    except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+        log.warning("lti dynamic registration failed", extra={"reason": type(exc).__name__})
+        raise RegistrationFailed("The LMS did not complete the registration; try again from the LMS.") from None
+    with transaction.atomic():
+        invite = LtiRegistrationInvite.objects.select_for_update().get(pk=invite.pk)
+        if invite.used_at is not None:
+            raise RegistrationFailed("This registration link was already used.")
+        platform = LtiPlatform.objects.filter(issuer=issuer, client_id=client_id).first()
+        if platform is not None and platform.district_id != invite.district_id:
+            raise RegistrationFailed("This LMS client is registered for another district.")
+        platform = platform or LtiPlatform(district_id=invite.district_id, issuer=issuer, client_id=client_id)
+        platform.name = str(platform_config.get("product_family_code") or platform.name or issuer)[:200]
+        platform.auth_login_url, platform.auth_token_url = config["authorization_endpoint"], config["token_endpoint"]
+        platform.keyset_url = config["jwks_uri"]
+        platform.deployment_ids = sorted({*map(str, platform.deployment_ids or []), *([deployment] if deployment
+                                                                                      else [])})
+        platform.is_active = True
+        platform_save(platform=platform)
+        invite.used_at, invite.platform = timezone.now(), platform
+        invite.save(update_fields=["used_at", "platform"])
+    log.info("lti platform registered", extra={"platform": platform.pk, "district": platform.district_id})
+    return platform
+
+
 # --- people and courses ------------------------------------------------------------------------------------
 
 def _district_people(district_id: int):
@@ -170,7 +270,8 @@ def person_account(*, platform: LtiPlatform, person: Person, provision_at: Insti
     if identity is not None:
         if identity.district_id != platform.district_id:
             raise LaunchRefused("other_district", "This LMS account belongs to another district in Aula.")
-        ExternalIdentity.objects.filter(pk=identity.pk).update(last_seen_at=timezone.now())
+        identity.last_seen_at = timezone.now()
+        identity.save(update_fields=["last_seen_at"])
         return identity.user
     user = user_by_sourced_id(platform.district_id, person.sourced_id) if person.sourced_id else None
     if user is None and person.email:

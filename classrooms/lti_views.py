@@ -218,6 +218,23 @@ class _Item:
         return self.data
 
 
+@xframe_options_exempt
+@never_cache
+@require_GET
+def dynamic_registration(request, token: str):
+    """LTI Dynamic Registration 1.0: the LMS admin pasted a district's registration link; the LMS opens it with
+    its configuration URL and a registration token. Aula registers itself and tells the LMS window to close."""
+    config_url = request.GET.get("openid_configuration", "")
+    if not config_url.startswith(("https://", "http://")):
+        return _refused(request, "Open this link from your LMS's \"register a tool by URL\" screen.", 400)
+    try:
+        platform = lti_services.registration_complete(token=token, openid_configuration=config_url,
+                                                      registration_token=request.GET.get("registration_token", ""))
+    except lti_services.RegistrationFailed as exc:
+        return _refused(request, str(exc), 400)
+    return _framed(render(request, "classrooms/lti_registered.html", {"platform": platform}))
+
+
 @require_GET
 def tool_configuration(request):
     """What a district admin types into their LMS when registering Aula (also for dynamic-registration-less

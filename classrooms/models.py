@@ -228,6 +228,26 @@ class LtiPlatform(models.Model):
         return f"{self.name} ({self.issuer})"
 
 
+class LtiRegistrationInvite(models.Model):
+    """A district admin's single-use link for LTI Dynamic Registration: pasted into the LMS's "add a tool by URL",
+    it names the district the new registration belongs to (the LMS opens it without an Aula session). Only a
+    hash of the secret part of the link is stored."""
+
+    district = models.ForeignKey(District, on_delete=models.CASCADE, related_name="lti_invites")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, related_name="+", editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    platform = models.ForeignKey(LtiPlatform, on_delete=models.SET_NULL, null=True, blank=True, editable=False,
+                                 related_name="+")
+
+    objects = LtiPlatformQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"LTI registration link for {self.district} ({'used' if self.used_at else 'open'})"
+
+
 class LtiToolKey(models.Model):
     """Aula's own signing keys (RS256), published at /lti/jwks.json. The newest active key signs; keys stay
     published until `retire_at` so that platforms holding a cached key set still verify older signatures."""

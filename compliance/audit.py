@@ -469,6 +469,13 @@ BULK_POLICY: dict[str, str] = {
     "classrooms.AttendanceRecord": AUDIT,
     "compliance.DistrictAPIClient": AUDIT,
     "exams.GradeSync": AUDIT,
+    # LTI: registrations, keys, linked courses, placements and the launch log change through lti_services only
+    "classrooms.LtiPlatform": REFUSE,
+    "classrooms.LtiToolKey": REFUSE,
+    "classrooms.LtiContext": REFUSE,
+    "classrooms.LtiResourceLink": REFUSE,
+    "classrooms.LtiLaunch": REFUSE,
+    "classrooms.ExternalIdentity": AUDIT,
 }
 _in_bulk = contextvars.ContextVar("aula_audit_in_bulk", default=False)
 # Inside a deletion (django's Collector): on_delete=SET_NULL updates of dependent rows are its consequence,

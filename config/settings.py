@@ -630,7 +630,8 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     {"model": "exams.Accommodation", "mask_fields": ["note"]},
     "exams.CloseExtension",
     "exams.GradeSync",
-    "classrooms.ExternalIdentity",
+    # last seen is stamped at every launch / sign-in: not a change worth a log entry
+    {"model": "classrooms.ExternalIdentity", "exclude_fields": ["last_seen_at"]},
     "classrooms.LtiPlatform",
     {"model": "classrooms.LtiToolKey", "exclude_fields": ["private_key"]},
     "classrooms.LtiContext",

@@ -6,8 +6,9 @@ from classrooms.lti_targets import Target
 
 
 class ExamTargets:
-    """Published exams: a launch opens the exam's start page; the result is the LMS grade. The column is out of
-    100; each score carries the attempt's own maximum (drawn questions differ), which platforms scale (AGS 2.0)."""
+    """Published exams: a launch lands on the exam's row in the exam list (Start / Resume there: starting is a
+    POST, never a side effect of opening a link); the result is the LMS grade. The column is out of 100; each
+    score carries the attempt's own maximum (drawn questions differ), which platforms scale (AGS 2.0)."""
 
     def _target(self, exam) -> Target:
         from django.urls import reverse
@@ -15,7 +16,7 @@ class ExamTargets:
         detail = f"Exam · {exam.time_limit_minutes} min"
         if exam.opens_at:
             detail += f" · opens {exam.opens_at:%Y-%m-%d %H:%M} UTC"
-        return Target("exam", exam.pk, exam.course_id, exam.title, reverse("exam-start", args=[exam.pk]), 100.0,
+        return Target("exam", exam.pk, exam.course_id, exam.title, f"{reverse('exam-list')}#exam-{exam.pk}", 100.0,
                       detail)
 
     def for_course(self, course_id: int) -> list[Target]:

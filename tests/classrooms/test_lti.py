@@ -137,9 +137,11 @@ def test_jwks_publishes_the_signing_key_and_keeps_a_rotated_key_for_the_overlap(
     assert lti_services.signing_key().kid == second.kid
     assert {k["kid"] for k in client.get("/lti/jwks.json").json()["keys"]} == {first.kid, second.kid}
     # Past the overlap the old key is unpublished and deleted; a key older than the rotation period is replaced.
-    LtiToolKey.objects.filter(pk=first.pk).update(retire_at=timezone.now() - dt.timedelta(seconds=1))
-    LtiToolKey.objects.filter(pk=second.pk).update(created_at=timezone.now() - dt.timedelta(
-        days=settings.AULA_LTI_KEY_ROTATE_DAYS + 1))
+    first = LtiToolKey.objects.get(pk=first.pk)
+    first.retire_at = timezone.now() - dt.timedelta(seconds=1)
+    first.save(update_fields=["retire_at"])
+    second.created_at = timezone.now() - dt.timedelta(days=settings.AULA_LTI_KEY_ROTATE_DAYS + 1)
+    second.save(update_fields=["created_at"])
     assert lti_services.keys_rotate_due() == {"rotated": True, "removed": 1}
     kids = [k["kid"] for k in client.get("/lti/jwks.json").json()["keys"]]
     assert second.kid in kids and first.kid not in kids and len(kids) == 2
@@ -173,7 +175,8 @@ def test_an_unregistered_platform_or_client_is_refused_at_login(client, lms):
                                        resource_link_id="rl-1")
     response = client.post("/lti/login/", {**params, "client_id": "someone-else"})
     assert response.status_code == 400 and b"not registered" in response.content
-    LtiPlatform.objects.update(is_active=False)
+    lms.aula.is_active = False
+    lti_services.platform_save(platform=lms.aula)
     assert client.post("/lti/login/", params).status_code == 400
 
 
@@ -266,7 +269,8 @@ def test_deep_linked_exam_taken_from_the_lms_and_its_grade_in_the_gradebook(clie
 
     student_client = client_class()
     location = _continue(student_client, _launch(student_client, lms, sub="s-1", resource_link_id=created[0]))
-    assert location == f"/exams/{exam.pk}/start/"
+    assert location == f"/exams/#exam-{exam.pk}"
+    assert f'id="exam-{exam.pk}"' in student_client.get("/exams/").content.decode()  # the row with Start
     student = User.objects.get(email="lms-student-1@district.test")
     link.refresh_from_db()
     assert link.resource_link_id == created[0] and link.lineitem_url  # the LMS's grade column for this link
@@ -396,3 +400,29 @@ def test_the_tool_configuration_names_every_endpoint(client):
     config = client.get("/lti/config.json").json()
     assert config["oidc_initiation_url"].endswith("/lti/login/") and config["jwks_uri"].endswith("/lti/jwks.json")
     assert {m["type"] for m in config["messages"]} == {"LtiResourceLinkRequest", "LtiDeepLinkingRequest"}
+
+
+def test_dynamic_registration_from_a_district_link(client, world):
+    with MockPlatform() as platform:
+        platform.add_context("crs-9", title="Chemistry")
+        platform.add_user("t-9", name="Teacher", email=world.teacher_a.email)
+        platform.enroll("crs-9", "t-9", [INSTRUCTOR])
+        invite, token = lti_services.registration_invite_create(district_id=world.district.pk, actor=world.staff_a)
+        assert invite.token_hash != token and token not in str(invite.__dict__)  # only a hash is stored
+        refused = client.get(f"/lti/register/{token}/", {**platform.registration_start(),
+                                                         "registration_token": "forged"})
+        assert refused.status_code == 400 and not LtiPlatform.objects.exists()  # the LMS refused: nothing made
+        response = client.get(f"/lti/register/{token}/", platform.registration_start())
+        assert response.status_code == 200 and b"Aula is registered" in response.content
+        registered = LtiPlatform.objects.get()
+        assert (registered.district, registered.issuer, registered.client_id, registered.deployment_ids) == (
+            world.district, platform.issuer, platform.client_id, [platform.deployment_id])
+        sent = platform.dynamic_registrations[0]
+        assert sent["jwks_uri"] == settings.AULA_PUBLIC_URL + "/lti/jwks.json"
+        assert sent["redirect_uris"] == [LAUNCH_URL]
+        # The link is spent; the platform can now launch Aula.
+        again = client.get(f"/lti/register/{token}/", platform.registration_start())
+        assert again.status_code == 400 and b"already used" in again.content
+        platform.tool.jwks = lti_selectors.jwks  # (the test has no live server at AULA_PUBLIC_URL to fetch from)
+        launched = _launch(client_class(), platform, sub="t-9", context_id="crs-9", resource_link_id="rl-9")
+        assert launched.status_code == 200 and LtiLaunch.objects.filter(platform=registered).exists()

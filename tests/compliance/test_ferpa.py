@@ -423,6 +423,7 @@ AUDITED_UPDATES = {
     "classrooms.AttendanceRecord": {"reconnects": 7},
     "compliance.DistrictAPIClient": {"name": "Renamed SIS"},
     "exams.GradeSync": {"last_error": "requeued"},
+    "classrooms.ExternalIdentity": {"subject": "relinked"},
 }
 
 
@@ -437,7 +438,12 @@ def test_bulk_update_is_audited_per_row_on(label, world):
     services.attendance_compute(session=ended_session(world))
     attempt = Attempt.objects.create(institution=world.school_a, exam=exam_upsert(course=world.course_a, title="E"),
                                      student=world.student_a, seed=1)
-    GradeSync.objects.create(institution=world.school_a, attempt=attempt, idempotency_key="k", payload={})
+    GradeSync.objects.create(institution=world.school_a, attempt=attempt, student=attempt.student, idempotency_key="k",
+                             payload={})
+    from classrooms.models import ExternalIdentity
+
+    ExternalIdentity.objects.create(district=world.district, user=world.student_a, kind="lti",
+                                    issuer="https://lms.example", subject="s-1")
     model = apps.get_model(label)
     rows = set(model.objects.values_list("pk", flat=True))
     assert rows
@@ -645,7 +651,8 @@ def test_vendor_export_of_a_grade_is_recorded_once(world, settings):
     exam = exam_upsert(course=world.course_a, title="E")
     attempt = Attempt.objects.create(institution=world.school_a, exam=exam, student=world.student_a, seed=1,
                                      state=Attempt.State.SUBMITTED)
-    sync = GradeSync.objects.create(institution=world.school_a, attempt=attempt, idempotency_key="k1", payload={},
+    sync = GradeSync.objects.create(institution=world.school_a, attempt=attempt, student=attempt.student,
+                                    idempotency_key="k1", payload={},
                                     status=GradeSync.Status.DELIVERED)
     assert disclosures.record_grade_sync(sync_id=sync.pk) == 1
     assert disclosures.record_grade_sync(sync_id=sync.pk) == 0  # a retried task records nothing new
@@ -674,7 +681,8 @@ def test_grade_delivery_task_records_the_vendor_disclosure_and_the_read_once(wor
 
     attempt = Attempt.objects.create(institution=world.school_a, exam=exam_upsert(course=world.course_a, title="E"),
                                      student=world.student_a, seed=1, state=Attempt.State.SUBMITTED)
-    sync = GradeSync.objects.create(institution=world.school_a, attempt=attempt, idempotency_key="k2",
+    sync = GradeSync.objects.create(institution=world.school_a, attempt=attempt, student=attempt.student,
+                                    idempotency_key="k2",
                                     payload={"score": "1"})
     with socketserver.TCPServer(("127.0.0.1", 0), Handler) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()

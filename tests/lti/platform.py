@@ -275,6 +275,8 @@ class MockPlatform:
         self._lineitem_seq = 0
         self._lineitem_context: dict[str, str] = {}        # line item URL -> context_id
         self._link_seq = 0
+        self._registration_tokens: set[str] = set()
+        self.dynamic_registrations: list[dict] = []        # client metadata received by /register
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -335,6 +337,63 @@ class MockPlatform:
             self.tool = _Tool(login_url=login_url, launch_url=launch_url, redirect_uris=list(redirect_uris),
                               jwks_url=jwks_url, jwks=jwks, deep_link_url=deep_link_url,
                               scopes=frozenset(scopes) if scopes is not None else ALL_SCOPES)
+
+    # --- dynamic registration (LTI Dynamic Registration 1.0) ---------------------------------------------------
+
+    def registration_start(self) -> dict:
+        """What the LMS admin's "add a tool by URL" does: the query it opens the tool's registration URL with
+        (`openid_configuration`, a single-use `registration_token`)."""
+        token = "reg-" + secrets.token_urlsafe(16)
+        with self._lock:
+            self._registration_tokens.add(token)
+        return {"openid_configuration": self.issuer + "/.well-known/openid-configuration",
+                "registration_token": token}
+
+    def openid_configuration(self) -> dict:
+        return {
+            "issuer": self.issuer, "authorization_endpoint": self.auth_url, "token_endpoint": self.token_url,
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": ["RS256"], "jwks_uri": self.jwks_url,
+            "registration_endpoint": self.issuer + "/register", "scopes_supported": ["openid", *sorted(ALL_SCOPES)],
+            "response_types_supported": ["id_token"], "subject_types_supported": ["public", "pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"], "claims_supported": ["sub", "iss", "name", "email"],
+            "https://purl.imsglobal.org/spec/lti-platform-configuration": {
+                "product_family_code": "aula-mock-lms", "version": "1.0",
+                "messages_supported": [{"type": "LtiResourceLinkRequest"}, {"type": "LtiDeepLinkingRequest"}],
+                "variables": ["User.id", "Context.id"]},
+        }
+
+    def register_dynamically(self, authorization: str, body: Any) -> dict:
+        """The registration endpoint (Dynamic Registration 1.0 section 3.5): validates the tool's client metadata
+        and registers it (its JWKS fetched from `jwks_uri`); answers with the client id and deployment id."""
+        token = authorization[7:] if authorization.startswith("Bearer ") else ""
+        with self._lock:
+            if token not in self._registration_tokens:
+                raise PlatformError("invalid_token", "registration token missing, wrong or used", 401)
+            if not isinstance(body, dict):
+                raise PlatformError("invalid_client_metadata", "a JSON object is required")
+            config = body.get("https://purl.imsglobal.org/spec/lti-tool-configuration") or {}
+            missing = [k for k in ("initiate_login_uri", "redirect_uris", "jwks_uri", "client_name")
+                       if not body.get(k)]
+            if missing or not config.get("target_link_uri") or not config.get("domain"):
+                raise PlatformError("invalid_client_metadata", f"missing {missing or 'lti-tool-configuration'}")
+            if body.get("token_endpoint_auth_method") != "private_key_jwt" or \
+                    body.get("response_types") != ["id_token"] or \
+                    set(body.get("grant_types") or []) != {"implicit", "client_credentials"}:
+                raise PlatformError("invalid_client_metadata", "LTI needs id_token, implicit + client_credentials, "
+                                                               "private_key_jwt")
+            self._registration_tokens.discard(token)
+            scopes = frozenset(s for s in (body.get("scope") or "").split() if s in ALL_SCOPES)
+            deep_link = next((m.get("target_link_uri") or config["target_link_uri"]
+                              for m in config.get("messages") or [] if m.get("type") == "LtiDeepLinkingRequest"),
+                             None)
+            self.register_tool(login_url=body["initiate_login_uri"], launch_url=config["target_link_uri"],
+                               redirect_uris=list(body["redirect_uris"]), jwks_url=body["jwks_uri"],
+                               deep_link_url=deep_link, scopes=scopes)
+            self.dynamic_registrations.append(body)
+            return {**body, "client_id": self.client_id,
+                    "https://purl.imsglobal.org/spec/lti-tool-configuration": {
+                        **config, "deployment_id": self.deployment_id}}
 
     def add_user(self, sub: str, *, name: str, given_name: str = "", family_name: str = "", email: str = "",
                  picture: str | None = None, sourced_id: str | None = None) -> None:
@@ -1011,6 +1070,11 @@ class _Handler(BaseHTTPRequestHandler):
         p = self.platform
         if path == "/jwks" and method == "GET":
             return self._json(200, p.jwks())
+        if path == "/.well-known/openid-configuration" and method == "GET":
+            return self._json(200, p.openid_configuration())
+        if path == "/register" and method == "POST":
+            self._require_json(ctype, "application/json")
+            return self._json(200, p.register_dynamically(self.headers.get("Authorization", ""), body))
         if path == "/auth" and method in ("GET", "POST"):
             query = params if method == "GET" else (body if isinstance(body, dict) else {})
             return self._auth(query)

@@ -115,6 +115,8 @@ ALLOWED: dict[str, str] = {
     "classrooms.lti_views.handoff": "signs the launching person in (their own session)",
     "classrooms.lti_views.deep_link": "a teacher's picker: titles of their own course's sessions and exams",
     "classrooms.lti_views.context_link": "a teacher links an LMS course to a course they teach; roster counts",
+    "classrooms.lti_views.dynamic_registration": "registers an LMS for a district (configuration, no records)",
+    "classrooms.lti_admin.LtiRegistrationInviteAdmin": "a district's LMS registration links (no records)",
     "classrooms.lti_admin.LtiPlatformAdmin": "a district's LMS registrations (configuration, no records)",
     "classrooms.lti_admin.LtiToolKeyAdmin": "Aula's public signing keys (superusers)",
     "classrooms.lti_admin.LtiContextAdmin": "linked LMS courses and roster reconciliation counts",

@@ -87,7 +87,7 @@ def other_school_rows(model, world) -> list:
         return list(DistrictRole.objects.filter(district=world.other_district))
     if label in ("compliance.DistrictAPIClient", "classrooms.ExternalIdentity"):
         return list(qs.filter(district=world.other_district))
-    if label == "classrooms.LtiPlatform":  # a district's LMS registration: its own district's staff only
+    if label in ("classrooms.LtiPlatform", "classrooms.LtiRegistrationInvite"):  # a district's LMS registration
         return list(qs.filter(district=world.other_district))
     if label == "classrooms.LtiLaunch":
         return list(qs.filter(context__institution_id__in=foreign))

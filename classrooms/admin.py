@@ -303,3 +303,5 @@ class LiveSessionAdmin(TenantAdmin):
 
     def save_model(self, request, obj, form, change):
         services.live_session_save(session=obj, actor=request.user)
+
+from classrooms import sso_admin  # noqa: E402,F401  (identity providers: classrooms/sso_admin.py)

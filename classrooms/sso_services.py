@@ -45,8 +45,9 @@ def sign_in_record(*, provider: IdentityProvider, subject: str, user: User) -> E
     """Everything a successful SSO sign-in writes before the session is opened (the view then calls Django's
     login(), which rotates the session key)."""
     identity = identity_link(provider=provider, subject=subject, user=user)
-    log.info("sso sign-in", extra={"sso_provider": provider.pk, "sso_district": provider.district_id,
-                                   "sso_kind": provider.kind, "user_id": user.pk})
+    log.info("sso sign-in: provider=%s district=%s kind=%s user=%s", provider.pk, provider.district_id,
+             provider.kind, user.pk, extra={"sso_provider": provider.pk, "sso_district": provider.district_id,
+                                   "sso_kind": provider.kind, "sso_user": user.pk})
     return identity
 
 
@@ -55,6 +56,7 @@ def identity_provider_save(*, provider: IdentityProvider, actor: User | None = N
     with transaction.atomic():
         provider.full_clean(exclude=["oidc_client_secret", "saml_sp_private_key"])
         provider.save()
-    log.info("sso provider saved", extra={"sso_provider": provider.pk, "sso_district": provider.district_id,
+    log.info("sso provider saved: provider=%s district=%s actor=%s", provider.pk, provider.district_id,
+             actor.pk if actor else None, extra={"sso_provider": provider.pk, "sso_district": provider.district_id,
                                           "actor_id": actor.pk if actor else None})
     return provider

@@ -7,6 +7,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from django import forms
 from django.contrib import admin
+from django.db import models
 
 from classrooms import sso_services
 from classrooms.models import IdentityProvider
@@ -103,6 +104,7 @@ class IdentityProviderAdmin(admin.ModelAdmin):
     list_filter = ["kind", "enabled"]
     search_fields = ["display_name", "district__name", "slug"]
     autocomplete_fields = ["district"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # IdP endpoints are https
     fieldsets = [
         (None, {"fields": ["district", "slug", "kind", "display_name", "enabled"]}),
         ("OpenID Connect", {"fields": ["oidc_issuer", "oidc_client_id", "oidc_client_secret", "oidc_scopes"]}),

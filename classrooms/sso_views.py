@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib.auth import login
 from django.core.cache import cache
 from django.http import Http404, HttpResponse, HttpResponseRedirect
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
@@ -60,16 +60,18 @@ def _sign_in(request, provider: IdentityProvider, asserted: sso.Asserted, next_u
 @require_GET
 @never_cache
 def start(request):
-    """From the sign-in page's "school account" box: a district slug or an email address → its provider(s)."""
+    """From the sign-in page's "school account" box: a district slug or an email address → its provider(s).
+    A page, not a redirect: the site's CSP (`form-action 'self'`) also governs where a form submission is
+    redirected, so the way to the IdP starts from this page (a link, or the automatic refresh when there is
+    exactly one provider)."""
     login_value = request.GET.get("login", "")
     providers = sso.providers_for(login_value)
     next_url = _safe_next(request, request.GET.get("next"))
-    if len(providers) == 1:
-        p = providers[0]
-        return redirect(f"{reverse('sso:begin', args=[p.district.slug, p.slug])}?next={_quote(next_url)}")
+    links = [(p, f"{reverse('sso:begin', args=[p.district.slug, p.slug])}?next={_quote(next_url)}")
+             for p in providers]
     return render(request, "registration/sso_choose.html",
-                  {"providers": [(p, reverse("sso:begin", args=[p.district.slug, p.slug])) for p in providers],
-                   "login_value": login_value, "next": next_url}, status=200 if providers else 404)
+                  {"providers": links, "login_value": login_value, "auto": links[0][1] if len(links) == 1 else ""},
+                  status=200 if providers else 404)
 
 
 def _quote(value: str) -> str:

@@ -12,7 +12,7 @@ import requests
 from django.conf import settings
 from django.db import connection
 from django.test import Client
-from django.urls import include, path
+from django.urls import get_resolver, include, path
 
 from classrooms import services
 from classrooms.models import ExternalIdentity, IdentityProvider, User
@@ -20,8 +20,11 @@ from compliance.rostering import Roster
 from tests import factories
 from tests.classrooms.idp_sim import OidcProvider, SamlIdp, self_signed
 
-# The SSO routes under /sso/ next to the whole site (config/urls.py includes them the same way).
-urlpatterns = [path("sso/", include("classrooms.sso_urls")), path("", include("config.urls"))]
+# The whole site, with the SSO routes under /sso/ as config/urls.py includes them (added here only while
+# config/urls.py does not: the tests run either way, never with the routes twice).
+urlpatterns = [path("", include("config.urls"))]
+if "sso" not in get_resolver("config.urls").namespace_dict:
+    urlpatterns.insert(0, path("sso/", include("classrooms.sso_urls")))
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 

@@ -20,6 +20,13 @@ class WriteOnlyField(forms.CharField):
         super().__init__(widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}), **kwargs)
 
 
+def _https_urls(field, **kwargs):
+    """IdP endpoints are https: a URL typed without a scheme gets https:// (Django 6's default)."""
+    if isinstance(field, models.URLField):
+        kwargs["assume_scheme"] = "https"
+    return field.formfield(**kwargs)
+
+
 class IdentityProviderForm(forms.ModelForm):
     oidc_client_secret = WriteOnlyField(label="OIDC client secret", help_text="Write-only. Empty keeps the "
                                         "stored secret.")
@@ -29,6 +36,7 @@ class IdentityProviderForm(forms.ModelForm):
 
     class Meta:
         model = IdentityProvider
+        formfield_callback = _https_urls
         fields = ["district", "slug", "kind", "display_name", "enabled", "oidc_issuer", "oidc_client_id",
                   "oidc_client_secret", "oidc_scopes", "saml_entity_id", "saml_sso_url", "saml_idp_certificates",
                   "saml_sign_requests", "saml_sp_private_key", "saml_sp_certificate", "identity_claim", "maps_to",

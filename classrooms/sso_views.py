@@ -6,6 +6,7 @@ Thin: the protocol and the mapping are in classrooms/sso.py, the writes in class
 from __future__ import annotations
 
 import secrets
+from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib.auth import login
@@ -19,7 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from classrooms import sso, sso_services
-from classrooms.models import IdentityProvider
+from classrooms.models import IdentityProvider, User
 
 BACKEND = "classrooms.auth.EmailOrUsernameBackend"  # the session's backend (get_user) after an SSO sign-in
 SESSION_OIDC = "sso_oidc_pending"  # {state: {provider, nonce, verifier, next}}
@@ -67,17 +68,11 @@ def start(request):
     login_value = request.GET.get("login", "")
     providers = sso.providers_for(login_value)
     next_url = _safe_next(request, request.GET.get("next"))
-    links = [(p, f"{reverse('sso:begin', args=[p.district.slug, p.slug])}?next={_quote(next_url)}")
+    links = [(p, f"{reverse('sso:begin', args=[p.district.slug, p.slug])}?next={quote(next_url, safe='/')}")
              for p in providers]
     return render(request, "registration/sso_choose.html",
                   {"providers": links, "login_value": login_value, "auto": links[0][1] if len(links) == 1 else ""},
                   status=200 if providers else 404)
-
-
-def _quote(value: str) -> str:
-    from urllib.parse import quote
-
-    return quote(value, safe="/")
 
 
 @require_GET
@@ -159,8 +154,6 @@ def saml_acs(request, district: str, provider: str):
 @require_GET
 @never_cache
 def saml_complete(request):
-    from classrooms.models import User
-
     token = request.GET.get("t", "")
     done = cache.get(f"sso:saml:done:{token}") if token else None
     if done is not None:

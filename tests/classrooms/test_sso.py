@@ -180,6 +180,26 @@ def test_oidc_replayed_state_and_callback_refused(world, oidc):
     assert refused_reason(client.get(forged)) == "expired_request"
 
 
+def test_oidc_nonce_is_single_use_even_if_its_state_comes_back(world, oidc):
+    """A pending sign-in restored (an old session snapshot, a race between two servers) and answered again by
+    the IdP with the same nonce: the nonce was used, so it is refused."""
+    Roster(world.district).link("user", "stu-a-001", world.student_a.pk)
+    provider = oidc_provider(world.district, oidc)
+    client = Client()
+    authorize = client.get(f"/sso/{world.district.slug}/{provider.slug}/")["Location"]
+    snapshot = dict(client.session["sso_oidc_pending"])
+    oidc.next_claims = {"sub": "google-77", "sourced_id": "stu-a-001"}
+    cb = urlparse(requests.get(authorize, allow_redirects=False, timeout=10).headers["Location"])
+    assert client.get(f"{cb.path}?{cb.query}").status_code == 302
+    client.logout()
+    session = client.session
+    session["sso_oidc_pending"] = snapshot
+    session.save()
+    cb = urlparse(requests.get(authorize, allow_redirects=False, timeout=10).headers["Location"])  # new code
+    assert refused_reason(client.get(f"{cb.path}?{cb.query}")) == "replayed"
+    assert signed_in_as(client) is None
+
+
 def test_oidc_unknown_person_gets_no_account(world, oidc):
     provider = oidc_provider(world.district, oidc)
     users = User.objects.count()

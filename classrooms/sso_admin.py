@@ -13,6 +13,13 @@ from classrooms import sso_services
 from classrooms.models import IdentityProvider
 
 
+class WriteOnlyTextarea(forms.Textarea):
+    """A textarea that never renders a value: neither the stored key nor one typed into a refused form."""
+
+    def format_value(self, value):
+        return None
+
+
 class WriteOnlyField(forms.CharField):
     def __init__(self, **kwargs):
         kwargs.setdefault("required", False)
@@ -45,7 +52,7 @@ class IdentityProviderForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # PasswordInput is a single line: a PEM key needs a textarea (still never filled in).
-        self.fields["saml_sp_private_key"].widget = forms.Textarea(attrs={"rows": 4, "autocomplete": "off"})
+        self.fields["saml_sp_private_key"].widget = WriteOnlyTextarea(attrs={"rows": 4, "autocomplete": "off"})
         instance = self.instance
         for name in ("oidc_client_secret", "saml_sp_private_key"):
             stored = bool(getattr(instance, name, "")) if instance.pk else False

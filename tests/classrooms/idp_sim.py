@@ -190,18 +190,26 @@ class SamlIdp:
         self.key, self.cert = self_signed("Simulated IdP")
 
     @staticmethod
-    def read_request(redirect_url: str) -> dict:
-        """The AuthnRequest (HTTP-Redirect binding) a browser was sent to: its ID, ACS URL, issuer, RelayState."""
+    def read_request(redirect_url: str, sp_cert: str | None = None) -> dict:
+        """The AuthnRequest (HTTP-Redirect binding) a browser was sent to: its ID, ACS URL, issuer, RelayState;
+        `signed` says whether it carried a signature that verifies with `sp_cert` (SAML bindings §3.4.4.1:
+        over the URL-encoded SAMLRequest, RelayState and SigAlg, in that order)."""
         from onelogin.saml2.utils import OneLogin_Saml2_Utils
         from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
+        raw = dict(part.split("=", 1) for part in urlparse(redirect_url).query.split("&"))
         q = {k: v[0] for k, v in parse_qs(urlparse(redirect_url).query).items()}
+        signed = False
+        if "Signature" in q and sp_cert:
+            signed_query = "&".join(f"{k}={raw[k]}" for k in ("SAMLRequest", "RelayState", "SigAlg") if k in raw)
+            signed = OneLogin_Saml2_Utils.validate_binary_sign(signed_query, base64.b64decode(q["Signature"]),
+                                                               sp_cert, q["SigAlg"])
         xml = OneLogin_Saml2_Utils.decode_base64_and_inflate(q["SAMLRequest"])
         root = OneLogin_Saml2_XML.to_etree(xml)
         issuer = root.find("{urn:oasis:names:tc:SAML:2.0:assertion}Issuer")
         return {"id": root.get("ID"), "acs": root.get("AssertionConsumerServiceURL"),
                 "issuer": issuer.text if issuer is not None else None, "relay_state": q.get("RelayState"),
-                "signed": "Signature" in q, "xml": xml}
+                "signed": signed, "xml": xml}
 
     def response(self, *, acs: str, audience: str, in_response_to: str | None, name_id: str,
                  attributes: dict[str, str] | None = None, assertion_id: str | None = None,

@@ -356,7 +356,7 @@ def saml_provider(district, idp: SamlIdp, *, certs: str | None = None, sign_requ
 def saml_start(client: Client, provider: IdentityProvider) -> dict:
     r = client.get(f"/sso/{provider.district.slug}/{provider.slug}/", {"next": "/exams/"})
     assert r.status_code == 302 and r["Location"].startswith(provider.saml_sso_url)
-    return SamlIdp.read_request(r["Location"])
+    return SamlIdp.read_request(r["Location"], provider.saml_sp_certificate or None)
 
 
 def saml_post(client: Client, provider: IdentityProvider, request: dict, saml_response: str):
@@ -509,3 +509,36 @@ def test_xmlsec_and_lxml_share_one_libxml2():
 
     assert xmlsec.get_libxml_version() == lxml.etree.LIBXML_VERSION[:3]
     assert settings.AULA_SECRET_KEYS  # the key list the encrypted fields use is configured in tests
+
+
+def test_admin_adds_a_saml_provider_with_write_only_sp_key(world, saml):
+    admin = factories.user("root", superuser=True)
+    client = Client()
+    client.force_login(admin)
+    sp_key, sp_cert = self_signed("Aula SP")
+    form = {"district": world.district.pk, "slug": "adfs", "kind": "saml", "display_name": "District ADFS",
+            "enabled": "on", "oidc_issuer": "", "oidc_client_id": "", "oidc_client_secret": "",
+            "oidc_scopes": "openid email profile", "saml_entity_id": saml.entity_id, "saml_sso_url": saml.sso_url,
+            "saml_idp_certificates": "not a certificate", "saml_sign_requests": "on", "saml_sp_private_key": sp_key,
+            "saml_sp_certificate": sp_cert, "identity_claim": "sourcedId", "maps_to": "sourced_id",
+            "lti_issuer": "", "email_domains": ""}
+    r = client.post("/admin/classrooms/identityprovider/add/", form)
+    assert r.status_code == 200 and "Each certificate must be a PEM certificate." in r.content.decode()
+    assert sp_key not in r.content.decode()  # a refused form does not echo the key either
+    r = client.post("/admin/classrooms/identityprovider/add/", {**form, "saml_idp_certificates": saml.cert})
+    assert r.status_code == 302, r.content.decode()[:3000]
+    provider = IdentityProvider.objects.get(slug="adfs")
+    with connection.cursor() as cur:
+        cur.execute("SELECT saml_sp_private_key FROM classrooms_identityprovider WHERE id = %s", [provider.pk])
+        stored = cur.fetchone()[0]
+    assert stored.startswith("fernet:") and "PRIVATE KEY" not in stored
+    page = client.get(f"/admin/classrooms/identityprovider/{provider.pk}/change/").content.decode()
+    body = "".join(sp_key.strip().splitlines()[1:-1])
+    assert body[:40] not in page and "Stored: yes." in page
+    # Removing the stored credentials on request.
+    r = client.post(f"/admin/classrooms/identityprovider/{provider.pk}/change/",
+                    {**form, "saml_idp_certificates": saml.cert, "saml_sp_private_key": "", "saml_sign_requests": "",
+                     "clear_credentials": "on"})
+    assert r.status_code == 302
+    provider.refresh_from_db()
+    assert provider.saml_sp_private_key == ""

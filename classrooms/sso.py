@@ -327,6 +327,10 @@ def saml_finish(provider: IdentityProvider, request, urls: SamlUrls, pending: di
         raise Refused("replayed", "assertion id seen before")
     attributes = auth.get_attributes()
     nameid = auth.get_nameid() or ""
+    if auth.get_nameid_format() == "urn:oasis:names:tc:SAML:2.0:nameid-format:transient":
+        # A new NameID at every sign-in would link a new ExternalIdentity each time: the IdP must send a
+        # persistent (or email / unspecified, stable) NameID.
+        raise Refused("no_identifier", "transient NameID: configure a persistent NameID at the IdP")
 
     def attribute(name: str) -> str:
         values = attributes.get(name) or []

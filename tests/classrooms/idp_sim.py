@@ -215,7 +215,8 @@ class SamlIdp:
                  attributes: dict[str, str] | None = None, assertion_id: str | None = None,
                  not_on_or_after: dt.datetime | None = None, issue_instant: dt.datetime | None = None,
                  sign_assertion: bool = True, sign_response: bool = False, key: str | None = None,
-                 cert: str | None = None, tamper_after_signing: bool = False) -> str:
+                 cert: str | None = None, tamper_after_signing: bool = False,
+                 name_id_format: str = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified") -> str:
         from onelogin.saml2.utils import OneLogin_Saml2_Utils
 
         now = issue_instant or dt.datetime.now(dt.UTC)
@@ -232,7 +233,7 @@ class SamlIdp:
             f'<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{assertion_id}" '
             f'Version="2.0" IssueInstant="{_instant(now)}">'
             f"<saml:Issuer>{self.entity_id}</saml:Issuer>"
-            f"<saml:Subject><saml:NameID Format=\"urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified\">{name_id}"
+            f"<saml:Subject><saml:NameID Format=\"{name_id_format}\">{name_id}"
             f"</saml:NameID><saml:SubjectConfirmation Method=\"urn:oasis:names:tc:SAML:2.0:cm:bearer\">"
             f'<saml:SubjectConfirmationData NotOnOrAfter="{_instant(not_after)}" Recipient="{acs}"{irt}/>'
             f"</saml:SubjectConfirmation></saml:Subject>"

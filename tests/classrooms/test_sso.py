@@ -428,6 +428,7 @@ SAML_CASES = {
     "expired": ({"issue_instant": dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)}, "expired"),
     "wrong_in_response_to": ({"in_response_to": "_not_our_request"}, "does not match the ID of the AuthNRequest"),
     "unsolicited": ({"in_response_to": None}, "InResponseTo does not name our AuthnRequest"),
+    "transient_nameid": ({"name_id_format": "urn:oasis:names:tc:SAML:2.0:nameid-format:transient"}, "transient"),
 }
 
 
@@ -441,7 +442,7 @@ def test_saml_response_checks_refuse(world, saml, case, caplog):
     if kwargs.get("key") == "OTHER":
         kwargs = dict(zip(("key", "cert"), self_signed("Not the IdP"), strict=True))
     r = saml_post(client, provider, request, saml_answer(saml, provider, request, **kwargs))
-    assert refused_reason(r) == "invalid_response"
+    assert refused_reason(r) == ("no_identifier" if case == "transient_nameid" else "invalid_response")
     assert detail in refusal_detail(caplog)
     assert signed_in_as(client) is None and not ExternalIdentity.objects.filter(kind="saml").exists()
 

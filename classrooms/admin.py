@@ -304,4 +304,5 @@ class LiveSessionAdmin(TenantAdmin):
     def save_model(self, request, obj, form, change):
         services.live_session_save(session=obj, actor=request.user)
 
-from classrooms import lti_admin  # noqa: E402,F401  (LTI registrations, keys, links: classrooms/lti_admin.py)
+# Registered here so that admin autodiscovery finds them: LTI (registrations, keys, links) and identity providers.
+from classrooms import lti_admin, sso_admin  # noqa: E402,F401

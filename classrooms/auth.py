@@ -1,5 +1,6 @@
 """Sign-in by email or username (case-insensitive), on Django's ModelBackend rules, throttled per account
-and per client address."""
+and per client address; password sign-in refused where the person's districts have turned local passwords off
+(they sign in through the district's identity provider: classrooms/sso.py)."""
 
 import hashlib
 
@@ -12,7 +13,25 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 
-from classrooms.models import User
+from classrooms.models import District, DistrictRole, Enrollment, Institution, Membership, User
+
+SSO_REQUIRED = ("Your district signs you in through its identity provider, not with an Aula password. "
+                "Use your school account below.")
+
+
+def password_sign_in_allowed(user: User) -> bool:
+    """False when every district the person belongs to (through a membership, an enrollment or a district
+    role) has turned local passwords off. Superusers are exempt, and so is anyone with no district at all
+    (Aula staff, creators, viewers)."""
+    if user.is_superuser:
+        return True
+    flags = set(District.objects.filter(
+        Q(pk__in=Institution.objects.filter(
+            Q(pk__in=Membership.objects.filter(user=user, is_active=True).values("institution_id"))
+            | Q(pk__in=Enrollment.objects.filter(user=user).values("institution_id"))).values("district_id"))
+        | Q(pk__in=DistrictRole.objects.filter(user=user).values("district_id"))
+    ).values_list("local_passwords", flat=True))
+    return not flags or True in flags
 
 
 class EmailOrUsernameBackend(ModelBackend):
@@ -24,6 +43,10 @@ class EmailOrUsernameBackend(ModelBackend):
             User().set_password(password)  # same work as a real check: no user-enumeration by timing
             return None
         if user.check_password(password) and self.user_can_authenticate(user):
+            if not password_sign_in_allowed(user):
+                if request is not None:
+                    request._aula_sso_required = True  # the form says why (only after a correct password)
+                return None
             return user
         return None
 
@@ -79,6 +102,7 @@ class ThrottledFormMixin:
     account or the address is over its limit, and count each failure."""
 
     throttled = False
+    sso_required = False
 
     def clean(self):
         keys = _throttle_keys(self.request, self.data.get("username", "") or "")
@@ -88,7 +112,13 @@ class ThrottledFormMixin:
         if any(count > limit for count, (_, limit) in zip(counts, keys, strict=True)):
             self.throttled = True
             raise ValidationError("Too many sign-in attempts. Wait a few minutes and try again.", code="throttled")
-        data = super().clean()
+        try:
+            data = super().clean()
+        except ValidationError:
+            if getattr(self.request, "_aula_sso_required", False):
+                self.sso_required = True
+                raise ValidationError(SSO_REQUIRED, code="sso_required") from None
+            raise
         cache.delete(keys[0][0])  # the account starts afresh
         try:
             cache.decr(keys[1][0])  # the address (a whole school behind one NAT) only loses this attempt
@@ -111,6 +141,24 @@ class ThrottledLoginView(LoginView):
 
     form_class = ThrottledAuthenticationForm
     redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs):
+        """The district's "Sign in with …" buttons (?district=<slug>) and the school-account box, when the
+        single sign-on routes are installed."""
+        from django.urls import NoReverseMatch, reverse
+
+        context = super().get_context_data(**kwargs)
+        try:
+            context["sso_start_url"] = reverse("sso:start")
+        except NoReverseMatch:
+            return context
+        from classrooms import sso
+
+        slug = self.request.GET.get("district", "")
+        providers = sso.providers_for(slug) if slug and "@" not in slug else []
+        context["sso_providers"] = [(p, reverse("sso:begin", args=[p.district.slug, p.slug])) for p in providers]
+        context["sso_login"] = slug
+        return context
 
     def form_invalid(self, form):
         response = super().form_invalid(form)

@@ -773,3 +773,82 @@ class CourseFile(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# --- Single sign-on ---------------------------------------------------------------------------------------------
+
+from config.secrets import EncryptedTextField  # noqa: E402  (this section is appended; its import stays with it)
+
+
+class IdentityProvider(models.Model):
+    """A district's identity provider (OIDC or SAML 2.0) behind a "Sign in with …" button (classrooms/sso.py).
+
+    It never creates accounts: the person it asserts is mapped to someone the district already rostered (a
+    OneRoster sourcedId, an LTI subject or a verified email), then linked as an `ExternalIdentity`. Credentials
+    are encrypted at rest (`config.secrets`); IdP certificates are a list so a new one can be added before the
+    IdP switches to it."""
+
+    class Kind(models.TextChoices):
+        OIDC = "oidc", "OpenID Connect"
+        SAML = "saml", "SAML 2.0"
+
+    class MapsTo(models.TextChoices):
+        SOURCED_ID = "sourced_id", "OneRoster sourcedId of a person of this district"
+        LTI_SUBJECT = "lti_subject", "LTI subject of a person of this district"
+        EMAIL = "email", "Verified email of a person rostered in this district"
+
+    district = models.ForeignKey(District, on_delete=models.CASCADE, related_name="identity_providers")
+    slug = models.SlugField(max_length=64, help_text="In the provider's URLs (/sso/<district>/<slug>/…).")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    display_name = models.CharField(max_length=80, help_text='Shown on the button: "Sign in with <display name>".')
+    enabled = models.BooleanField(default=True)
+    # OpenID Connect
+    oidc_issuer = models.URLField(blank=True, help_text="Issuer; discovery is read from "
+                                  "<issuer>/.well-known/openid-configuration and must name this issuer.")
+    oidc_client_id = models.CharField(max_length=255, blank=True)
+    oidc_client_secret = EncryptedTextField(blank=True)
+    oidc_scopes = models.CharField(max_length=255, default="openid email profile", blank=True)
+    # SAML 2.0
+    saml_entity_id = models.CharField(max_length=255, blank=True, help_text="The IdP's entity id (Issuer).")
+    saml_sso_url = models.URLField(blank=True, help_text="The IdP's single sign-on URL (HTTP-Redirect binding).")
+    saml_idp_certificates = models.TextField(
+        blank=True, help_text="The IdP's signing certificates, PEM, one or more (during a rotation: old and new).")
+    saml_sign_requests = models.BooleanField(default=False, help_text="Sign AuthnRequests with the SP key below.")
+    saml_sp_private_key = EncryptedTextField(blank=True)
+    saml_sp_certificate = models.TextField(blank=True, help_text="The SP's certificate, PEM (in our metadata).")
+    # Who the asserted person is
+    identity_claim = models.CharField(
+        max_length=128, default="sub", help_text="OIDC claim or SAML attribute holding the value mapped below; "
+        "for SAML, 'NameID' means the subject's NameID.")
+    maps_to = models.CharField(max_length=16, choices=MapsTo.choices, default=MapsTo.SOURCED_ID)
+    lti_issuer = models.CharField(max_length=255, blank=True, help_text="With LTI subject mapping: the LMS "
+                                  "platform's issuer (blank: any LTI platform of this district).")
+    email_domains = models.CharField(
+        max_length=500, blank=True, help_text="Comma-separated. Emails this provider asserts must be in one of "
+        "them; the login page also finds the district by these domains.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["district", "display_name"]
+        constraints = [
+            models.UniqueConstraint(fields=["district", "slug"], name="identity_provider_slug_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.display_name} ({self.get_kind_display()}, {self.district})"
+
+    @property
+    def issuer(self) -> str:
+        """The issuer an `ExternalIdentity` of this provider records."""
+        return self.oidc_issuer if self.kind == self.Kind.OIDC else self.saml_entity_id
+
+    @property
+    def domains(self) -> list[str]:
+        return [d.strip().lower().lstrip("@") for d in self.email_domains.split(",") if d.strip()]
+
+    @property
+    def idp_certificates(self) -> list[str]:
+        """Each PEM certificate in `saml_idp_certificates` (python3-saml's x509certMulti)."""
+        end = "-----END CERTIFICATE-----"
+        return [block.strip() + "\n" + end for block in self.saml_idp_certificates.split(end) if block.strip()]

@@ -476,6 +476,7 @@ BULK_POLICY: dict[str, str] = {
     "classrooms.LtiResourceLink": REFUSE,
     "classrooms.LtiLaunch": REFUSE,
     "classrooms.LtiRegistrationInvite": REFUSE,
+    "classrooms.IdentityProvider": REFUSE,
     "classrooms.ExternalIdentity": AUDIT,
 }
 _in_bulk = contextvars.ContextVar("aula_audit_in_bulk", default=False)

@@ -633,6 +633,7 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     # last seen is stamped at every launch / sign-in: not a change worth a log entry
     {"model": "classrooms.ExternalIdentity", "exclude_fields": ["last_seen_at"]},
     "classrooms.LtiPlatform",
+    {"model": "classrooms.IdentityProvider", "exclude_fields": ["oidc_client_secret", "saml_sp_private_key"]},
     {"model": "classrooms.LtiRegistrationInvite", "exclude_fields": ["token_hash"]},
     {"model": "classrooms.LtiToolKey", "exclude_fields": ["private_key"]},
     "classrooms.LtiContext",

@@ -30,6 +30,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("sso/", include("classrooms.sso_urls")),  # single sign-on (docs/sso.md)
     # Only the token endpoint of django-oauth-toolkit: district clients use client credentials.
     path("o/token/", ThrottledTokenView.as_view(), name="oauth2_token"),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),

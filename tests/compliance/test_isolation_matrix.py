@@ -70,6 +70,7 @@ EXEMPT = {
     "moderation.DmcaNotice": "copyright notices about stream recordings: platform DMCA staff only",
     "moderation.DmcaStrike": "copyright strikes of creators: platform DMCA staff only",
     "classrooms.LtiToolKey": "Aula's own LTI signing keys (public halves): platform superusers only",
+    "classrooms.IdentityProvider": "districts' identity-provider settings: superusers only, no person's records",
 }
 
 

@@ -777,9 +777,6 @@ class CourseFile(models.Model):
 
 # --- Single sign-on ---------------------------------------------------------------------------------------------
 
-from config.secrets import EncryptedTextField  # noqa: E402  (this section is appended; its import stays with it)
-
-
 class IdentityProvider(models.Model):
     """A district's identity provider (OIDC or SAML 2.0) behind a "Sign in with …" button (classrooms/sso.py).
 
@@ -806,7 +803,7 @@ class IdentityProvider(models.Model):
     oidc_issuer = models.URLField(blank=True, help_text="Issuer; discovery is read from "
                                   "<issuer>/.well-known/openid-configuration and must name this issuer.")
     oidc_client_id = models.CharField(max_length=255, blank=True)
-    oidc_client_secret = EncryptedTextField(blank=True)
+    oidc_client_secret = secrets.EncryptedTextField(blank=True)
     oidc_scopes = models.CharField(max_length=255, default="openid email profile", blank=True)
     # SAML 2.0
     saml_entity_id = models.CharField(max_length=255, blank=True, help_text="The IdP's entity id (Issuer).")
@@ -814,7 +811,7 @@ class IdentityProvider(models.Model):
     saml_idp_certificates = models.TextField(
         blank=True, help_text="The IdP's signing certificates, PEM, one or more (during a rotation: old and new).")
     saml_sign_requests = models.BooleanField(default=False, help_text="Sign AuthnRequests with the SP key below.")
-    saml_sp_private_key = EncryptedTextField(blank=True)
+    saml_sp_private_key = secrets.EncryptedTextField(blank=True)
     saml_sp_certificate = models.TextField(blank=True, help_text="The SP's certificate, PEM (in our metadata).")
     # Who the asserted person is
     identity_claim = models.CharField(

@@ -21,14 +21,18 @@ from config.devservers import free_port
 from tests.conftest import ROOT
 
 WORKER_QUEUES = "bulk,default,deadlines"
+SERVER_START_SECONDS = 120
 
 
 def aula_server(server_factory):
     """A uvicorn process with AULA_PUBLIC_URL = its own origin. conftest's ServerProcess picks its port itself, so
-    the port is chosen first and handed to it (through the name it calls)."""
+    the port is chosen first and handed to it (through the name it calls); its start is awaited longer than
+    conftest's 30 s, which a loaded machine (parallel suites) exceeds."""
     port = free_port()
+    wait_http = tests.conftest.wait_http
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tests.conftest, "free_port", lambda: port)
+        patch.setattr(tests.conftest, "wait_http", lambda p, proc, timeout=30: wait_http(p, proc, SERVER_START_SECONDS))
         server = server_factory(kind="uvicorn", extra_env=public_env(port))
     assert server.port == port
     return server

@@ -51,7 +51,7 @@ def lms(world, aula):
             district=world.district, name="Mock LMS", issuer=platform.issuer, client_id=platform.client_id,
             deployment_ids=[platform.deployment_id], auth_login_url=platform.auth_url,
             auth_token_url=platform.token_url, keyset_url=platform.jwks_url))
-        platform.launch_url = launch_url
+        platform.tool_launch_url = launch_url  # Aula's launch URL, as registered in the LMS
         platform.add_context("crs-1", title="Biology 101", label="BIO")
         platform.add_user("t-1", name="Teacher A", given_name="Teacher", family_name="A", email=world.teacher_a.email)
         platform.enroll("crs-1", "t-1", [ROLE_INSTRUCTOR])
@@ -89,6 +89,8 @@ def new_page(b):
     page.set_default_timeout(WAIT_MS)
     page.errors = []
     page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    page.navigations = []
+    page.on("request", lambda r: r.is_navigation_request() and page.navigations.append(r.url))
     return page
 
 
@@ -131,12 +133,12 @@ def test_exam_placed_by_deep_linking_taken_from_the_lms_and_graded_into_its_grad
     with browser() as b:
         # --- The teacher, in the LMS course, adds Aula content (deep linking); nobody is signed in to Aula.
         teacher = new_page(b)
-        teacher.goto(lms.launch_page_url(sub="t-1", context_id="crs-1", target_link_uri=lms.launch_url,
+        teacher.goto(lms.launch_page_url(sub="t-1", context_id="crs-1", target_link_uri=lms.tool_launch_url,
                                          message_type="LtiDeepLinkingRequest"))
         # The LMS page posts the login initiation, Aula redirects to the LMS's /auth, which posts the signed
         # id_token back: the picker asks first which Aula course this LMS course is.
         expect(teacher.get_by_role("heading")).to_have_text("Add Aula to “Biology 101”")
-        assert teacher.url == lms.launch_url
+        assert teacher.url == lms.tool_launch_url
         course = teacher.get_by_label("Aula course")
         expect(course.locator("option")).to_have_count(1)  # only the teacher's own course of this district
         course.select_option(str(world.course_a.pk))
@@ -153,7 +155,7 @@ def test_exam_placed_by_deep_linking_taken_from_the_lms_and_graded_into_its_grad
         assert len(created) == 1, created
         link_id = created[0]
         placed = lms.resource_links("crs-1")[link_id]
-        assert placed["title"] == exam.title and placed["url"] == lms.launch_url and placed["lineitem"]
+        assert placed["title"] == exam.title and placed["url"] == lms.tool_launch_url and placed["lineitem"]
         assert lms.deep_links["crs-1"][0]["lineItem"]["resourceId"] == f"aula-exam-{exam.pk}"
         context = db(LtiContext.objects.get, platform=lms.aula, context_id="crs-1")
         assert context.course_id == world.course_a.pk
@@ -165,13 +167,19 @@ def test_exam_placed_by_deep_linking_taken_from_the_lms_and_graded_into_its_grad
         # so Aula's hand-off page sends them on by itself: signed in, to where the link points.
         student = new_page(b)
         with student.expect_response(lambda r: landed(r, aula), timeout=WAIT_MS) as landing_info:
-            student.goto(lms.launch_page_url(sub="s-1", context_id="crs-1", target_link_uri=lms.launch_url,
+            student.goto(lms.launch_page_url(sub="s-1", context_id="crs-1", target_link_uri=lms.tool_launch_url,
                                              resource_link_id=link_id))
         landing = landing_info.value
         account = db(User.objects.get, email=STUDENT_EMAIL)
         assert signed_in_user_id(student, aula) == account.pk
         assert not account.has_usable_password()
         assert db(Enrollment.objects.get, course=world.course_a, user=account).is_active
+        # It went through Aula's hand-off ("Open in Aula"), whose link signs in once only.
+        handoff = next(u for u in student.navigations if "/lti/continue/" in u)
+        stranger = new_page(b)
+        stranger.goto(handoff)
+        expect(stranger.get_by_test_id("lti-refused")).to_contain_text("expired or was already used")
+        assert signed_in_user_id(stranger, aula) is None
         # The link lands on the exam: a page of Aula that opens (where the exam starts, or from which it starts).
         landing_broken = landing.status >= 400
         if landing_broken:  # see LandingBroken: carry on from the exam list to check everything after it
@@ -235,11 +243,11 @@ def test_a_forged_launch_shows_the_refusal_and_signs_nobody_in(world, aula, lms)
     with browser() as b:
         page = new_page(b)
         lms.auth_tamper = frozenset({"bad_signature"})  # the id_token is signed by a key not in the LMS's JWKS
-        page.goto(lms.launch_page_url(sub="t-1", context_id="crs-1", target_link_uri=lms.launch_url,
+        page.goto(lms.launch_page_url(sub="t-1", context_id="crs-1", target_link_uri=lms.tool_launch_url,
                                       resource_link_id="rl-1"))
         expect(page.get_by_test_id("lti-refused")).to_contain_text("could not be verified")
         expect(page.get_by_role("heading")).to_have_text("Aula cannot open this")
-        assert page.url == lms.launch_url and lms.last_launch["tamper"] == {"bad_signature"}
+        assert page.url == lms.tool_launch_url and lms.last_launch["tamper"] == {"bad_signature"}
         assert signed_in_user_id(page, aula) is None
         page.goto(aula.origin + "/")
         assert "/accounts/login/" in page.url  # Aula's pages ask this browser to sign in
@@ -248,7 +256,7 @@ def test_a_forged_launch_shows_the_refusal_and_signs_nobody_in(world, aula, lms)
 
         # The same launch, signed as the LMS publishes, is accepted: the refusal was the signature's doing.
         lms.auth_tamper = frozenset()
-        page.goto(lms.launch_page_url(sub="t-1", context_id="crs-1", target_link_uri=lms.launch_url,
+        page.goto(lms.launch_page_url(sub="t-1", context_id="crs-1", target_link_uri=lms.tool_launch_url,
                                       resource_link_id="rl-1"))
         page.wait_for_url(re.compile(re.escape(aula.origin) + r"/lti/contexts/\d+/$"))
         expect(page.get_by_test_id("lti-link-form")).to_be_visible()

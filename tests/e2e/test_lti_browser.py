@@ -113,21 +113,12 @@ def signed_in_user_id(page, aula) -> int | None:
     return int(user_id) if user_id else None
 
 
-class LandingBroken(AssertionError):
-    """The one known defect this flow meets (the xfail below expects this exception and no other)."""
-
-
 def landed(response, aula) -> bool:
     """The first page of Aula a launch hands the browser on to (past the /lti/ pages)."""
     return (response.request.is_navigation_request() and response.url.startswith(aula.origin + "/")
             and "/lti/" not in response.url and response.status not in (301, 302, 303))
 
 
-@pytest.mark.xfail(
-    raises=LandingBroken, strict=True,
-    reason="Aula bug: an exam placed in an LMS lands on /exams/<id>/start/ (exams/receivers.py ExamTargets._target, "
-           "reverse('exam-start')), which is POST-only (exams/views.py exam_start, @require_POST): the browser gets "
-           "405 Method Not Allowed. Every other step is checked (the test starts the exam from /exams/ instead).")
 def test_exam_placed_by_deep_linking_taken_from_the_lms_and_graded_into_its_gradebook(world, aula, lms, worker):
     exam = published_exam(world)
     with browser() as b:
@@ -180,12 +171,11 @@ def test_exam_placed_by_deep_linking_taken_from_the_lms_and_graded_into_its_grad
         stranger.goto(handoff)
         expect(stranger.get_by_test_id("lti-refused")).to_contain_text("expired or was already used")
         assert signed_in_user_id(stranger, aula) is None
-        # The link lands on the exam: a page of Aula that opens (where the exam starts, or from which it starts).
-        landing_broken = landing.status >= 400
-        if landing_broken:  # see LandingBroken: carry on from the exam list to check everything after it
-            student.goto(aula.origin + "/exams/")
-        if "/attempts/" not in student.url:
-            student.locator(f'[data-testid="exam-row"][data-exam-id="{exam.pk}"]').get_by_test_id("start").click()
+        # The link lands on the exam's row in the exam list (starting an attempt is a deliberate POST, never a
+        # side effect of opening a link: a second launch must not restart the clock).
+        assert landing.status == 200 and landing.url.split("#")[0] == aula.origin + "/exams/", landing.url
+        assert student.url.endswith(f"/exams/#exam-{exam.pk}")
+        student.locator(f'[data-testid="exam-row"][data-exam-id="{exam.pk}"]').get_by_test_id("start").click()
         student.wait_for_url(re.compile(r"/attempts/\d+/$"))
         expect(student.get_by_test_id("connection-state")).to_have_attribute("data-state", "live")
         attempt = db(Attempt.objects.get, exam=exam, student=account)
@@ -234,8 +224,6 @@ def test_exam_placed_by_deep_linking_taken_from_the_lms_and_graded_into_its_grad
     assert logged(LtiResourceLink) and logged(ExternalIdentity) and logged(Enrollment) and logged(GradeSync)
     # One score reached the LMS: the delivery is not repeated.
     assert len([r for r in lms.requests if r.path.endswith("/scores")]) == 1
-    if landing_broken:
-        raise LandingBroken(f"the exam link's launch landed on {landing.url}: HTTP {landing.status}")
 
 
 def test_a_forged_launch_shows_the_refusal_and_signs_nobody_in(world, aula, lms):

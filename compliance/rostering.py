@@ -269,6 +269,66 @@ class Roster:
             "primary": rec["primary"], "beginDate": _iso(rec["beginDate"]), "endDate": _iso(rec["endDate"])})
         return enrollment, existing is None
 
+    # --- tombstones: what a SIS marks `tobedeleted` or no longer lists -----------------------------------------
+
+    def tombstone(self, kind: str, sourced_id: str) -> bool | None:
+        """Mark this district's row with this sourcedId deleted, as an upsert with status `tobedeleted` would:
+        an enrollment is dropped, a class deactivated, a person's memberships in this district's schools
+        deactivated (the account stays: another district may roster them), a course or academic session gets
+        the status. Needs no other field of the record. True when something changed, False when it already
+        was deleted, None when the sourcedId is unknown here. Schools are refused (ValidationError)."""
+        with transaction.atomic():
+            return self._tombstone(kind, sourced_id)
+
+    def _tombstone(self, kind: str, sourced_id: str) -> bool | None:
+        if kind in {"academicSession", "course"}:
+            model = AcademicSession if kind == "academicSession" else CatalogCourse
+            row = model.objects.select_for_update().filter(district=self.district, sourced_id=sourced_id).first()
+            if row is None:
+                return None
+            if row.status == RosterStatus.TO_BE_DELETED:
+                return False
+            row.status = RosterStatus.TO_BE_DELETED
+            row.save(update_fields=["status", "updated_at"])
+            return True
+        if kind == "org":
+            if self.find(Kind.ORG, sourced_id) is None:
+                return None
+            raise ValidationError({"status": "Schools are not deleted through rostering; ask Aula support."})
+        link = RosterLink.objects.filter(district=self.district, kind=kind, sourced_id=sourced_id).first()
+        row = self.find(kind, sourced_id) if link is not None else None
+        if row is None:
+            return None
+        changed = False
+        if kind == Kind.ENROLLMENT:
+            if row.is_active:
+                classroom_services.enrollment_drop(enrollment=row)
+                changed = True
+        elif kind == Kind.CLASS:
+            if row.is_active:
+                row.is_active = False
+                classroom_services.course_save(course=row)
+                changed = True
+        elif kind == Kind.USER:
+            for membership in scoped_to(Membership.objects.filter(user=row, is_active=True), self.ids):
+                membership.is_active = False
+                classroom_services.membership_save(membership=membership)
+                changed = True
+        if link.data.get("status") != RosterStatus.TO_BE_DELETED:
+            link.data = {**link.data, "status": RosterStatus.TO_BE_DELETED}
+            link.save(update_fields=["data", "updated_at"])
+            changed = True
+        return changed
+
+    def sourced_ids(self, kind: str):
+        """Every sourcedId this district's roster holds for a resource (Aula's own `aula-` ids excluded)."""
+        if kind in {"academicSession", "course"}:
+            model = AcademicSession if kind == "academicSession" else CatalogCourse
+            rows = model.objects.filter(district=self.district)
+        else:
+            rows = RosterLink.objects.filter(district=self.district, kind=kind)
+        return rows.exclude(sourced_id__startswith=AULA_PREFIX).values_list("sourced_id", flat=True)
+
     def upsert(self, kind: str, sourced_id: str, rec: dict):
         """The one write path of a OneRoster record (REST PUT and CSV import): atomic, idempotent."""
         if not sourced_id or len(sourced_id) > 255:

@@ -51,6 +51,34 @@ class Roster:
     def __init__(self, district: District):
         self.district = district
         self.ids = district_institution_ids(district.pk)
+        # Per-instance caches (a Roster lives for one request, import or sync run): links by sourcedId (None:
+        # known to be absent), schools/classes/people by pk, and reverse links. Emptied when an upsert fails,
+        # since its savepoint's rows are gone.
+        self._links: dict[tuple[str, str], RosterLink | None] = {}
+        self._rows: dict[tuple[str, int], object] = {}
+        self._sids: dict[tuple[str, int], str] = {}
+
+    def forget(self) -> None:
+        self._links.clear()
+        self._rows.clear()
+        self._sids.clear()
+
+    def prefetch(self, kind: str, sourced_ids) -> None:
+        """Load the links of many sourcedIds in one query (a sync applies a page of records at a time)."""
+        wanted = {s for s in sourced_ids if isinstance(s, str) and (kind, s) not in self._links}
+        if not wanted:
+            return
+        for link in RosterLink.objects.filter(district=self.district, kind=kind, sourced_id__in=wanted):
+            self._links[(kind, link.sourced_id)] = link
+        for s in wanted:
+            self._links.setdefault((kind, s), None)
+
+    def _link_for(self, kind: str, sourced_id: str) -> RosterLink | None:
+        key = (kind, sourced_id)
+        if key not in self._links:
+            self._links[key] = RosterLink.objects.filter(district=self.district, kind=kind,
+                                                         sourced_id=sourced_id).first()
+        return self._links[key]
 
     # --- resolution ---------------------------------------------------------------------------------------
 
@@ -66,7 +94,7 @@ class Roster:
         raise ValueError(kind)
 
     def object_id(self, kind: str, sourced_id: str) -> int | None:
-        link = RosterLink.objects.filter(district=self.district, kind=kind, sourced_id=sourced_id).first()
+        link = self._link_for(kind, sourced_id)
         if link is not None:
             return link.object_id
         return _aula_pk(kind, sourced_id)
@@ -78,15 +106,24 @@ class Roster:
         pk = self.object_id(kind, sourced_id)
         if pk is None:
             return None
+        if (kind, pk) in self._rows:
+            return self._rows[(kind, pk)]
         if kind == Kind.USER:
             # A person rostered by this district may have no membership here yet (a guardian, a new hire).
-            linked = RosterLink.objects.filter(district=self.district, kind=kind, object_id=pk).exists()
-            return (User.objects if linked else self._candidates(kind)).filter(pk=pk).first()
-        return self._candidates(kind).filter(pk=pk).first()
+            linked = self._link_for(kind, sourced_id) is not None or RosterLink.objects.filter(
+                district=self.district, kind=kind, object_id=pk).exists()
+            row = (User.objects if linked else self._candidates(kind)).filter(pk=pk).first()
+        else:
+            row = self._candidates(kind).filter(pk=pk).first()
+        if row is not None and kind != Kind.ENROLLMENT:
+            self._rows[(kind, pk)] = row
+        return row
 
     def sourced_id(self, kind: str, pk: int) -> str:
-        link = RosterLink.objects.filter(district=self.district, kind=kind, object_id=pk).first()
-        return link.sourced_id if link else aula_sourced_id(kind, pk)
+        if (kind, pk) not in self._sids:
+            link = RosterLink.objects.filter(district=self.district, kind=kind, object_id=pk).first()
+            self._sids[(kind, pk)] = link.sourced_id if link else aula_sourced_id(kind, pk)
+        return self._sids[(kind, pk)]
 
     def school(self, sourced_id: str, field_name: str = "school") -> Institution:
         school = self.find(Kind.ORG, sourced_id)
@@ -103,16 +140,21 @@ class Roster:
     def link(self, kind: str, sourced_id: str, pk: int, data: dict | None = None) -> RosterLink:
         if sourced_id.startswith(AULA_PREFIX) and _aula_pk(kind, sourced_id) != pk:
             raise ValidationError({"sourcedId": f"sourcedIds starting with {AULA_PREFIX!r} are Aula's own."})
-        other = RosterLink.objects.filter(district=self.district, kind=kind, object_id=pk).first()
-        if other is not None and other.sourced_id != sourced_id:
-            raise ValidationError({"sourcedId": f"This {kind} already has the sourcedId {other.sourced_id!r}."})
-        link, created = RosterLink.objects.get_or_create(
-            district=self.district, kind=kind, sourced_id=sourced_id, defaults={"object_id": pk, "data": data or {}})
-        if not created and (link.object_id != pk or (data is not None and link.data != data)):
+        link = self._link_for(kind, sourced_id)
+        if link is None or link.object_id != pk:
+            other = RosterLink.objects.filter(district=self.district, kind=kind, object_id=pk).first()
+            if other is not None and other.sourced_id != sourced_id:
+                raise ValidationError({"sourcedId": f"This {kind} already has the sourcedId {other.sourced_id!r}."})
+        if link is None:
+            link = RosterLink.objects.create(district=self.district, kind=kind, sourced_id=sourced_id, object_id=pk,
+                                             data=data or {})
+            self._links[(kind, sourced_id)] = link
+        elif link.object_id != pk or (data is not None and link.data != data):
             link.object_id = pk
             if data is not None:
                 link.data = data
             link.save()
+        self._sids[(kind, pk)] = sourced_id
         return link
 
     # --- upserts (one per OneRoster resource); each returns (row, created) ----------------------------------
@@ -217,6 +259,7 @@ class Roster:
                                               last_name=rec["familyName"], display_name=user.display_name
                                               if user and not created else "",
                                               date_of_birth=user.date_of_birth if user and not created else None)
+        self._rows[(Kind.USER, user.pk)] = user
         active = rec["status"] == RosterStatus.ACTIVE and rec["enabledUser"]
         roles = []
         for role in rec["roles"]:
@@ -277,8 +320,12 @@ class Roster:
         deactivated (the account stays: another district may roster them), a course or academic session gets
         the status. Needs no other field of the record. True when something changed, False when it already
         was deleted, None when the sourcedId is unknown here. Schools are refused (ValidationError)."""
-        with transaction.atomic():
-            return self._tombstone(kind, sourced_id)
+        try:
+            with transaction.atomic():
+                return self._tombstone(kind, sourced_id)
+        except BaseException:
+            self.forget()
+            raise
 
     def _tombstone(self, kind: str, sourced_id: str) -> bool | None:
         if kind in {"academicSession", "course"}:
@@ -295,7 +342,7 @@ class Roster:
             if self.find(Kind.ORG, sourced_id) is None:
                 return None
             raise ValidationError({"status": "Schools are not deleted through rostering; ask Aula support."})
-        link = RosterLink.objects.filter(district=self.district, kind=kind, sourced_id=sourced_id).first()
+        link = self._link_for(kind, sourced_id)
         row = self.find(kind, sourced_id) if link is not None else None
         if row is None:
             return None
@@ -337,8 +384,12 @@ class Roster:
             "org": self.org_upsert, "academicSession": self.academic_session_upsert, "course": self.course_upsert,
             "class": self.class_upsert, "user": self.user_upsert, "enrollment": self.enrollment_upsert,
         }[kind]
-        with transaction.atomic():
-            return handler(sourced_id, rec)
+        try:
+            with transaction.atomic():
+                return handler(sourced_id, rec)
+        except BaseException:
+            self.forget()
+            raise
 
 
 def _iso(day) -> str | None:

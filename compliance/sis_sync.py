@@ -260,11 +260,34 @@ def _flat(messages) -> str:
     return str(messages)
 
 
+def _refs(records: list, kind: str) -> dict[str, list]:
+    """The sourcedIds a page names, per link kind (for one prefetch query each)."""
+    wanted: dict[str, list] = {kind: []}
+    fields = {"class": [("school", "org")], "user": [("agents", "user")],
+              "enrollment": [("class", "class"), ("user", "user"), ("school", "org")]}.get(kind, [])
+    for raw in records:
+        if not isinstance(raw, dict):
+            continue
+        wanted[kind].append(raw.get("sourcedId"))
+        for name, target in fields:
+            values = raw.get(name)
+            for value in values if isinstance(values, list) else [values]:
+                if isinstance(value, dict):
+                    wanted.setdefault(target, []).append(value.get("sourcedId"))
+        if kind == "user" and isinstance(raw.get("roles"), list):
+            wanted.setdefault("org", []).extend(r.get("org", {}).get("sourcedId") for r in raw["roles"]
+                                                if isinstance(r, dict) and isinstance(r.get("org"), dict))
+    return wanted
+
+
 def _apply_page(run: SisRun, roster: Roster, resource: str, kind: str, records: list) -> None:
     counts = _counter(run, resource)
     ids = [r.get("sourcedId") for r in records if isinstance(r, dict) and isinstance(r.get("sourcedId"), str)]
     known = dict(SisRecord.objects.filter(connection=run.connection, resource=resource, sourced_id__in=ids)
                  .values_list("sourced_id", "digest"))
+    if kind in {"org", "class", "user", "enrollment"}:
+        for link_kind, sourced_ids in _refs(records, kind).items():
+            roster.prefetch(link_kind, sourced_ids)
     seen: dict[str, str] = {}
     if kind == "user":
         # A guardian names their children in `agents`: people without agents first within the page.
@@ -279,27 +302,30 @@ def _apply_page(run: SisRun, roster: Roster, resource: str, kind: str, records: 
             _issue(run, SisRunIssue.Kind.INVALID, resource, "", "A record without a valid sourcedId.")
             continue
         digest = _digest(raw)
+        seen[sourced_id] = digest
+        if known.get(sourced_id) == digest:
+            # Exactly what Aula applied last time (an overlapping delta, a rerun): nothing to do.
+            counts["unchanged"] += 1
+            continue
         try:
-            with transaction.atomic():
-                if raw.get("status") == "tobedeleted":
-                    changed = roster.tombstone(kind, sourced_id)
-                    outcome = "deleted" if changed else "unchanged"
-                else:
-                    record = validate_record(kind, raw)
-                    _, created = roster.upsert(kind, sourced_id, record)
-                    outcome = "created" if created else (
-                        "unchanged" if known.get(sourced_id) == digest else "updated")
+            # Roster.upsert and Roster.tombstone each run in their own savepoint: a refused record leaves nothing.
+            if raw.get("status") == "tobedeleted":
+                changed = roster.tombstone(kind, sourced_id)
+                outcome = "deleted" if changed else "unchanged"
+            else:
+                record = validate_record(kind, raw)
+                _, created = roster.upsert(kind, sourced_id, record)
+                outcome = "created" if created else "updated"
         except serializers.ValidationError as exc:
             counts["errors"] += 1
             _issue(run, SisRunIssue.Kind.INVALID, resource, sourced_id, _message(exc))
-            digest = ""  # listed (never reconciled away), and counted as updated once the SIS fixes it
+            seen[sourced_id] = ""  # listed (never reconciled away), and applied again when the SIS fixes it
         except ValidationError as exc:
             counts["errors"] += 1
             _issue(run, SisRunIssue.Kind.CONFLICT, resource, sourced_id, _message(exc))
-            digest = ""
+            seen[sourced_id] = ""
         else:
             counts[outcome] += 1
-        seen[sourced_id] = digest
     SisRecord.objects.bulk_create(
         [SisRecord(connection=run.connection, resource=resource, sourced_id=sid, digest=digest, last_seen_run=run)
          for sid, digest in seen.items()],
@@ -335,4 +361,7 @@ def _reconcile(run: SisRun) -> None:
                 if changed:
                     counts["deleted"] += 1
                     _issue(run, SisRunIssue.Kind.DELETED, path, sourced_id, "No longer listed by the SIS: deleted.")
+            # Applied again in full if the SIS lists it again, even unchanged.
+            SisRecord.objects.filter(connection=run.connection, resource=path,
+                                     sourced_id__in=vanished).update(digest="")
             run.save(update_fields=["counts", "issue_count"])

@@ -527,3 +527,24 @@ class SisRecord(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["connection", "resource", "sourced_id"], name="sis_record_unique"),
         ]
+
+
+class RosterCsvImport(models.Model):
+    """A OneRoster CSV bundle a platform administrator imported from the admin, and its report (the archive
+    itself is not kept)."""
+
+    district = models.ForeignKey("classrooms.District", on_delete=models.CASCADE, related_name="roster_imports")
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    filename = models.CharField(max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64)
+    applied = models.BooleanField(default=False)
+    report = models.JSONField(default=dict, blank=True, help_text="created/updated per file, or every failing row.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = DistrictScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.filename or 'bundle'} → {self.district}"

@@ -21,7 +21,7 @@ from rest_framework import serializers
 from classrooms import services as classroom_services
 from classrooms.models import Course, District, Enrollment, Institution, Membership, Role, User
 from classrooms.selectors import scoped_to
-from compliance.models import AcademicSession, CatalogCourse, RosterLink, RosterStatus
+from compliance.models import AcademicSession, CatalogCourse, RosterCsvImport, RosterLink, RosterStatus
 from compliance.roster_records import validate_record
 from compliance.selectors import district_institution_ids, people_scoped_to
 
@@ -576,3 +576,11 @@ def _import_file(roster: Roster, kind: str, filename: str, content: bytes, repor
         created += was_created
         updated += not was_created
     report.created[filename], report.updated[filename] = created, updated
+
+
+def roster_csv_upload(*, district: District, archive: bytes, filename: str, actor: User | None) -> RosterCsvImport:
+    """The admin's CSV import: `roster_csv_import`, and its report kept (not the archive)."""
+    report = roster_csv_import(district=district, archive=archive)
+    return RosterCsvImport.objects.create(district=district, uploaded_by=actor, filename=filename[:255],
+                                          sha256=hashlib.sha256(archive).hexdigest(), applied=report.applied,
+                                          report=report.as_dict())

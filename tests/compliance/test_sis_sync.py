@@ -6,6 +6,7 @@ and another district left alone."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import os
 import signal
@@ -20,7 +21,15 @@ from django.utils import timezone
 
 from classrooms.models import Course, Enrollment, Membership, Role, User
 from compliance import sis_sync
-from compliance.models import AcademicSession, CatalogCourse, RosterLink, SisConnection, SisRun, SisRunIssue
+from compliance.models import (
+    AcademicSession,
+    CatalogCourse,
+    RosterCsvImport,
+    RosterLink,
+    SisConnection,
+    SisRun,
+    SisRunIssue,
+)
 from compliance.sis_client import OneRosterClient, SisError
 from tests import factories
 from tests.compliance.oneroster_sis import OneRosterSIS, district_roster, ref
@@ -107,6 +116,7 @@ def test_first_sync_builds_the_roster(world, sis, conn):
     assert offsets == [0, 50]
 
 
+@pytest.mark.timeout(1800)  # 20,000 records created through the one write path, on a shared 2-core machine
 def test_a_ten_thousand_user_roster(world, sis):
     conn = connect(world.district, sis, page_size=1000)
     roster = district_roster(users=10_000, schools=4, class_size=30)
@@ -494,3 +504,78 @@ def test_client_gives_up_after_retries(world, sis, conn):
         client.page("orgs", "orgs", offset=0, limit=10)
     assert failed.value.transient and len(sis.collection_requests("orgs")) == 3
     client.close()
+
+
+# --- the admin ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def operator(client):
+    admin_user = factories.user("operator", superuser=True)
+    client.force_login(admin_user)
+    return admin_user
+
+
+def test_admin_connection_secret_is_write_only(client, world, sis, operator):
+    form = {"district": world.district.pk, "base_url": sis.base_url, "token_url": sis.token_url,
+            "client_id": "aula", "client_secret": "first-secret-value", "scope": "", "sync_interval": "01:00:00",
+            "page_size": 100, "enabled": "on"}
+    response = client.post("/admin/compliance/sisconnection/add/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    conn = SisConnection.objects.get(district=world.district)
+    assert conn.client_secret.reveal() == "first-secret-value"
+    page = client.get(f"/admin/compliance/sisconnection/{conn.pk}/change/").content.decode()
+    assert "first-secret-value" not in page and "fernet:" not in page
+    # A change without a secret keeps the stored one; with one, replaces it.
+    response = client.post(f"/admin/compliance/sisconnection/{conn.pk}/change/", {**form, "client_secret": "",
+                                                                                  "page_size": 200})
+    assert response.status_code == 302
+    conn.refresh_from_db()
+    assert conn.client_secret.reveal() == "first-secret-value" and conn.page_size == 200
+    client.post(f"/admin/compliance/sisconnection/{conn.pk}/change/", {**form, "client_secret": "second-secret"})
+    conn.refresh_from_db()
+    assert conn.client_secret.reveal() == "second-secret"
+    assert "second-secret" not in client.get("/admin/compliance/sisconnection/").content.decode()
+
+
+def test_admin_actions_queue_runs_and_show_the_report(client, world, sis, conn, operator,
+                                                      django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        response = client.post("/admin/compliance/sisconnection/", {
+            "action": "full_reconciliation", "_selected_action": [conn.pk]})
+    assert response.status_code == 302 and len(queued) == 1
+    run = SisRun.objects.get(connection=conn)
+    assert run.mode == SisRun.Mode.FULL and run.requested_by == operator.email
+    sis.load(district_roster(users=60))
+    sis.inject("users", {"sourcedId": "u-broken", "email": "x"})
+    sis_sync.sis_run_execute(run_id=run.pk, client=sis_sync.client_for(conn, backoff=0))
+    page = client.get(f"/admin/compliance/sisrun/{run.pk}/change/").content.decode()
+    assert "u-broken" in page and "enrollments" in page and "This field is required" in page
+    assert client.get("/admin/compliance/sisrun/").status_code == 200
+    assert client.post(f"/admin/compliance/sisrun/{run.pk}/delete/").status_code == 403
+
+
+def test_admin_csv_upload_imports_and_keeps_the_report(client, world, operator):
+    from tests.compliance.test_oneroster import CSV, csv_zip
+
+    archive = io.BytesIO(csv_zip(CSV))
+    archive.name = "roster.zip"
+    response = client.post("/admin/compliance/rostercsvimport/add/", {"district": world.district.pk,
+                                                                      "archive": archive})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    done = RosterCsvImport.objects.get()
+    assert done.applied and done.report["created"]["users.csv"] >= 1 and done.uploaded_by == operator
+    assert RosterLink.objects.filter(district=world.district, kind="user").exists()
+    broken = io.BytesIO(csv_zip({"orgs.csv": [CSV["orgs.csv"][0], ["sch-x", "active", "", "", "moon", "", ""]]}))
+    broken.name = "broken.zip"
+    client.post("/admin/compliance/rostercsvimport/add/", {"district": world.district.pk, "archive": broken})
+    failed = RosterCsvImport.objects.order_by("-id").first()
+    assert not failed.applied
+    page = client.get(f"/admin/compliance/rostercsvimport/{failed.pk}/change/").content.decode()
+    assert "sch-x" in page
+
+
+def test_staff_cannot_reach_sis_admin(client, world, conn):
+    client.force_login(world.staff_a)
+    assert client.get("/admin/compliance/sisconnection/").status_code == 403
+    assert client.get(f"/admin/compliance/sisconnection/{conn.pk}/change/").status_code in (302, 403)

@@ -56,6 +56,10 @@ class DistrictAPIClientAdmin(TenantAdmin):
 class SisConnectionForm(forms.ModelForm):
     """The client secret is write-only: never rendered back; left empty on a change, the stored one stays."""
 
+    base_url = forms.URLField(max_length=500, assume_scheme="https",
+                              help_text="The rostering service's base, e.g. https://sis.example/ims/oneroster/"
+                              "rostering/v1p2")
+    token_url = forms.URLField(max_length=500, assume_scheme="https", help_text="The OAuth2 token endpoint.")
     client_secret = forms.CharField(
         required=False, strip=True, widget=forms.PasswordInput(render_value=False),
         help_text="Stored encrypted; never displayed. Leave empty to keep the current secret.")

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import DataError, IntegrityError, transaction
 from django.db import connection as db_connection
-from django.db import transaction
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -323,6 +323,12 @@ def _apply_page(run: SisRun, roster: Roster, resource: str, kind: str, records: 
         except ValidationError as exc:
             counts["errors"] += 1
             _issue(run, SisRunIssue.Kind.CONFLICT, resource, sourced_id, _message(exc))
+            seen[sourced_id] = ""
+        except (IntegrityError, DataError) as exc:
+            # The savepoint rolled it back. The database's detail may quote values (an email): never reported.
+            counts["errors"] += 1
+            _issue(run, SisRunIssue.Kind.CONFLICT, resource, sourced_id,
+                   f"The record could not be stored ({type(exc).__name__}).")
             seen[sourced_id] = ""
         else:
             counts[outcome] += 1

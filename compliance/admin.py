@@ -23,7 +23,15 @@ from classrooms.admin import TenantAdmin, staff_scope, users_for_scope
 from classrooms.models import User
 from classrooms.selectors import scoped_to
 from compliance import audit, disclosures
-from compliance.models import AccessEntry, Disclosure, DistrictAPIClient
+from compliance.models import (
+    AccessEntry,
+    Disclosure,
+    DistrictAPIClient,
+    RosterCsvImport,
+    SisConnection,
+    SisRun,
+    SisRunIssue,
+)
 from config import exports
 
 audit.install_admin_autocomplete(admin.site)
@@ -40,6 +48,196 @@ class DistrictAPIClientAdmin(TenantAdmin):
 
     def has_module_permission(self, request):
         return request.user.is_superuser
+
+
+# --- rostering from the district's SIS (docs/rostering.md): platform operators only ------------------------
+
+
+class SisConnectionForm(forms.ModelForm):
+    """The client secret is write-only: never rendered back; left empty on a change, the stored one stays."""
+
+    base_url = forms.URLField(max_length=500, assume_scheme="https",
+                              help_text="The rostering service's base, e.g. https://sis.example/ims/oneroster/"
+                              "rostering/v1p2")
+    token_url = forms.URLField(max_length=500, assume_scheme="https", help_text="The OAuth2 token endpoint.")
+    client_secret = forms.CharField(
+        required=False, strip=True, widget=forms.PasswordInput(render_value=False),
+        help_text="Stored encrypted; never displayed. Leave empty to keep the current secret.")
+
+    class Meta:
+        model = SisConnection
+        fields = ["district", "base_url", "token_url", "client_id", "client_secret", "scope", "sync_interval",
+                  "page_size", "enabled"]
+
+    def clean_client_secret(self):
+        value = self.cleaned_data.get("client_secret")
+        if value:
+            return value
+        if self.instance.pk is None:
+            raise forms.ValidationError("A new connection needs the client secret.")
+        return self.instance.client_secret  # unchanged (a Secret: stored encrypted again, never shown)
+
+
+class SisOperatorAdmin(admin.ModelAdmin):
+    def has_module_permission(self, request):
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+
+@admin.register(SisConnection)
+class SisConnectionAdmin(SisOperatorAdmin):
+    form = SisConnectionForm
+    list_display = ["district", "base_url", "enabled", "sync_interval", "last_run"]
+    list_select_related = ["district"]
+    actions = ["sync_now", "full_reconciliation"]
+
+    @admin.display(description="last run")
+    def last_run(self, obj):
+        run = obj.runs.order_by("-id").first()
+        return str(run) if run else "never"
+
+    def save_model(self, request, obj, form, change):
+        from compliance import sis_sync
+
+        sis_sync.sis_connection_save(connection=obj)
+
+    def _request(self, request, queryset, mode):
+        from compliance import sis_sync
+
+        for connection in queryset:
+            run = sis_sync.sis_sync_request(connection=connection, mode=mode, requested_by=request.user.email)
+            self.message_user(request, f"{connection}: {run} queued.")
+
+    @admin.action(description="Sync now (changes since the last successful sync)")
+    def sync_now(self, request, queryset):
+        self._request(request, queryset, SisRun.Mode.DELTA)
+
+    @admin.action(description="Full reconciliation (deletes what the SIS no longer lists)")
+    def full_reconciliation(self, request, queryset):
+        self._request(request, queryset, SisRun.Mode.FULL)
+
+
+class SisRunIssueInline(admin.TabularInline):
+    model = SisRunIssue
+    fields = ["kind", "resource", "sourced_id", "message"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = False
+
+
+@admin.register(SisRun)
+class SisRunAdmin(SisOperatorAdmin):
+    """A run's report: counts per resource and the records it could not apply (read-only)."""
+
+    list_display = ["id", "connection", "mode", "status", "created_at", "finished_at", "totals", "issue_count"]
+    list_filter = ["status", "mode"]
+    list_select_related = ["connection__district"]
+    inlines = [SisRunIssueInline]
+    fields = ["connection", "mode", "status", "requested_by", "created_at", "started_at", "finished_at",
+              "heartbeat_at", "server_started_at", "watermark", "checkpoint", "report", "issue_count", "attempts",
+              "error"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="created / updated / deleted / unchanged / errors")
+    def totals(self, obj):
+        counts = obj.counts or {}
+        return " / ".join(str(sum(c.get(k, 0) for c in counts.values()))
+                          for k in ("created", "updated", "deleted", "unchanged", "errors"))
+
+    @admin.display(description="counts per resource")
+    def report(self, obj):
+        from django.utils.html import format_html, format_html_join
+
+        rows = format_html_join("", "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                                ((name, c.get("created", 0), c.get("updated", 0), c.get("deleted", 0),
+                                  c.get("unchanged", 0), c.get("errors", 0)) for name, c in (obj.counts or {}).items()))
+        return format_html("<table><tr><th></th><th>created</th><th>updated</th><th>deleted</th><th>unchanged</th>"
+                           "<th>errors</th></tr>{}</table>", rows)
+
+
+class RosterCsvImportForm(forms.ModelForm):
+    archive = forms.FileField(help_text="A OneRoster 1.2 CSV zip (orgs.csv, users.csv, enrollments.csv ...). "
+                              "All or nothing: any failing row leaves the roster unchanged.")
+
+    class Meta:
+        model = RosterCsvImport
+        fields = ["district"]
+
+
+@admin.register(RosterCsvImport)
+class RosterCsvImportAdmin(SisOperatorAdmin):
+    """Upload a CSV bundle for a district; the import runs at once and its report is kept (read-only)."""
+
+    list_display = ["id", "district", "filename", "applied", "uploaded_by", "created_at"]
+    list_select_related = ["district", "uploaded_by"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = RosterCsvImportForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["district", "archive"]
+        return ["district", "filename", "sha256", "applied", "uploaded_by", "created_at", "summary", "errors"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.get_fields(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="created / updated per file")
+    def summary(self, obj):
+        report = obj.report or {}
+        return ", ".join(f"{name}: +{n} ~{report.get('updated', {}).get(name, 0)}"
+                         for name, n in report.get("created", {}).items()) or "-"
+
+    @admin.display(description="failing rows")
+    def errors(self, obj):
+        from django.utils.html import format_html_join
+
+        return format_html_join("", "<div>{} line {} ({}): {}</div>",
+                                ((e.get("file"), e.get("line"), e.get("sourcedId"), e.get("errors"))
+                                 for e in (obj.report or {}).get("errors", [])[:500])) or "-"
+
+    def save_model(self, request, obj, form, change):
+        from compliance.rostering import roster_csv_upload
+
+        upload = form.cleaned_data["archive"]
+        saved = roster_csv_upload(district=obj.district, archive=upload.read(), filename=upload.name,
+                                  actor=request.user)
+        obj.pk = saved.pk
+        obj.applied = saved.applied
+        if saved.applied:
+            self.message_user(request, "Imported.")
+        else:
+            self.message_user(request, "Nothing imported: see the failing rows.", level="warning")
 
 
 # --- the raw audit log: platform operators only, never editable --------------------------------------------

@@ -3,6 +3,7 @@ consent and deletion records, FERPA's record of disclosures and the access-entry
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 
 from auditlog.models import LogEntry
@@ -10,6 +11,7 @@ from django.conf import settings
 from django.db import models
 
 from classrooms.models import TenantQuerySet
+from config.secrets import EncryptedTextField
 
 
 def _client_ref() -> str:
@@ -404,3 +406,145 @@ class DispositionCertificate(models.Model):
 
     class Meta:
         ordering = ["id"]
+
+
+# --- OneRoster 1.2 sync from the district's SIS (compliance/sis_sync.py, docs/rostering.md) ----------------
+
+
+def _sis_resources() -> dict:
+    return {}
+
+
+class SisConnection(models.Model):
+    """A district's SIS: its OneRoster 1.2 rostering service and the OAuth2 client credentials Aula uses."""
+
+    district = models.OneToOneField("classrooms.District", on_delete=models.CASCADE, related_name="sis_connection")
+    base_url = models.URLField(
+        max_length=500, help_text="The rostering service's base, e.g. https://sis.example/ims/oneroster/rostering/v1p2")
+    token_url = models.URLField(max_length=500, help_text="The OAuth2 token endpoint (client credentials).")
+    client_id = models.CharField(max_length=255)
+    client_secret = EncryptedTextField(help_text="Stored encrypted (AULA_SECRET_KEYS); never displayed.")
+    scope = models.CharField(
+        max_length=500, blank=True,
+        default="https://purl.imsglobal.org/spec/or/v1p2/scope/roster-core.readonly",
+        help_text="Space-separated OAuth2 scopes to request (empty: none).")
+    sync_interval = models.DurationField(default=dt.timedelta(hours=1),
+                                         help_text="How often a delta sync starts (HH:MM:SS).")
+    page_size = models.PositiveIntegerField(default=1000, help_text="Records per request (limit).")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = DistrictScopedQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"SIS of {self.district}"
+
+
+class SisRunQuerySet(TenantQuerySet):
+    tenant_field = "connection__district__institutions"
+    tenant_via_many = True
+
+
+class SisRun(models.Model):
+    """One sync of a district's SIS: its mode, where it has reached (resumable), and its report."""
+
+    class Mode(models.TextChoices):
+        DELTA = "delta", "Delta (changes since the last successful run)"
+        FULL = "full", "Full reconciliation"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    connection = models.ForeignKey(SisConnection, on_delete=models.CASCADE, related_name="runs")
+    mode = models.CharField(max_length=8, choices=Mode.choices)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    requested_by = models.CharField(max_length=200, blank=True, help_text="Who asked (an admin user, the schedule).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last page applied.")
+    server_started_at = models.DateTimeField(
+        null=True, blank=True, help_text="The SIS's clock (HTTP Date) when the run began: the next delta's watermark.")
+    watermark = models.DateTimeField(
+        null=True, blank=True, help_text="Delta: records modified after this time (with an overlap) were asked for.")
+    checkpoint = models.JSONField(
+        default=dict, blank=True, help_text="Resume point: {'resource': name, 'offset': n, 'total': n}.")
+    counts = models.JSONField(
+        default=_sis_resources, blank=True,
+        help_text="Per resource: created, updated, deleted, unchanged, errors.")
+    issue_count = models.PositiveIntegerField(default=0, help_text="Record errors and conflicts, also those not kept.")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker started or resumed the run.")
+    error = models.TextField(blank=True, help_text="Why the run failed (never a credential).")
+
+    objects = SisRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["connection"], condition=models.Q(status__in=["pending", "running"]),
+                                    name="sis_run_one_active_per_connection"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_mode_display()} #{self.pk} ({self.status})"
+
+
+class SisRunIssue(models.Model):
+    """A record a run could not apply (invalid) or that contradicts Aula's data (conflict)."""
+
+    class Kind(models.TextChoices):
+        INVALID = "invalid", "Invalid record"
+        CONFLICT = "conflict", "Conflict"
+        DELETED = "deleted", "Deleted: no longer listed (full reconciliation)"
+        RUN = "run", "Run"
+
+    run = models.ForeignKey(SisRun, on_delete=models.CASCADE, related_name="issues")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    resource = models.CharField(max_length=32)
+    sourced_id = models.CharField(max_length=255, blank=True)
+    message = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class SisRecord(models.Model):
+    """What a district's SIS last sent for one sourcedId: a digest (updated vs unchanged) and the last run that
+    listed it (a full reconciliation deletes what the SIS no longer lists)."""
+
+    connection = models.ForeignKey(SisConnection, on_delete=models.CASCADE, related_name="records")
+    resource = models.CharField(max_length=32)
+    sourced_id = models.CharField(max_length=255)
+    digest = models.CharField(max_length=32)
+    last_seen_run = models.ForeignKey(SisRun, on_delete=models.SET_NULL, null=True, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "resource", "sourced_id"], name="sis_record_unique"),
+        ]
+
+
+class RosterCsvImport(models.Model):
+    """A OneRoster CSV bundle a platform administrator imported from the admin, and its report (the archive
+    itself is not kept)."""
+
+    district = models.ForeignKey("classrooms.District", on_delete=models.CASCADE, related_name="roster_imports")
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    filename = models.CharField(max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64)
+    applied = models.BooleanField(default=False)
+    report = models.JSONField(default=dict, blank=True, help_text="created/updated per file, or every failing row.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = DistrictScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.filename or 'bundle'} → {self.district}"

@@ -21,7 +21,7 @@ from rest_framework import serializers
 from classrooms import services as classroom_services
 from classrooms.models import Course, District, Enrollment, Institution, Membership, Role, User
 from classrooms.selectors import scoped_to
-from compliance.models import AcademicSession, CatalogCourse, RosterLink, RosterStatus
+from compliance.models import AcademicSession, CatalogCourse, RosterCsvImport, RosterLink, RosterStatus
 from compliance.roster_records import validate_record
 from compliance.selectors import district_institution_ids, people_scoped_to
 
@@ -51,6 +51,34 @@ class Roster:
     def __init__(self, district: District):
         self.district = district
         self.ids = district_institution_ids(district.pk)
+        # Per-instance caches (a Roster lives for one request, import or sync run): links by sourcedId (None:
+        # known to be absent), schools/classes/people by pk, and reverse links. Emptied when an upsert fails,
+        # since its savepoint's rows are gone.
+        self._links: dict[tuple[str, str], RosterLink | None] = {}
+        self._rows: dict[tuple[str, int], object] = {}
+        self._sids: dict[tuple[str, int], str] = {}
+
+    def forget(self) -> None:
+        self._links.clear()
+        self._rows.clear()
+        self._sids.clear()
+
+    def prefetch(self, kind: str, sourced_ids) -> None:
+        """Load the links of many sourcedIds in one query (a sync applies a page of records at a time)."""
+        wanted = {s for s in sourced_ids if isinstance(s, str) and (kind, s) not in self._links}
+        if not wanted:
+            return
+        for link in RosterLink.objects.filter(district=self.district, kind=kind, sourced_id__in=wanted):
+            self._links[(kind, link.sourced_id)] = link
+        for s in wanted:
+            self._links.setdefault((kind, s), None)
+
+    def _link_for(self, kind: str, sourced_id: str) -> RosterLink | None:
+        key = (kind, sourced_id)
+        if key not in self._links:
+            self._links[key] = RosterLink.objects.filter(district=self.district, kind=kind,
+                                                         sourced_id=sourced_id).first()
+        return self._links[key]
 
     # --- resolution ---------------------------------------------------------------------------------------
 
@@ -66,7 +94,7 @@ class Roster:
         raise ValueError(kind)
 
     def object_id(self, kind: str, sourced_id: str) -> int | None:
-        link = RosterLink.objects.filter(district=self.district, kind=kind, sourced_id=sourced_id).first()
+        link = self._link_for(kind, sourced_id)
         if link is not None:
             return link.object_id
         return _aula_pk(kind, sourced_id)
@@ -78,15 +106,24 @@ class Roster:
         pk = self.object_id(kind, sourced_id)
         if pk is None:
             return None
+        if (kind, pk) in self._rows:
+            return self._rows[(kind, pk)]
         if kind == Kind.USER:
             # A person rostered by this district may have no membership here yet (a guardian, a new hire).
-            linked = RosterLink.objects.filter(district=self.district, kind=kind, object_id=pk).exists()
-            return (User.objects if linked else self._candidates(kind)).filter(pk=pk).first()
-        return self._candidates(kind).filter(pk=pk).first()
+            linked = self._link_for(kind, sourced_id) is not None or RosterLink.objects.filter(
+                district=self.district, kind=kind, object_id=pk).exists()
+            row = (User.objects if linked else self._candidates(kind)).filter(pk=pk).first()
+        else:
+            row = self._candidates(kind).filter(pk=pk).first()
+        if row is not None and kind != Kind.ENROLLMENT:
+            self._rows[(kind, pk)] = row
+        return row
 
     def sourced_id(self, kind: str, pk: int) -> str:
-        link = RosterLink.objects.filter(district=self.district, kind=kind, object_id=pk).first()
-        return link.sourced_id if link else aula_sourced_id(kind, pk)
+        if (kind, pk) not in self._sids:
+            link = RosterLink.objects.filter(district=self.district, kind=kind, object_id=pk).first()
+            self._sids[(kind, pk)] = link.sourced_id if link else aula_sourced_id(kind, pk)
+        return self._sids[(kind, pk)]
 
     def school(self, sourced_id: str, field_name: str = "school") -> Institution:
         school = self.find(Kind.ORG, sourced_id)
@@ -103,16 +140,21 @@ class Roster:
     def link(self, kind: str, sourced_id: str, pk: int, data: dict | None = None) -> RosterLink:
         if sourced_id.startswith(AULA_PREFIX) and _aula_pk(kind, sourced_id) != pk:
             raise ValidationError({"sourcedId": f"sourcedIds starting with {AULA_PREFIX!r} are Aula's own."})
-        other = RosterLink.objects.filter(district=self.district, kind=kind, object_id=pk).first()
-        if other is not None and other.sourced_id != sourced_id:
-            raise ValidationError({"sourcedId": f"This {kind} already has the sourcedId {other.sourced_id!r}."})
-        link, created = RosterLink.objects.get_or_create(
-            district=self.district, kind=kind, sourced_id=sourced_id, defaults={"object_id": pk, "data": data or {}})
-        if not created and (link.object_id != pk or (data is not None and link.data != data)):
+        link = self._link_for(kind, sourced_id)
+        if link is None or link.object_id != pk:
+            other = RosterLink.objects.filter(district=self.district, kind=kind, object_id=pk).first()
+            if other is not None and other.sourced_id != sourced_id:
+                raise ValidationError({"sourcedId": f"This {kind} already has the sourcedId {other.sourced_id!r}."})
+        if link is None:
+            link = RosterLink.objects.create(district=self.district, kind=kind, sourced_id=sourced_id, object_id=pk,
+                                             data=data or {})
+            self._links[(kind, sourced_id)] = link
+        elif link.object_id != pk or (data is not None and link.data != data):
             link.object_id = pk
             if data is not None:
                 link.data = data
             link.save()
+        self._sids[(kind, pk)] = sourced_id
         return link
 
     # --- upserts (one per OneRoster resource); each returns (row, created) ----------------------------------
@@ -217,6 +259,7 @@ class Roster:
                                               last_name=rec["familyName"], display_name=user.display_name
                                               if user and not created else "",
                                               date_of_birth=user.date_of_birth if user and not created else None)
+        self._rows[(Kind.USER, user.pk)] = user
         active = rec["status"] == RosterStatus.ACTIVE and rec["enabledUser"]
         roles = []
         for role in rec["roles"]:
@@ -269,6 +312,70 @@ class Roster:
             "primary": rec["primary"], "beginDate": _iso(rec["beginDate"]), "endDate": _iso(rec["endDate"])})
         return enrollment, existing is None
 
+    # --- tombstones: what a SIS marks `tobedeleted` or no longer lists -----------------------------------------
+
+    def tombstone(self, kind: str, sourced_id: str) -> bool | None:
+        """Mark this district's row with this sourcedId deleted, as an upsert with status `tobedeleted` would:
+        an enrollment is dropped, a class deactivated, a person's memberships in this district's schools
+        deactivated (the account stays: another district may roster them), a course or academic session gets
+        the status. Needs no other field of the record. True when something changed, False when it already
+        was deleted, None when the sourcedId is unknown here. Schools are refused (ValidationError)."""
+        try:
+            with transaction.atomic():
+                return self._tombstone(kind, sourced_id)
+        except BaseException:
+            self.forget()
+            raise
+
+    def _tombstone(self, kind: str, sourced_id: str) -> bool | None:
+        if kind in {"academicSession", "course"}:
+            model = AcademicSession if kind == "academicSession" else CatalogCourse
+            row = model.objects.select_for_update().filter(district=self.district, sourced_id=sourced_id).first()
+            if row is None:
+                return None
+            if row.status == RosterStatus.TO_BE_DELETED:
+                return False
+            row.status = RosterStatus.TO_BE_DELETED
+            row.save(update_fields=["status", "updated_at"])
+            return True
+        if kind == "org":
+            if self.find(Kind.ORG, sourced_id) is None:
+                return None
+            raise ValidationError({"status": "Schools are not deleted through rostering; ask Aula support."})
+        link = self._link_for(kind, sourced_id)
+        row = self.find(kind, sourced_id) if link is not None else None
+        if row is None:
+            return None
+        changed = False
+        if kind == Kind.ENROLLMENT:
+            if row.is_active:
+                classroom_services.enrollment_drop(enrollment=row)
+                changed = True
+        elif kind == Kind.CLASS:
+            if row.is_active:
+                row.is_active = False
+                classroom_services.course_save(course=row)
+                changed = True
+        elif kind == Kind.USER:
+            for membership in scoped_to(Membership.objects.filter(user=row, is_active=True), self.ids):
+                membership.is_active = False
+                classroom_services.membership_save(membership=membership)
+                changed = True
+        if link.data.get("status") != RosterStatus.TO_BE_DELETED:
+            link.data = {**link.data, "status": RosterStatus.TO_BE_DELETED}
+            link.save(update_fields=["data", "updated_at"])
+            changed = True
+        return changed
+
+    def sourced_ids(self, kind: str):
+        """Every sourcedId this district's roster holds for a resource (Aula's own `aula-` ids excluded)."""
+        if kind in {"academicSession", "course"}:
+            model = AcademicSession if kind == "academicSession" else CatalogCourse
+            rows = model.objects.filter(district=self.district)
+        else:
+            rows = RosterLink.objects.filter(district=self.district, kind=kind)
+        return rows.exclude(sourced_id__startswith=AULA_PREFIX).values_list("sourced_id", flat=True)
+
     def upsert(self, kind: str, sourced_id: str, rec: dict):
         """The one write path of a OneRoster record (REST PUT and CSV import): atomic, idempotent."""
         if not sourced_id or len(sourced_id) > 255:
@@ -277,8 +384,12 @@ class Roster:
             "org": self.org_upsert, "academicSession": self.academic_session_upsert, "course": self.course_upsert,
             "class": self.class_upsert, "user": self.user_upsert, "enrollment": self.enrollment_upsert,
         }[kind]
-        with transaction.atomic():
-            return handler(sourced_id, rec)
+        try:
+            with transaction.atomic():
+                return handler(sourced_id, rec)
+        except BaseException:
+            self.forget()
+            raise
 
 
 def _iso(day) -> str | None:
@@ -465,3 +576,11 @@ def _import_file(roster: Roster, kind: str, filename: str, content: bytes, repor
         created += was_created
         updated += not was_created
     report.created[filename], report.updated[filename] = created, updated
+
+
+def roster_csv_upload(*, district: District, archive: bytes, filename: str, actor: User | None) -> RosterCsvImport:
+    """The admin's CSV import: `roster_csv_import`, and its report kept (not the archive)."""
+    report = roster_csv_import(district=district, archive=archive)
+    return RosterCsvImport.objects.create(district=district, uploaded_by=actor, filename=filename[:255],
+                                          sha256=hashlib.sha256(archive).hexdigest(), applied=report.applied,
+                                          report=report.as_dict())

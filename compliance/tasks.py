@@ -22,3 +22,19 @@ def district_dispose(certificate_id: int) -> None:
     from compliance import district_data
 
     district_data.district_dispose(certificate_id=certificate_id)
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def sis_run_execute(run_id: int) -> None:
+    """Run or resume one SIS sync run from its checkpoint (a no-op when it is finished or another worker has it)."""
+    from compliance import sis_sync
+
+    sis_sync.sis_run_execute(run_id=run_id)
+
+
+@shared_task(ignore_result=True)
+def sis_sync_sweep() -> None:
+    """Start due delta syncs and re-queue runs a dead worker left (they resume from their checkpoint)."""
+    from compliance import sis_sync
+
+    sis_sync.sis_sync_sweep()

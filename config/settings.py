@@ -344,6 +344,8 @@ CELERY_TASK_ROUTES = {
     "exams.tasks.notification_send": {"queue": "bulk"},
     "exams.tasks.grade_sync_deliver": {"queue": "bulk"},
     "exams.tasks.grade_sync_sweep": {"queue": "bulk"},
+    "compliance.tasks.sis_run_execute": {"queue": "bulk"},
+    "compliance.tasks.sis_sync_sweep": {"queue": "bulk"},
     "exams.tasks.session_quiz_grades_send": {"queue": "bulk"},
     "classrooms.tasks.lti_roster_sync": {"queue": "bulk"},
     "classrooms.tasks.lti_keys_rotate_due": {"queue": "bulk"},
@@ -445,6 +447,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "exams.tasks.grade_sync_sweep",
         "schedule": 60.0,  # database-driven: a retry lost with a worker is queued again
         "options": {"queue": "bulk", "expires": 60},
+    },
+    "sis-sync-sweep": {
+        "task": "compliance.tasks.sis_sync_sweep",
+        "schedule": float(AULA_SIS_SWEEP_SECONDS),  # database-driven: due deltas and runs whose worker died
+        "options": {"queue": "bulk", "expires": AULA_SIS_SWEEP_SECONDS},
     },
     "lti-keys-rotate": {
         "task": "classrooms.tasks.lti_keys_rotate_due",
@@ -675,6 +682,18 @@ if not AULA_SECRET_KEYS:
 
     _derived = _hashlib.sha256(f"aula-secrets:{SECRET_KEY}".encode()).digest()
     AULA_SECRET_KEYS = [_b64.urlsafe_b64encode(_derived).decode()]
+
+# --- OneRoster 1.2 sync from districts' SIS (docs/rostering.md) ---------------------------------------------
+# A delta asks for records modified since the last good run's SIS start time minus this overlap (clock skew).
+AULA_SIS_DELTA_OVERLAP_SECONDS = _int("AULA_SIS_DELTA_OVERLAP_SECONDS", 300, minimum=0)
+# A run nobody advanced for this long is picked up again by the sweep (its worker died); after this many
+# attempts it is marked failed.
+AULA_SIS_STALE_AFTER_SECONDS = _int("AULA_SIS_STALE_AFTER_SECONDS", 600, minimum=60)
+AULA_SIS_MAX_ATTEMPTS = _int("AULA_SIS_MAX_ATTEMPTS", 5, minimum=1)
+# Per-record problems kept per run (the rest are counted).
+AULA_SIS_ISSUES_PER_RUN = _int("AULA_SIS_ISSUES_PER_RUN", 1000, minimum=0)
+AULA_SIS_TIMEOUT_SECONDS = _int("AULA_SIS_TIMEOUT_SECONDS", 30, minimum=1)
+AULA_SIS_SWEEP_SECONDS = _int("AULA_SIS_SWEEP_SECONDS", 60, minimum=10)
 
 # --- LTI 1.3 (docs/lti.md) ----------------------------------------------------------------------------------
 # Aula's signing key is replaced this often; a replaced key stays published this long (platforms cache key sets).

@@ -131,6 +131,9 @@ ALLOWED: dict[str, str] = {
     "classrooms.lti_admin.ExternalIdentityAdmin": "which LMS / identity-provider account is which account",
     "classrooms.tasks.lti_roster_sync": "reconciles enrollments with the LMS roster (audited writes), counts only",
     "classrooms.tasks.lti_keys_rotate_due": "rotates Aula's signing keys",
+    "compliance.tasks.sis_run_execute": "writes the district's roster from its own SIS; keeps counts, sourcedIds "
+                                        "and error messages only",
+    "compliance.tasks.sis_sync_sweep": "queues due SIS syncs and stale runs (system processing)",
     "exams.tasks.grade_sync_sweep": "re-queues due grade deliveries (each recorded when delivered)",
     "exams.tasks.session_quiz_grades_send": "queues class quiz results for the LMS (each recorded when delivered)",
     # Live media: creators' channels and streams are not school records (streaming/models.py)

@@ -329,6 +329,18 @@ CELERY_TASK_ALWAYS_EAGER = False
 # Worker slots on the `deadlines` queue (config/devservers.py starts that worker with this concurrency): a
 # deadline wave is closed by this many tasks in parallel.
 AULA_DEADLINE_CONCURRENCY = _int("AULA_DEADLINE_CONCURRENCY", 4, minimum=1)
+# --- OneRoster 1.2 sync from districts' SIS (docs/rostering.md) ---------------------------------------------
+# A delta asks for records modified since the last good run's SIS start time minus this overlap (clock skew).
+AULA_SIS_DELTA_OVERLAP_SECONDS = _int("AULA_SIS_DELTA_OVERLAP_SECONDS", 300, minimum=0)
+# A run nobody advanced for this long is picked up again by the sweep (its worker died); after this many
+# attempts it is marked failed.
+AULA_SIS_STALE_AFTER_SECONDS = _int("AULA_SIS_STALE_AFTER_SECONDS", 600, minimum=60)
+AULA_SIS_MAX_ATTEMPTS = _int("AULA_SIS_MAX_ATTEMPTS", 5, minimum=1)
+# Per-record problems kept per run (the rest are counted).
+AULA_SIS_ISSUES_PER_RUN = _int("AULA_SIS_ISSUES_PER_RUN", 1000, minimum=0)
+AULA_SIS_TIMEOUT_SECONDS = _int("AULA_SIS_TIMEOUT_SECONDS", 30, minimum=1)
+AULA_SIS_SWEEP_SECONDS = _int("AULA_SIS_SWEEP_SECONDS", 60, minimum=10)
+
 # Routing by task name, in one place (the task `queue=` attribute is deprecated in Celery 5).
 CELERY_TASK_ROUTES = {
     "compliance.tasks.district_export_build": {"queue": "bulk"},
@@ -682,18 +694,6 @@ if not AULA_SECRET_KEYS:
 
     _derived = _hashlib.sha256(f"aula-secrets:{SECRET_KEY}".encode()).digest()
     AULA_SECRET_KEYS = [_b64.urlsafe_b64encode(_derived).decode()]
-
-# --- OneRoster 1.2 sync from districts' SIS (docs/rostering.md) ---------------------------------------------
-# A delta asks for records modified since the last good run's SIS start time minus this overlap (clock skew).
-AULA_SIS_DELTA_OVERLAP_SECONDS = _int("AULA_SIS_DELTA_OVERLAP_SECONDS", 300, minimum=0)
-# A run nobody advanced for this long is picked up again by the sweep (its worker died); after this many
-# attempts it is marked failed.
-AULA_SIS_STALE_AFTER_SECONDS = _int("AULA_SIS_STALE_AFTER_SECONDS", 600, minimum=60)
-AULA_SIS_MAX_ATTEMPTS = _int("AULA_SIS_MAX_ATTEMPTS", 5, minimum=1)
-# Per-record problems kept per run (the rest are counted).
-AULA_SIS_ISSUES_PER_RUN = _int("AULA_SIS_ISSUES_PER_RUN", 1000, minimum=0)
-AULA_SIS_TIMEOUT_SECONDS = _int("AULA_SIS_TIMEOUT_SECONDS", 30, minimum=1)
-AULA_SIS_SWEEP_SECONDS = _int("AULA_SIS_SWEEP_SECONDS", 60, minimum=10)
 
 # --- LTI 1.3 (docs/lti.md) ----------------------------------------------------------------------------------
 # Aula's signing key is replaced this often; a replaced key stays published this long (platforms cache key sets).

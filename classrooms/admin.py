@@ -78,6 +78,25 @@ class TenantAdmin(AuditedAdminMixin, admin.ModelAdmin):
             return False
 
 
+class SuperuserOnlyAdmin(admin.ModelAdmin):
+    """Platform configuration (identity providers, SIS connections): platform operators only."""
+
+    def has_module_permission(self, request):
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+
 def users_for_scope(ids: frozenset[int] | None) -> QuerySet[User]:
     if ids is None:
         return User.objects.all()

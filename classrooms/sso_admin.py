@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.db import models
 
 from classrooms import sso_services
+from classrooms.admin import SuperuserOnlyAdmin
 from classrooms.models import IdentityProvider
 
 
@@ -113,7 +114,7 @@ class IdentityProviderForm(forms.ModelForm):
 
 
 @admin.register(IdentityProvider)
-class IdentityProviderAdmin(admin.ModelAdmin):
+class IdentityProviderAdmin(SuperuserOnlyAdmin):
     form = IdentityProviderForm
     list_display = ["display_name", "district", "kind", "maps_to", "enabled"]
     list_filter = ["kind", "enabled"]
@@ -128,21 +129,6 @@ class IdentityProviderAdmin(admin.ModelAdmin):
         ("Who is signing in", {"fields": ["identity_claim", "maps_to", "lti_issuer", "email_domains"]}),
         ("Credentials", {"fields": ["clear_credentials"]}),
     ]
-
-    def has_module_permission(self, request):
-        return request.user.is_superuser
-
-    def has_view_permission(self, request, obj=None):
-        return request.user.is_superuser
-
-    def has_add_permission(self, request):
-        return request.user.is_superuser
-
-    def has_change_permission(self, request, obj=None):
-        return request.user.is_superuser
-
-    def has_delete_permission(self, request, obj=None):
-        return request.user.is_superuser
 
     def save_model(self, request, obj, form, change):
         sso_services.identity_provider_save(provider=obj, actor=request.user)

@@ -19,7 +19,7 @@ from django.db.models.functions import Cast
 from django.http import HttpResponse
 from django.utils import timezone
 
-from classrooms.admin import TenantAdmin, staff_scope, users_for_scope
+from classrooms.admin import SuperuserOnlyAdmin, TenantAdmin, staff_scope, users_for_scope
 from classrooms.models import User
 from classrooms.selectors import scoped_to
 from compliance import audit, disclosures
@@ -78,21 +78,7 @@ class SisConnectionForm(forms.ModelForm):
         return self.instance.client_secret  # unchanged (a Secret: stored encrypted again, never shown)
 
 
-class SisOperatorAdmin(admin.ModelAdmin):
-    def has_module_permission(self, request):
-        return request.user.is_superuser
-
-    def has_view_permission(self, request, obj=None):
-        return request.user.is_superuser
-
-    def has_add_permission(self, request):
-        return request.user.is_superuser
-
-    def has_change_permission(self, request, obj=None):
-        return request.user.is_superuser
-
-    def has_delete_permission(self, request, obj=None):
-        return request.user.is_superuser
+SisOperatorAdmin = SuperuserOnlyAdmin  # SIS connections, runs and imports: platform operators only
 
 
 @admin.register(SisConnection)

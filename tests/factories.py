@@ -67,6 +67,30 @@ def live_session(c: Course, title: str | None = None) -> LiveSession:
     return services.live_session_upsert(course=c, title=title or f"Session {n}")
 
 
+def two_question_exam(c: Course, title: str = "Cells quiz"):
+    """A published, open exam of two objective questions (right answers: "4", True), its questions as `.q`."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from exams import services as exam_services
+    from exams.models import Exam, Question
+
+    now = timezone.now()
+    exam = exam_services.exam_upsert(course=c, title=title, opens_at=now - dt.timedelta(hours=1),
+                                     closes_at=now + dt.timedelta(hours=3), time_limit_minutes=30,
+                                     status=Exam.Status.PUBLISHED)
+    bank = exam_services.bank_create(course=c, title="Bank")
+    q1 = exam_services.question_create(bank=bank, kind=Question.Kind.SINGLE, prompt="2+2", options=["3", "4"],
+                                       correct=[1])
+    q2 = exam_services.question_create(bank=bank, kind=Question.Kind.TRUE_FALSE, prompt="Cells divide",
+                                       correct=[True])
+    exam_services.section_add(exam=exam, title="Part A", questions=[q1, q2])
+    exam.refresh_from_db()
+    exam.q = (q1, q2)
+    return exam
+
+
 class World:
     """Two schools of one district plus a school of another district, each with a course and people."""
 

@@ -28,7 +28,8 @@ from classrooms.models import (
     User,
 )
 from exams import services as exam_services
-from exams.models import Exam, GradeSync, Question
+from exams.models import GradeSync
+from tests import factories
 from tests.lti.platform import MockPlatform, read_form
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -96,21 +97,6 @@ def _link_course(client, lms, world):
     assert response.status_code == 200
     return fields["launch"], response
 
-
-def _published_exam(world) -> Exam:
-    now = timezone.now()
-    exam = exam_services.exam_upsert(course=world.course_a, title="Cells quiz", opens_at=now - dt.timedelta(hours=1),
-                                     closes_at=now + dt.timedelta(hours=3), time_limit_minutes=30,
-                                     status=Exam.Status.PUBLISHED)
-    bank = exam_services.bank_create(course=world.course_a, title="Bank")
-    q1 = exam_services.question_create(bank=bank, kind=Question.Kind.SINGLE, prompt="2+2", options=["3", "4"],
-                                       correct=[1])
-    q2 = exam_services.question_create(bank=bank, kind=Question.Kind.TRUE_FALSE, prompt="Cells divide",
-                                       correct=[True])
-    exam_services.section_add(exam=exam, title="Part A", questions=[q1, q2])
-    exam.refresh_from_db()
-    exam.q = (q1, q2)
-    return exam
 
 
 def _deliver(sync: GradeSync) -> str:
@@ -252,7 +238,7 @@ def test_an_lms_subject_known_in_another_district_is_refused(client, lms, world)
 # --- deep linking, exam, grade passback (the "done means") -------------------------------------------
 
 def test_deep_linked_exam_taken_from_the_lms_and_its_grade_in_the_gradebook(client, lms, world):
-    exam = _published_exam(world)
+    exam = factories.two_question_exam(world.course_a)
     token, picker = _link_course(client, lms, world)
     assert exam.title in picker.content.decode() and world.session_a.title in picker.content.decode()
     response = client.post("/lti/deep-link/", {"launch": token, "item": [f"exam:{exam.pk}"]})
@@ -307,7 +293,7 @@ def test_a_grade_the_lms_refuses_is_given_up_and_alerted(client, lms, world):
     from analytics.alerts import grade_sync_evaluate
     from analytics.models import Alert
 
-    exam = _published_exam(world)
+    exam = factories.two_question_exam(world.course_a)
     token, _ = _link_course(client, lms, world)
     response = client.post("/lti/deep-link/", {"launch": token, "item": [f"exam:{exam.pk}"]})
     created = lms.receive_deep_link_response(read_form(response.content.decode())[1]["JWT"])

@@ -9,19 +9,17 @@ the browser and signs nobody in. Waits are on locators and on bounded polls, nev
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 
 import pytest
 from auditlog.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
-from django.utils import timezone
 from playwright.sync_api import expect
 
 from classrooms import lti_services
 from classrooms.models import Enrollment, ExternalIdentity, LtiContext, LtiLaunch, LtiPlatform, LtiResourceLink, User
-from exams import services as exam_services
-from exams.models import Attempt, Exam, GradeSync, Question
+from exams.models import Attempt, GradeSync
+from tests import factories
 from tests.e2e.browser import browser
 from tests.e2e.ltikit import Worker, aula_server, db, wait_until
 from tests.lti.platform import ROLE_INSTRUCTOR, ROLE_LEARNER, MockPlatform
@@ -68,21 +66,6 @@ def worker(aula, tmp_path):
     w.stop()
 
 
-def published_exam(world) -> Exam:
-    now = timezone.now()
-    exam = exam_services.exam_upsert(course=world.course_a, title="Cells quiz", opens_at=now - dt.timedelta(hours=1),
-                                     closes_at=now + dt.timedelta(hours=3), time_limit_minutes=30,
-                                     status=Exam.Status.PUBLISHED)
-    bank = exam_services.bank_create(course=world.course_a, title="Bank")
-    q1 = exam_services.question_create(bank=bank, kind=Question.Kind.SINGLE, prompt="2+2", options=["3", "4"],
-                                       correct=[1])
-    q2 = exam_services.question_create(bank=bank, kind=Question.Kind.TRUE_FALSE, prompt="Cells divide",
-                                       correct=[True])
-    exam_services.section_add(exam=exam, title="Part A", questions=[q1, q2])
-    exam.refresh_from_db()
-    exam.q = (q1, q2)
-    return exam
-
 
 def new_page(b):
     page = b.new_context().new_page()
@@ -120,7 +103,7 @@ def landed(response, aula) -> bool:
 
 
 def test_exam_placed_by_deep_linking_taken_from_the_lms_and_graded_into_its_gradebook(world, aula, lms, worker):
-    exam = published_exam(world)
+    exam = factories.two_question_exam(world.course_a)
     with browser() as b:
         # --- The teacher, in the LMS course, adds Aula content (deep linking); nobody is signed in to Aula.
         teacher = new_page(b)

@@ -99,12 +99,6 @@ def public_jwk(public_pem: str) -> dict:
     return jwk
 
 
-def public_pem_of(private_pem: str) -> str:
-    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
-    return key.public_key().public_bytes(serialization.Encoding.PEM,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-
-
 class ToolRegistration(Registration):
     """A pylti1p3 Registration whose `kid` is the one Aula publishes (a JWK thumbprint of the signing key)."""
 
@@ -121,12 +115,25 @@ class ToolRegistration(Registration):
         return jwks()["keys"]
 
 
+_loaded_keys: dict[str, object] = {}
+
+
+def _signing_key(key: LtiToolKey):
+    """The private key as a key object, loaded once per process (the kid is the key's own thumbprint, so it
+    names one key for ever): cryptography validates an RSA key on every load (~0.13 s here), which was most of
+    the cost of a launch and of a grade delivery (docs/benchmarks.md "LTI"). pyjwt signs with key objects."""
+    loaded = _loaded_keys.get(key.kid)
+    if loaded is None:
+        loaded = serialization.load_pem_private_key(key.private_key.reveal().encode(), password=None)
+        _loaded_keys[key.kid] = loaded
+    return loaded
+
+
 def registration_for(platform: LtiPlatform, key: LtiToolKey) -> ToolRegistration:
-    private_pem = key.private_key.reveal()
     reg = ToolRegistration(key.kid)
     reg.set_issuer(platform.issuer).set_client_id(platform.client_id).set_key_set_url(platform.keyset_url) \
         .set_auth_login_url(platform.auth_login_url).set_auth_token_url(platform.auth_token_url) \
-        .set_tool_private_key(private_pem).set_tool_public_key(public_pem_of(private_pem))
+        .set_tool_private_key(_signing_key(key))
     if platform.auth_audience:
         reg.set_auth_audience(platform.auth_audience)
     return reg

@@ -88,7 +88,9 @@ def launch(request):
     except lti_services.LaunchRefused as exc:
         log.info("lti launch not served", extra={"reason": exc.code})
         return _refused(request, exc.message)
-    if result.roster_due:
+    # One refresh per course and period, however many students launch at the bell (300 launches queued 34).
+    if result.roster_due and cache.add(f"lti:roster-queued:{result.context.pk}", 1,
+                                       max(settings.AULA_LTI_ROSTER_REFRESH_SECONDS, 60)):
         from classrooms.tasks import lti_roster_sync
 
         lti_roster_sync.apply_async(args=[result.context.pk], queue="bulk")

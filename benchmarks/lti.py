@@ -35,7 +35,6 @@ docs/benchmarks.md, "LTI: launch storm and grade passback".
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.abc
 import importlib.machinery
 import json
@@ -159,31 +158,31 @@ def machine_busy() -> tuple[float, float]:
 
 # --- load generator (spawned processes) -----------------------------------------------------------------------
 
-async def _launch_one(client, item: dict, public: str) -> dict:
+def _launch_one(client, item: dict, public: str) -> dict:
     """One student's launch, as the browser does it; a failure is a measurement."""
     from tests.lti.platform import read_form
 
     steps, t = {}, time.perf_counter()
     stage = "login"
     try:
-        r = await client.post(public + "/lti/login/", data=item["params"])
+        r = client.post(public + "/lti/login/", data=item["params"], allow_redirects=False)
         if r.status_code != 302:
             return {"error": f"login:{r.status_code}"}
         steps["login"], t = time.perf_counter() - t, time.perf_counter()
         stage = "authorize"
-        r = await client.get(r.headers["location"])
+        r = client.get(r.headers["location"], allow_redirects=False)
         if r.status_code != 200:
             return {"error": f"authorize:{r.status_code}", "steps": steps}
         action, form = read_form(r.text)
         steps["authorize"], t = time.perf_counter() - t, time.perf_counter()
         stage = "launch"
-        r = await client.post(action, data=form)
+        r = client.post(action, data=form, allow_redirects=False)
         found = CONTINUE.search(r.text) if r.status_code == 200 else None
         if found is None:
             return {"error": f"launch:{r.status_code}", "steps": steps}
         steps["launch"], t = time.perf_counter() - t, time.perf_counter()
         stage = "handoff"
-        r = await client.get(public + found.group(1).replace("&amp;", "&"))
+        r = client.get(public + found.group(1).replace("&amp;", "&"), allow_redirects=False)
         if r.status_code != 302 or r.headers.get("location") != item["landing"] or "sessionid" not in r.cookies:
             return {"error": f"handoff:{r.status_code}", "steps": steps}
         steps["handoff"] = time.perf_counter() - t
@@ -192,17 +191,17 @@ async def _launch_one(client, item: dict, public: str) -> dict:
         return {"error": f"{stage}:{type(exc).__name__}", "steps": steps}
 
 
-async def _password_one(client, item: dict, public: str) -> dict:
+def _password_one(client, item: dict, public: str) -> dict:
     steps, t = {}, time.perf_counter()
     stage = "form"
     try:
-        r = await client.get(public + "/accounts/login/")
+        r = client.get(public + "/accounts/login/", allow_redirects=False)
         token = CSRF_INPUT.search(r.text) if r.status_code == 200 else None
         if token is None:
             return {"error": f"form:{r.status_code}"}
         steps["form"], t = time.perf_counter() - t, time.perf_counter()
         stage = "post"
-        r = await client.post(public + "/accounts/login/", data={
+        r = client.post(public + "/accounts/login/", allow_redirects=False, data={
             "csrfmiddlewaretoken": token.group(1), "username": item["email"], "password": item["password"]})
         if r.status_code != 302 or "sessionid" not in r.cookies:
             return {"error": f"post:{r.status_code}", "steps": steps}
@@ -212,33 +211,55 @@ async def _password_one(client, item: dict, public: str) -> dict:
         return {"error": f"{stage}:{type(exc).__name__}", "steps": steps}
 
 
-async def _storm(spec: dict) -> list[dict]:
-    import httpx
+class _TimeoutSession:
+    """A requests.Session (its own cookie jar and keep-alive connection, like one browser) with a timeout."""
+
+    def __init__(self, timeout: float):
+        import requests
+
+        self.session, self.timeout = requests.Session(), timeout
+
+    def get(self, url, **kw):
+        return self.session.get(url, timeout=self.timeout, **kw)
+
+    def post(self, url, **kw):
+        return self.session.post(url, timeout=self.timeout, **kw)
+
+
+def _storm(spec: dict) -> list[dict]:
+    """One thread per student (requests is in the dependency tree through pylti1p3), all released at
+    start_at."""
+    import threading
+
+    import tests.lti.platform  # noqa: F401 - imported before the instant, not inside a timed launch
 
     kind, public, start_at, timeout = spec["kind"], spec["public"], spec["start_at"], spec["timeout"]
     one = _launch_one if kind == "lti" else _password_one
-    clients = [httpx.AsyncClient(timeout=timeout, follow_redirects=False,
-                                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
-               for _ in spec["items"]]
+    items = spec["items"]
+    results: list[dict | None] = [None] * len(items)
+    clients = [_TimeoutSession(timeout) for _ in items]
 
-    async def run(client, item):
-        await asyncio.sleep(max(start_at - time.time(), 0))
+    def run(n: int) -> None:
+        time.sleep(max(start_at - time.time(), 0))
         t0 = time.perf_counter()
-        result = await one(client, item, public)
+        result = one(clients[n], items[n], public)
         result["total"] = time.perf_counter() - t0
         result["done_at"] = time.time()
-        return result
+        results[n] = result
 
-    try:
-        return await asyncio.gather(*[run(c, i) for c, i in zip(clients, spec["items"], strict=True)])
-    finally:
-        await asyncio.gather(*[c.aclose() for c in clients])
+    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in range(len(items))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout * 5 + max(start_at - time.time(), 0))
+    return [r if r is not None else {"error": "generator:unfinished", "total": 0.0, "done_at": time.time()}
+            for r in results]
 
 
 def _generator(conn, spec: dict) -> None:
     raise_nofile()
     cpu = time.process_time()
-    results = asyncio.run(_storm(spec))
+    results = _storm(spec)
     conn.send({"results": results, "cpu_s": time.process_time() - cpu})
     conn.close()
 
@@ -247,7 +268,7 @@ def storm(kind: str, items: list[dict], public: str, procs: int, timeout: float)
     """All items at one instant, spread over `procs` spawned generator processes. Returns (results, start_at,
     generator CPU seconds)."""
     ctx = mp.get_context("spawn")
-    start_at = time.time() + 3 + 0.01 * len(items)  # clients are made before the instant
+    start_at = time.time() + 6 + 0.01 * len(items)  # processes start and clients are made before the instant
     pipes, workers = [], []
     for i in range(procs):
         parent, child = ctx.Pipe()
@@ -286,9 +307,12 @@ def bench_platform(**kwargs):
         fail_every = 0
         score_posts = 0
         injected = 0
+        score_delay = 0.0   # seconds each score POST takes (a remote LMS), on the server's own thread
 
         def _injected_failure(self, path):
             if path.endswith("/scores"):
+                if self.score_delay:
+                    time.sleep(self.score_delay)
                 with self._lock:
                     self.score_posts += 1
                     if self.fail_every and self.score_posts % self.fail_every == 0:
@@ -475,9 +499,11 @@ def grade_burst(lms, seeded: dict, name: str, celery, timeout: float, fail_every
     queued_s = time.time() - t0
     deadline = t0 + timeout
     qs = GradeSync.objects.filter(session_id=rows["session"])
+    lock_samples = []  # deliveries waiting for a row lock on the placement (lti_services._lineitem_ensure)
     while time.time() < deadline:
         if qs.filter(status=GradeSync.Status.DELIVERED).count() == len(ids):
             break
+        lock_samples.append(_lock_waiters())
         time.sleep(0.5)
     cpu1, busy1 = cpu_seconds(celery), machine_busy()
     lms.fail_every = 0
@@ -497,6 +523,8 @@ def grade_burst(lms, seeded: dict, name: str, celery, timeout: float, fail_every
         "token_requests": sum(1 for r in seen if r.path == "/token"),
         "lms_score_posts": len(score_posts), "lms_injected_500s": lms.injected,
         "lms_scores_stored": len(item["scores"]), "lms_scores_ignored_as_not_newer": len(ignored),
+        "lock_wait_samples": len(lock_samples),
+        "samples_with_a_delivery_waiting_on_the_link_lock": sum(1 for n in lock_samples if n),
         "celery_cpu_s": round(cpu1 - cpu0, 2),
         "celery_cpu_ms_per_score": round(1000 * (cpu1 - cpu0) / max(delivered, 1), 1),
         "machine_busy_pct": round(100 * (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1e-9), 1),
@@ -506,6 +534,16 @@ def grade_burst(lms, seeded: dict, name: str, celery, timeout: float, fail_every
                                and out["lms_score_posts"] - out["lms_injected_500s"] == len(ids)
                                and not ignored)
     return out
+
+
+def _lock_waiters() -> int:
+    """Backends now waiting for a row lock while selecting the placement FOR UPDATE."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query ILIKE '%%classrooms_ltiresourcelink%%' AND query ILIKE '%%FOR UPDATE%%'")
+        return cur.fetchone()[0]
 
 
 # --- harness --------------------------------------------------------------------------------------------------
@@ -550,23 +588,21 @@ def warm_up(public: str, lms, seeded: dict) -> None:
     """Each web worker imports and connects lazily: requests of every kind before anything is timed. A few
     password sign-ins of a warm-up account, and launches of a warm-up LMS user into an LMS course that is not
     linked (validated in full, then refused: no account, no roster sync, nothing the storms depend on)."""
-    import httpx
-
     from tests.lti.platform import read_form
 
     for _ in range(6):
-        with httpx.Client(timeout=120) as client:
-            client.get(public + "/lti/jwks.json")
-            page = client.get(public + "/accounts/login/").text
-            client.post(public + "/accounts/login/", data={
-                "csrfmiddlewaretoken": CSRF_INPUT.search(page).group(1), "username": seeded["warm_user"],
-                "password": PASSWORD})
-        with httpx.Client(timeout=120) as client:
-            url, params = lms.login_initiation(sub="warm", context_id="crs-warm",
-                                               target_link_uri=public + "/lti/launch/", resource_link_id="rl-warm")
-            r = client.post(url, data=params)
-            action, form = read_form(client.get(r.headers["location"]).text)
-            client.post(action, data=form)
+        client = _TimeoutSession(120)
+        client.get(public + "/lti/jwks.json")
+        page = client.get(public + "/accounts/login/").text
+        client.post(public + "/accounts/login/", allow_redirects=False, data={
+            "csrfmiddlewaretoken": CSRF_INPUT.search(page).group(1), "username": seeded["warm_user"],
+            "password": PASSWORD})
+        client = _TimeoutSession(120)
+        url, params = lms.login_initiation(sub="warm", context_id="crs-warm",
+                                           target_link_uri=public + "/lti/launch/", resource_link_id="rl-warm")
+        r = client.post(url, data=params, allow_redirects=False)
+        action, form = read_form(client.get(r.headers["location"]).text)
+        client.post(action, data=form, allow_redirects=False)
 
 
 def key_load_seconds() -> float:
@@ -630,6 +666,8 @@ def run(args) -> dict:
         (hook_dir / "sitecustomize.py").write_text(SITECUSTOMIZE)
         with bench_platform(page_size=100, name="Bench LMS") as lms:
             seeded = seed(lms, args, public)
+            lms.score_delay = args.lms_delay_ms / 1000
+            summary["lms_score_delay_ms"] = args.lms_delay_ms
             summary["seed_seconds"] = seeded["seed_seconds"]
             summary["password_hash"] = {"hasher": seeded["password_hash"],
                                         "one_hash_s": seeded["password_hash_seconds"]}
@@ -732,6 +770,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="AULA_ENV of the servers (test: MD5 password hasher)")
     parser.add_argument("--timeout", type=float, default=120, help="per-request timeout of the storms (s)")
     parser.add_argument("--grade-timeout", type=float, default=900, help="bound on one grade burst (s)")
+    parser.add_argument("--lms-delay-ms", type=float, default=0,
+                        help="what-if: each score POST takes this long at the LMS (a remote LMS, not loopback)")
     parser.add_argument("--skip-failures", action="store_true", help="leave out the 5%% 500s burst")
     parser.add_argument("--logs", help="keep the server and worker logs in this directory")
     parser.add_argument("--out", help="write the JSON summary here")

@@ -679,7 +679,7 @@ def run(args) -> dict:
             celery_specs = celery_processes(Path(tmp) / "beat", loglevel="WARNING")
             celery = Processes(celery_specs, env, logdir)
             try:
-                wait_for_port(port, 60)
+                wait_for_port(port, 180)  # a loaded machine starts uvicorn slowly
                 wait_for_worker(env)
                 warm_up(public, lms, seeded)
                 time.sleep(1)

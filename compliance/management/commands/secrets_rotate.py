@@ -15,10 +15,11 @@ class Command(BaseCommand):
             column = field.attname
             with transaction.atomic():
                 rows = model.objects.select_for_update().exclude(**{column: ""}).exclude(**{f"{column}__isnull": True})
-                # Reading decrypts with any listed key; writing encrypts with the newest. No signals, no save():
-                # only the ciphertext changes.
-                for pk, value in list(rows.values_list("pk", column)):
-                    model.objects.filter(pk=pk).update(**{column: value})
+                # Reading decrypts with any listed key; saving encrypts with the newest. Row by row through
+                # save() (bulk writes of these models are refused, compliance.audit.BULK_POLICY); the column is
+                # excluded from the audit log, so only the ciphertext changes.
+                for row in rows:
+                    row.save(update_fields=[column])
                     total += 1
             self.stdout.write(f"{model._meta.label}.{column}: re-encrypted")
         self.stdout.write(f"{total} credential(s) re-encrypted with the newest key.")

@@ -128,7 +128,9 @@ def test_a_ten_thousand_user_roster(world, sis):
     assert run.counts["enrollments"]["created"] == len(roster["enrollments"])
     assert RosterLink.objects.filter(district=world.district, kind="user").count() == 10_000
     assert active_enrollments(world.district) == expected_enrollments(roster)
-    students = Membership.objects.filter(institution__district=world.district, role=Role.STUDENT, is_active=True)
+    rostered = RosterLink.objects.filter(district=world.district, kind="user").values("object_id")
+    students = Membership.objects.filter(institution__district=world.district, role=Role.STUDENT, is_active=True,
+                                         user__in=rostered)  # (the world's own students are not the SIS's)
     assert students.count() == 10_000 - len(roster["classes"])
 
 
@@ -405,7 +407,7 @@ def test_a_killed_worker_s_run_is_resumed_by_the_sweep(tmp_path, sis):
     worker = start_worker(tmp_path)
     try:
         run = sis_sync.sis_sync_request(connection=conn, mode=SisRun.Mode.FULL, requested_by="test")
-        assert reached.wait(90), (tmp_path / "worker.log").read_text()[-3000:]
+        assert reached.wait(300), (tmp_path / "worker.log").read_text()[-3000:]  # a worker starts slowly on a busy CI
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(10)
     finally:

@@ -351,7 +351,7 @@ def seed(lms, args, public: str) -> dict:
     platform = lti_services.platform_save(platform=LtiPlatform(
         district=district, name="Bench LMS", issuer=lms.issuer, client_id=lms.client_id,
         deployment_ids=[lms.deployment_id], auth_login_url=lms.auth_url, auth_token_url=lms.token_url,
-        keyset_url=lms.jwks_url))
+        keyset_url=lms.jwks_url, trust_email=True))
 
     def linked_context(context_id: str, title: str, course) -> LtiContext:
         lms.add_context(context_id, title=title)

@@ -259,7 +259,8 @@ class Person:
 def person_account(*, platform: LtiPlatform, person: Person, provision_at: Institution | None,
                    role: str | None) -> User | None:
     """The Aula account of a platform's user: by the platform's subject, else by the SIS sourcedId the platform
-    passes, else by email among people this district already has; else (with a school to put them in) a new
+    passes, else (only on a platform marked `trust_email`) by email among non-staff people this district already
+    has; else (with a school to put them in) a new account, refused when the address belongs to any existing
     account. The match is remembered as an ExternalIdentity. None when nobody matches and none may be made."""
     from compliance.selectors import user_by_sourced_id
 
@@ -274,14 +275,18 @@ def person_account(*, platform: LtiPlatform, person: Person, provision_at: Insti
         identity.save(update_fields=["last_seen_at"])
         return identity.user
     user = user_by_sourced_id(platform.district_id, person.sourced_id) if person.sourced_id else None
-    if user is None and person.email:
-        user = _district_people(platform.district_id).filter(email__iexact=person.email).first()
+    if user is None and person.email and platform.trust_email:
+        # Only where the district vouches for the LMS's addresses, and never an account with admin access: an
+        # email claim alone must not hand over a staff member's account.
+        user = _district_people(platform.district_id).filter(
+            email__iexact=person.email, is_staff=False, is_superuser=False).first()
     if user is None:
         if provision_at is None or role is None:
             return None
         email = User.objects.normalize_email(person.email).lower()
         if email and User.objects.filter(email__iexact=email).exists():
-            # Someone outside this district has the address: never adopt (or reveal) them.
+            # An existing account has the address (another district's, staff, or email not trusted): never adopt
+            # (or reveal) it; an administrator links the accounts.
             raise LaunchRefused("email_taken", "Your LMS email address is used by another Aula account; ask your "
                                                "school's Aula administrator to link your accounts.")
         handle = "lti-" + hashlib.sha256(f"{platform.pk}:{person.sub}".encode()).hexdigest()[:16]

@@ -216,6 +216,10 @@ class LtiPlatform(models.Model):
     auth_token_url = models.URLField(max_length=500, help_text="OAuth2 token endpoint (services).")
     auth_audience = models.CharField(max_length=500, blank=True, help_text="Token audience when not the token URL.")
     keyset_url = models.URLField(max_length=500, help_text="The platform's public JWKS URL.")
+    trust_email = models.BooleanField(
+        default=False, help_text="Link this LMS's users to existing Aula accounts of the district by email address. "
+                                 "Turn on only if the LMS verifies addresses and users cannot change their own; "
+                                 "staff and administrator accounts are never linked by email.")
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

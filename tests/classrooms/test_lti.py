@@ -48,7 +48,7 @@ def lms(world):
         registration = lti_services.platform_save(platform=LtiPlatform(
             district=world.district, name="Mock LMS", issuer=platform.issuer, client_id=platform.client_id,
             deployment_ids=[platform.deployment_id], auth_login_url=platform.auth_url,
-            auth_token_url=platform.token_url, keyset_url=platform.jwks_url))
+            auth_token_url=platform.token_url, keyset_url=platform.jwks_url, trust_email=True))
         platform.aula = registration
         platform.add_context("crs-1", title="Biology 101", label="BIO")
         platform.add_user("t-1", name="Teacher A", given_name="Teacher", family_name="A",
@@ -224,6 +224,23 @@ def test_an_lms_account_whose_email_belongs_to_another_district_is_not_adopted(c
     response = _launch(client_class(), lms, sub="s-9", resource_link_id="rl-1")
     assert response.status_code == 403 and b"used by another Aula account" in response.content
     assert not Enrollment.objects.filter(course=world.course_a, user=world.student_c).exists()
+
+
+def test_an_email_claim_alone_never_hands_over_a_staff_account_or_one_on_an_untrusted_lms(client, lms, world):
+    _link_course(client, lms, world)
+    lms.add_user("s-8", name="Not Staff", email=world.staff_a.email)  # staff_a has admin access
+    lms.enroll("crs-1", "s-8", [LEARNER])
+    response = _launch(client_class(), lms, sub="s-8", resource_link_id="rl-1")
+    assert response.status_code == 403 and b"used by another Aula account" in response.content
+    assert not ExternalIdentity.objects.filter(subject="s-8").exists()
+    # The default for a registration: the LMS's addresses are not trusted, even for a student of the district.
+    lms.aula.trust_email = False
+    lti_services.platform_save(platform=lms.aula)
+    lms.add_user("s-7", name="Student A", email=world.student_a.email)
+    lms.enroll("crs-1", "s-7", [LEARNER])
+    response = _launch(client_class(), lms, sub="s-7", resource_link_id="rl-1")
+    assert response.status_code == 403 and b"used by another Aula account" in response.content
+    assert not ExternalIdentity.objects.filter(user=world.student_a).exists()
 
 
 def test_an_lms_subject_known_in_another_district_is_refused(client, lms, world):

@@ -48,7 +48,7 @@ def lms(world, aula):
         platform.aula = lti_services.platform_save(platform=LtiPlatform(
             district=world.district, name="Mock LMS", issuer=platform.issuer, client_id=platform.client_id,
             deployment_ids=[platform.deployment_id], auth_login_url=platform.auth_url,
-            auth_token_url=platform.token_url, keyset_url=platform.jwks_url))
+            auth_token_url=platform.token_url, keyset_url=platform.jwks_url, trust_email=True))
         platform.tool_launch_url = launch_url  # Aula's launch URL, as registered in the LMS
         platform.add_context("crs-1", title="Biology 101", label="BIO")
         platform.add_user("t-1", name="Teacher A", given_name="Teacher", family_name="A", email=world.teacher_a.email)

@@ -476,7 +476,8 @@ def deep_link_place(*, context: LtiContext, actor: User, picks: list[tuple[str, 
 _NEXT = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?', re.IGNORECASE)
 
 
-def _members(context: LtiContext) -> list[dict]:
+def _members(context: LtiContext) -> tuple[list[dict], bool]:
+    """The context's NRPS members, and whether that is all of them (False past MAX_MEMBER_PAGES pages)."""
     conn = lti.connector(context.platform)
     url, members, pages = context.memberships_url, [], 0
     while url and pages < MAX_MEMBER_PAGES:
@@ -485,7 +486,12 @@ def _members(context: LtiContext) -> list[dict]:
         members.extend(body.get("members") or [])
         match = _NEXT.search(response.headers.get("Link", ""))
         url, pages = (match.group(1) if match else None), pages + 1
-    return members
+    return members, not url
+
+
+def _active_subjects(members: list[dict]) -> set[str]:
+    return {str(m.get("user_id")) for m in members
+            if m.get("user_id") and (m.get("status") or "Active") == "Active" and lti.course_role(m.get("roles") or [])}
 
 
 def _service_get(conn: lti.CachedTokenConnector, scopes, url: str, accept: str) -> requests.Response:
@@ -524,17 +530,15 @@ def roster_sync(*, context_id: int) -> dict:
     if context is None or context.course is None or not context.memberships_url:
         return {}
     platform, course = context.platform, context.course
-    members = _members(context)
+    members, complete = _members(context)
     report = RosterReport()
-    active_subs = set()
+    active_subs = _active_subjects(members)
+    kept_users: set[int] = set()
     for member in members:
         person = Person.from_member(member)
         role = lti.course_role(member.get("roles") or [])
-        if not person.sub or role is None:
+        if person.sub not in active_subs or role is None:
             continue
-        if (member.get("status") or "Active") != "Active":
-            continue
-        active_subs.add(person.sub)
         try:
             with transaction.atomic():
                 user = person_account(platform=platform, person=person, provision_at=course.institution, role=role)
@@ -543,21 +547,39 @@ def roster_sync(*, context_id: int) -> dict:
             report.unmatched += 1
             report.conflicts.append(f"{person.sub}: {getattr(exc, 'code', 'invalid')}")
             continue
+        if user is not None:
+            kept_users.add(user.pk)
         if outcome is None:
             report.unmatched += 1
         else:
             setattr(report, outcome, getattr(report, outcome) + 1)
+    # One Aula course may be linked from several LMS courses of this platform (one per section): someone in any
+    # of their rosters stays. Drops are only decided on complete rosters.
+    for other in LtiContext.objects.filter(course=course, platform=platform).exclude(pk=context.pk).exclude(
+            memberships_url=""):
+        other_members, other_complete = _members(other)
+        complete = complete and other_complete
+        active_subs |= _active_subjects(other_members)
+    if not complete:
+        report.conflicts.append(f"roster longer than {MAX_MEMBER_PAGES} pages: nobody dropped")
+        return _roster_done(context, report)
     sis = course_is_sis_rostered(course.pk)
     linked = ExternalIdentity.objects.filter(kind=ExternalIdentity.Kind.LTI, issuer=platform.issuer,
                                              district_id=platform.district_id)
-    gone = Enrollment.objects.filter(course=course, is_active=True,
-                                     user__in=linked.exclude(subject__in=active_subs).values("user_id"))
+    still_here = linked.filter(subject__in=active_subs).values("user_id")
+    gone = (Enrollment.objects.filter(course=course, is_active=True,
+                                      user__in=linked.exclude(subject__in=active_subs).values("user_id"))
+            .exclude(user__in=still_here).exclude(user__in=kept_users))
     for enrollment in gone.select_related("user"):
         if sis:
             report.conflicts.append(f"enrollment {enrollment.pk}: not in the LMS roster, kept (the SIS rosters it)")
             continue
         services.enrollment_drop(enrollment=enrollment)
         report.dropped += 1
+    return _roster_done(context, report)
+
+
+def _roster_done(context: LtiContext, report: RosterReport) -> dict:
     context.roster_synced_at, context.roster_report = timezone.now(), report.as_dict()
     context.save(update_fields=["roster_synced_at", "roster_report"])  # audited (auditlog): one entry per run
     log.info("lti roster reconciled", extra={"context": context.pk, **{k: v for k, v in report.as_dict().items()

@@ -385,6 +385,32 @@ def test_the_lms_roster_is_reconciled_adds_role_changes_and_drops(client, lms, w
     assert LtiContext.objects.get(pk=context.pk).roster_report["dropped"] == 2
 
 
+def test_a_course_linked_from_two_lms_sections_keeps_both_sections_students(client, lms, world):
+    _link_course(client, lms, world)  # crs-1: the teacher and students 1-3
+    lms.add_context("crs-2", title="Biology 101 (section 2)")
+    lms.enroll("crs-2", "t-1", [INSTRUCTOR])
+    lms.add_user("s-4", name="Student 4", email="lms-student-4@district.test")
+    lms.enroll("crs-2", "s-4", [LEARNER])
+    action, fields = read_form(_launch(client, lms, sub="t-1", context_id="crs-2",
+                                       message_type="LtiDeepLinkingRequest").content.decode())
+    client.post(action, {"launch": fields["launch"], "course": world.course_a.pk})
+    first, second = LtiContext.objects.get(context_id="crs-1"), LtiContext.objects.get(context_id="crs-2")
+    assert second.course == world.course_a
+    assert lti_services.roster_sync(context_id=first.pk)["added"] == 3
+    assert lti_services.roster_sync(context_id=second.pk)["added"] == 1
+    for context in (first, second, first):  # each section's sync keeps the other section's students
+        assert lti_services.roster_sync(context_id=context.pk)["dropped"] == 0
+
+    def active() -> set[str]:
+        return set(Enrollment.objects.filter(course=world.course_a, is_active=True, user__email__startswith="lms-")
+                   .values_list("user__email", flat=True))
+
+    assert active() == {f"lms-student-{n}@district.test" for n in range(1, 5)}
+    lms.unenroll("crs-2", "s-4")  # gone from the only section they were in: dropped by either section's sync
+    assert lti_services.roster_sync(context_id=first.pk)["dropped"] == 1
+    assert active() == {f"lms-student-{n}@district.test" for n in range(1, 4)}
+
+
 def test_a_sis_rostered_course_keeps_its_enrollments_when_the_lms_drops_someone(client, lms, world):
     from compliance.models import RosterLink
 

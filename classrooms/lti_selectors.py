@@ -5,7 +5,17 @@ from __future__ import annotations
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from classrooms.models import Course, Enrollment, LtiContext, LtiLaunch, LtiToolKey, Role, User
+from classrooms.models import (
+    Course,
+    Enrollment,
+    ExternalIdentity,
+    LtiContext,
+    LtiLaunch,
+    LtiResourceLink,
+    LtiToolKey,
+    Role,
+    User,
+)
 
 
 def jwks() -> dict:
@@ -27,3 +37,29 @@ def linkable_courses(user: User, context: LtiContext) -> QuerySet[Course]:
 def launched_as_teacher(user: User, context: LtiContext) -> bool:
     """The LMS said this person teaches this LMS course (a launch with a teacher's role reached Aula)."""
     return LtiLaunch.objects.filter(user=user, context=context, role__in=[Role.TEACHER, Role.TA]).exists()
+
+
+def links_for_target(kind: str, target_id: int, course_id: int) -> QuerySet[LtiResourceLink]:
+    """Placements of one Aula activity in LMS courses linked to its course, on active platforms."""
+    return LtiResourceLink.objects.filter(target=kind, target_id=target_id, context__course_id=course_id,
+                                          context__platform__is_active=True).select_related("context__platform")
+
+
+def grade_link_for(kind: str, target_id: int, course_id: int, student_id: int) -> LtiResourceLink | None:
+    """The placement whose grade column receives one student's result. Only platforms the student has an
+    identity on (a user id there to grade). When the activity is placed in several LMS courses (one per
+    section), the one the student launched from wins, then a placement that was launched at all, then the
+    newest: a result never goes to another section's column while the student's own is known."""
+    links = list(links_for_target(kind, target_id, course_id).order_by("-id"))
+    if not links:
+        return None
+    graded_on = {(i, d) for i, d in ExternalIdentity.objects.filter(
+        kind=ExternalIdentity.Kind.LTI, user_id=student_id,
+        issuer__in={link.context.platform.issuer for link in links}).values_list("issuer", "district_id")}
+    links = [link for link in links if (link.context.platform.issuer, link.context.platform.district_id) in graded_on]
+    if not links:
+        return None
+    came_from = set(LtiLaunch.objects.filter(user_id=student_id, context_id__in={link.context_id for link in links})
+                    .values_list("context_id", flat=True))
+    links.sort(key=lambda link: (link.context_id not in came_from, not link.resource_link_id))  # stable: newest
+    return links[0]

@@ -678,9 +678,3 @@ def score_post(*, link_id: int, user_id: int, score_given: float | None, score_m
             from None
     except (requests.RequestException, ValueError, KeyError) as exc:
         raise ScoreError(type(exc).__name__) from None
-
-
-def links_for_target(kind: str, target_id: int, course_id: int):
-    """Placements of one Aula activity in LMS courses linked to its course (grades go to each)."""
-    return LtiResourceLink.objects.filter(target=kind, target_id=target_id, context__course_id=course_id,
-                                          context__platform__is_active=True).select_related("context__platform")

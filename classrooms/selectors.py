@@ -587,13 +587,16 @@ def person_color(user_id: int) -> str:
 
 
 def session_quiz_scores(session_id: int) -> tuple[int, dict[int, int]]:
-    """(quizzes in the session, {student who answered any of them: correct answers}) — the class quiz result
-    that goes to an LMS grade column. Students who answered no quiz get no grade (not a zero)."""
+    """(quizzes in the session, {enrolled student who answered any of them: correct answers}) — the class quiz
+    result that goes to an LMS grade column. Students who answered no quiz get no grade (not a zero)."""
     from django.db.models import Count, Q
 
-    from classrooms.models import Poll, PollAnswer
+    from classrooms.models import Enrollment, LiveSession, Poll, PollAnswer, Role
 
     total = Poll.objects.filter(session_id=session_id, is_quiz=True).count()
-    rows = (PollAnswer.objects.filter(poll__session_id=session_id, poll__is_quiz=True, user__isnull=False)
+    students = Enrollment.objects.filter(  # a teacher trying the quiz out is not graded
+        course_id__in=LiveSession.objects.filter(pk=session_id).values("course_id"), role=Role.STUDENT,
+        is_active=True).values("user_id")
+    rows = (PollAnswer.objects.filter(poll__session_id=session_id, poll__is_quiz=True, user__in=students)
             .values("user_id").annotate(right=Count("id", filter=Q(is_correct=True))))
     return total, {r["user_id"]: r["right"] for r in rows}

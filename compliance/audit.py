@@ -502,8 +502,6 @@ def _log_bulk(model, action: int, rows: list[tuple[object, dict]], op: str) -> N
     from auditlog.registry import auditlog
     from django.contrib.contenttypes.models import ContentType
 
-    if not rows:
-        return
     fields = auditlog.get_model_fields(model)
     mask, masked = get_mask_function(fields.get("mask_callable")), set(fields["mask_fields"])
     excluded = set(fields["exclude_fields"])
@@ -514,12 +512,15 @@ def _log_bulk(model, action: int, rows: list[tuple[object, dict]], op: str) -> N
     for pk, changes in rows:
         shown = {k: [mask(v) if k in masked and isinstance(v, str) else v for v in pair]
                  for k, pair in changes.items() if k not in excluded}
+        if action == 1 and not shown:
+            continue  # only untracked fields changed: auditlog's own save path logs nothing either
         entries.append(LogEntry(content_type=ct, object_pk="" if pk is None else str(pk),
                                 object_id=pk if isinstance(pk, int) else None, object_repr=_repr(model, pk),
                                 action=action, changes=shown, changes_text="", actor=actor,
                                 actor_email=getattr(actor, "email", None), cid=cid, timestamp=now,
                                 remote_addr=_context_value("remote_addr"), additional_data={"bulk": op}))
-    LogEntry.objects.bulk_create(entries)
+    if entries:
+        LogEntry.objects.bulk_create(entries)
 
 
 def _text(value) -> str:

@@ -648,7 +648,8 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     "exams.Exam",
     {"model": "exams.Accommodation", "mask_fields": ["note"]},
     "exams.CloseExtension",
-    "exams.GradeSync",
+    # Delivery scheduling (retry time, claim, queue stamps) is not a change of the record worth a log entry.
+    {"model": "exams.GradeSync", "exclude_fields": ["next_try_at", "updated_at"]},
     # last seen is stamped at every launch / sign-in: not a change worth a log entry
     {"model": "classrooms.ExternalIdentity", "exclude_fields": ["last_seen_at"]},
     "classrooms.LtiPlatform",

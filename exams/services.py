@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from classrooms import selectors as classroom_selectors
@@ -920,11 +920,13 @@ def grades_release(*, exam: Exam, actor: User) -> int:
         if exam.grades_released_at is None:
             exam.grades_released_at = timezone.now()
             exam.save(update_fields=["grades_released_at"])
-        attempts = list(Attempt.objects.filter(exam=exam, state=Attempt.State.SUBMITTED, graded_at__isnull=False))
+        attempts = list(Attempt.objects.filter(exam=exam, state=Attempt.State.SUBMITTED, graded_at__isnull=False)
+                        .select_related("exam"))
         from exams.tasks import transcript_generate
 
         for attempt in attempts:
             _notify_once(attempt, "graded")
+            _grade_sync_enqueue(attempt)  # the scores go to the LMS now (queued once: keyed by the result)
             attempt_id = attempt.pk
             transaction.on_commit(lambda attempt_id=attempt_id: transcript_generate.apply_async(
                 args=[attempt_id], queue="bulk"))
@@ -976,20 +978,6 @@ def _notify_once(attempt: Attempt, kind: str) -> None:
         transaction.on_commit(lambda: notification_send.apply_async(args=[nid], queue="bulk"))
 
 
-def _lti_link_for(kind: str, target_id: int, course_id: int, student_id: int):
-    """The LMS placement a result goes to: the newest placement of the activity on a platform the student has
-    come from (a student never seen by that LMS has no user id there to grade)."""
-    from classrooms import lti_services
-    from classrooms.models import ExternalIdentity
-
-    for link in lti_services.links_for_target(kind, target_id, course_id).order_by("-id"):
-        platform = link.context.platform
-        if ExternalIdentity.objects.filter(kind=ExternalIdentity.Kind.LTI, issuer=platform.issuer,
-                                           district_id=platform.district_id, user_id=student_id).exists():
-            return link
-    return None
-
-
 def _grade_sync_put(*, lookup: dict, name: str, institution_id: int, student_id: int, payload: dict, link) -> None:
     """Queue one result for the LMS. The key names the result (not when it was queued): re-queuing the same
     result does nothing, a changed result is a new delivery with a later timestamp (AGS keeps the newest)."""
@@ -1008,17 +996,27 @@ def _grade_sync_put(*, lookup: dict, name: str, institution_id: int, student_id:
                                  "next_try_at", "updated_at"])
     from exams.tasks import grade_sync_deliver
 
-    sid = sync.pk
-    transaction.on_commit(lambda: grade_sync_deliver.apply_async(args=[sid], queue="bulk"))
+    sid, tries = sync.pk, sync.tries
+    transaction.on_commit(lambda: grade_sync_deliver.apply_async(args=[sid, tries], queue="bulk"))
 
 
 def _grade_sync_enqueue(attempt: Attempt) -> None:
+    """Queue an exam result for the LMS. Until the teacher releases the exam's grades, an LMS gradebook (which
+    students see) only hears that the attempt was submitted (AGS gradingProgress Pending / PendingManual, no
+    score); the score goes at release, or at grading when released already. The grade webhook only ever gets
+    released, finished results."""
+    from classrooms import lti_selectors
+
     manual = attempt.needs_manual_grading
+    final = attempt.exam.grades_released_at is not None and not manual
+    link = lti_selectors.grade_link_for("exam", attempt.exam_id, attempt.exam.course_id, attempt.student_id)
+    if link is None and not final:
+        return
     payload = {"attempt": attempt.pk, "exam": attempt.exam_id, "student": attempt.student_id,
-               "score": None if manual else str(attempt.score), "max_score": str(attempt.max_score),
+               "score": str(attempt.score) if final else None, "max_score": str(attempt.max_score),
                "finished_at": attempt.finished_at.isoformat() if attempt.finished_at else None,
-               "activity_progress": "Completed", "grading_progress": "PendingManual" if manual else "FullyGraded"}
-    link = _lti_link_for("exam", attempt.exam_id, attempt.exam.course_id, attempt.student_id)
+               "activity_progress": "Completed",
+               "grading_progress": "FullyGraded" if final else "PendingManual" if manual else "Pending"}
     _grade_sync_put(lookup={"attempt": attempt}, name=f"attempt-{attempt.pk}", institution_id=attempt.institution_id,
                     student_id=attempt.student_id, payload=payload, link=link)
 
@@ -1026,12 +1024,12 @@ def _grade_sync_enqueue(attempt: Attempt) -> None:
 def session_quiz_grades_enqueue(*, session_id: int) -> int:
     """A live session placed in an LMS ended: each student's quiz result (percent correct over the session's
     quizzes) goes to its grade column. Only sessions with quizzes and an LTI placement; safe to run twice."""
-    from classrooms import lti_services
+    from classrooms import lti_selectors
     from classrooms.models import LiveSession
     from classrooms.selectors import session_quiz_scores
 
     session = LiveSession.objects.filter(pk=session_id).select_related("course").first()
-    if session is None or not lti_services.links_for_target("session", session.pk, session.course_id).exists():
+    if session is None or not lti_selectors.links_for_target("session", session.pk, session.course_id).exists():
         return 0
     total, correct = session_quiz_scores(session.pk)
     if not total:
@@ -1039,7 +1037,7 @@ def session_quiz_grades_enqueue(*, session_id: int) -> int:
     queued = 0
     with transaction.atomic():
         for student_id, right in correct.items():
-            link = _lti_link_for("session", session.pk, session.course_id, student_id)
+            link = lti_selectors.grade_link_for("session", session.pk, session.course_id, student_id)
             if link is None:
                 continue
             payload = {"session": session.pk, "student": student_id, "score": str(round(100 * right / total, 2)),
@@ -1073,48 +1071,71 @@ def notification_deliver(*, notification_id: int) -> bool:
     return True
 
 
-def grade_sync_attempt(*, sync_id: int) -> str:
+# A delivery's claim on its row: longer than one try's HTTP calls (up to six, each with a (5, 15) s timeout).
+GRADE_SYNC_CLAIM = dt.timedelta(minutes=3)
+
+
+def grade_sync_attempt(*, sync_id: int, expected_tries: int | None = None) -> str:
     """One delivery try of a result to the LMS: over LTI AGS to the placement's grade column, else to the grade
-    webhook (exams/lms.py). The task retries with backoff; a permanent refusal gives up at once."""
+    webhook (exams/lms.py). The row is claimed in a short transaction (tries + 1, and next_try_at past the claim
+    so the sweeper leaves it); the HTTP calls run with no transaction open; the outcome is written only if the
+    row is still the one claimed (a newer result re-keys it and has its own delivery). `expected_tries` makes a
+    duplicate task (one the sweeper queued while another was still waiting in a busy queue) a no-op."""
     from exams import lms
 
+    terminal = (GradeSync.Status.DELIVERED, GradeSync.Status.NO_TARGET, GradeSync.Status.DEAD)
     with transaction.atomic():
         sync = GradeSync.objects.select_for_update().filter(pk=sync_id).first()
-        if sync is None or sync.status in (GradeSync.Status.DELIVERED, GradeSync.Status.NO_TARGET,
-                                           GradeSync.Status.DEAD):
+        if sync is None or sync.status in terminal:
             return sync.status if sync else "missing"
+        if expected_tries is not None and sync.tries != expected_tries:
+            return "duplicate"
         if sync.lti_link_id is None and not lms.configured():
             sync.status = GradeSync.Status.NO_TARGET
             sync.save(update_fields=["status", "updated_at"])
             return sync.status
         sync.tries += 1
-        try:
-            if sync.lti_link_id is not None:
-                lms.deliver_lti(sync)
-            else:
-                lms.deliver(sync.payload, idempotency_key=sync.idempotency_key)
-        except lms.DeliveryError as exc:
-            give_up = exc.permanent or sync.tries >= lms.MAX_TRIES
+        sync.next_try_at = timezone.now() + GRADE_SYNC_CLAIM
+        sync.save(update_fields=["tries", "next_try_at", "updated_at"])
+    claim = (sync.tries, sync.idempotency_key)
+    error = None
+    try:
+        if sync.lti_link_id is not None:
+            lms.deliver_lti(sync)
+        else:
+            lms.deliver(sync.payload, idempotency_key=sync.idempotency_key)
+    except lms.DeliveryError as exc:
+        error = exc
+    with transaction.atomic():
+        sync = GradeSync.objects.select_for_update().filter(pk=sync_id).first()
+        if sync is None or (sync.tries, sync.idempotency_key) != claim:
+            return "superseded"
+        if error is not None:
+            give_up = error.permanent or sync.tries >= lms.MAX_TRIES
             sync.status = GradeSync.Status.DEAD if give_up else GradeSync.Status.FAILED
-            sync.last_error = str(exc)[:300]
+            sync.last_error = str(error)[:300]
             sync.next_try_at = None if give_up else timezone.now() + dt.timedelta(seconds=lms.backoff(sync.tries))
-            sync.save(update_fields=["status", "tries", "last_error", "next_try_at", "updated_at"])
+            sync.save(update_fields=["status", "last_error", "next_try_at", "updated_at"])
             return sync.status
         sync.status, sync.delivered_at, sync.last_error = GradeSync.Status.DELIVERED, timezone.now(), ""
         sync.next_try_at = None
-        sync.save(update_fields=["status", "tries", "delivered_at", "last_error", "next_try_at", "updated_at"])
+        sync.save(update_fields=["status", "delivered_at", "last_error", "next_try_at", "updated_at"])
         return sync.status
 
 
-def grade_syncs_due(*, limit: int = 500) -> list[int]:
-    """The sweeper's list: results whose retry time has passed a minute ago (their queued retry was lost with a
-    worker) or that were queued and never tried."""
+def grade_syncs_due(*, limit: int = 500) -> list[tuple[int, int]]:
+    """The sweeper's list, as (row, tries): results whose retry time (or a delivery's claim) passed a minute ago
+    — their queued task was lost with a worker — or that were queued and never tried. Each is stamped as queued
+    for a claim's length, so a queue that is minutes behind is not fed the same row every minute."""
     now = timezone.now()
     stale = now - dt.timedelta(minutes=1)
-    return list(GradeSync.objects.filter(
-        Q(status=GradeSync.Status.FAILED, next_try_at__lte=stale)
-        | Q(status=GradeSync.Status.PENDING, tries=0, updated_at__lte=stale))
-        .order_by("next_try_at").values_list("pk", flat=True)[:limit])
+    with transaction.atomic():
+        rows = list(GradeSync.objects.select_for_update(skip_locked=True).filter(
+            Q(status__in=[GradeSync.Status.FAILED, GradeSync.Status.PENDING], next_try_at__lte=stale)
+            | Q(status=GradeSync.Status.PENDING, next_try_at__isnull=True, updated_at__lte=stale))
+            .order_by(F("next_try_at").asc(nulls_first=True)).values_list("pk", "tries")[:limit])
+        GradeSync.objects.filter(pk__in=[pk for pk, _ in rows]).update(next_try_at=now + GRADE_SYNC_CLAIM)
+    return rows
 
 
 # --- real-time updates ------------------------------------------------------------------------------

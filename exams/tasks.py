@@ -60,19 +60,20 @@ def notification_send(notification_id: int) -> None:
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, rate_limit="50/s", ferpa_reads=("exams.GradeSync",))
-def grade_sync_deliver(self, sync_id: int) -> str:
+def grade_sync_deliver(self, sync_id: int, expected_tries: int | None = None) -> str:
+    """One delivery try; `expected_tries` (the row's tries when this task was queued) makes a duplicate a no-op."""
     from compliance import audit, disclosures
     from exams import lms, services
     from exams.models import GradeSync
 
-    status = services.grade_sync_attempt(sync_id=sync_id)
+    status = services.grade_sync_attempt(sync_id=sync_id, expected_tries=expected_tries)
     if status == GradeSync.Status.DELIVERED:  # a grade sent to the LMS: a vendor disclosure (recorded once)
         with audit.job(self.name):
             if disclosures.record_grade_sync(sync_id=sync_id):
                 audit.record_access(actor=None, objects=[GradeSync(pk=sync_id)], purpose="lms.grade_sync")
     if status == GradeSync.Status.FAILED:
         tries = GradeSync.objects.filter(pk=sync_id).values_list("tries", flat=True).first() or 1
-        grade_sync_deliver.apply_async(args=[sync_id], countdown=lms.backoff(tries), queue="bulk")
+        grade_sync_deliver.apply_async(args=[sync_id, tries], countdown=lms.backoff(tries), queue="bulk")
     return status
 
 
@@ -94,8 +95,8 @@ def grade_sync_sweep() -> int:
     from exams import services
 
     due = services.grade_syncs_due()
-    for sync_id in due:
-        grade_sync_deliver.apply_async(args=[sync_id], queue="bulk")
+    for sync_id, tries in due:
+        grade_sync_deliver.apply_async(args=[sync_id, tries], queue="bulk")
     return len(due)
 
 

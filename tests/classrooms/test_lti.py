@@ -285,7 +285,14 @@ def test_deep_linked_exam_taken_from_the_lms_and_its_grade_in_the_gradebook(clie
     exam_services.attempt_submit(attempt_id=attempt.pk, student=student)
     sync = GradeSync.objects.get(attempt=attempt)
     assert sync.lti_link == link and sync.transport == "lti"
+    # Until the teacher releases the grades, the LMS gradebook (which students see) hears "submitted", no score.
+    assert _deliver(sync) == GradeSync.Status.DELIVERED
+    submitted = lms.gradebook("crs-1")[(created[0], "s-1")]
+    assert submitted["gradingProgress"] == "Pending" and "scoreGiven" not in submitted
 
+    exam_services.grades_release(exam=exam, actor=world.teacher_a)
+    sync.refresh_from_db()
+    assert sync.status == GradeSync.Status.PENDING and sync.payload["grading_progress"] == "FullyGraded"
     lms.fail_next("/api/contexts", 1, status=503)  # the LMS is briefly down: retried, not lost
     assert _deliver(sync) == GradeSync.Status.FAILED
     assert _deliver(sync) == GradeSync.Status.DELIVERED
@@ -293,7 +300,7 @@ def test_deep_linked_exam_taken_from_the_lms_and_its_grade_in_the_gradebook(clie
     score = lms.gradebook("crs-1")[(created[0], "s-1")]
     assert (score["scoreGiven"], score["scoreMaximum"]) == (1.0, 2.0)
     assert (score["activityProgress"], score["gradingProgress"]) == ("Completed", "FullyGraded")
-    assert len([r for r in lms.requests if r.path.endswith("/scores")]) == 2  # one failed, one stored
+    assert len([r for r in lms.requests if r.path.endswith("/scores")]) == 3  # submitted; failed; the grade
 
     # Every step is in the audit trail.
     def logged(model) -> bool:
@@ -303,7 +310,8 @@ def test_deep_linked_exam_taken_from_the_lms_and_its_grade_in_the_gradebook(clie
     assert LtiLaunch.objects.filter(user=student, resource_link=link).exists()
     from compliance.models import Disclosure
 
-    assert Disclosure.objects.filter(student=student, receiving_party__contains="Mock LMS").count() == 1
+    # Two disclosures to the LMS: that the attempt was submitted, then its grade (the redelivery adds none).
+    assert Disclosure.objects.filter(student=student, receiving_party__contains="Mock LMS").count() == 2
 
 
 def test_a_grade_the_lms_refuses_is_given_up_and_alerted(client, lms, world):
@@ -453,5 +461,8 @@ def test_dynamic_registration_from_a_district_link(client, world):
         again = client.get(f"/lti/register/{token}/", platform.registration_start())
         assert again.status_code == 400 and b"already used" in again.content
         platform.tool.jwks = lti_selectors.jwks  # (the test has no live server at AULA_PUBLIC_URL to fetch from)
+        assert not registered.trust_email  # the district admin decides whether the LMS's addresses link accounts
+        registered.trust_email = True
+        lti_services.platform_save(platform=registered)
         launched = _launch(client_class(), platform, sub="t-9", context_id="crs-9", resource_link_id="rl-9")
         assert launched.status_code == 200 and LtiLaunch.objects.filter(platform=registered).exists()

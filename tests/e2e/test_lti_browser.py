@@ -18,6 +18,7 @@ from playwright.sync_api import expect
 
 from classrooms import lti_services
 from classrooms.models import Enrollment, ExternalIdentity, LtiContext, LtiLaunch, LtiPlatform, LtiResourceLink, User
+from exams import services as exam_services
 from exams.models import Attempt, GradeSync
 from tests import factories
 from tests.e2e.browser import browser
@@ -175,12 +176,18 @@ def test_exam_placed_by_deep_linking_taken_from_the_lms_and_graded_into_its_grad
         expect(student.get_by_test_id("attempt-state")).to_contain_text("Submitted")
         assert student.errors == []
 
-    # --- The worker delivers the grade; the test only watches the LMS gradebook.
-    def score():
+    # --- The worker tells the LMS "submitted" (no score: the grades are not released), then the teacher
+    # releases them and the worker delivers the grade; the test only watches the LMS gradebook.
+    def score(graded: bool):
         assert worker.alive(), worker.log_tail()
-        return lms.gradebook("crs-1").get((link_id, "s-1"))
+        entry = lms.gradebook("crs-1").get((link_id, "s-1"))
+        return entry if entry and ("scoreGiven" in entry) == graded else None
 
-    given = wait_until(score, timeout=GRADE_SECONDS, what="the LMS gradebook to hold the student's score",
+    submitted = wait_until(lambda: score(False), timeout=GRADE_SECONDS, what="the LMS gradebook to hear 'submitted'",
+                           detail=worker.log_tail)
+    assert submitted["gradingProgress"] == "Pending"
+    db(exam_services.grades_release, exam=exam, actor=world.teacher_a)
+    given = wait_until(lambda: score(True), timeout=GRADE_SECONDS, what="the LMS gradebook to hold the student's score",
                        detail=worker.log_tail)
     assert (given["scoreGiven"], given["scoreMaximum"]) == (1.0, 2.0)
     assert (given["activityProgress"], given["gradingProgress"]) == ("Completed", "FullyGraded")
@@ -188,7 +195,8 @@ def test_exam_placed_by_deep_linking_taken_from_the_lms_and_graded_into_its_grad
     assert item["scoreMaximum"] == 100 and item["resourceId"] == f"aula-exam-{exam.pk}"
 
     # --- The audit trail: both launches, the delivered grade, its FERPA disclosure, the audit log.
-    sync = wait_until(lambda: db(GradeSync.objects.filter(attempt=attempt, status=GradeSync.Status.DELIVERED).first),
+    sync = wait_until(lambda: db(GradeSync.objects.filter(attempt=attempt, status=GradeSync.Status.DELIVERED,
+                                                          payload__grading_progress="FullyGraded").first),
                       timeout=GRADE_SECONDS, what="the GradeSync row to say DELIVERED")
     assert sync.lti_link_id == link.pk and sync.transport == "lti"
     launches = db(lambda: list(LtiLaunch.objects.filter(platform=lms.aula).values_list("user_id", "message_type",
@@ -197,16 +205,18 @@ def test_exam_placed_by_deep_linking_taken_from_the_lms_and_graded_into_its_grad
                                                 (account.pk, "LtiResourceLinkRequest", link.pk)], key=str)
     from compliance.models import Disclosure
 
-    disclosures = wait_until(lambda: db(lambda: list(Disclosure.objects.filter(student=account))),
-                             timeout=GRADE_SECONDS, what="the grade's disclosure record")
-    assert len(disclosures) == 1 and "Mock LMS" in disclosures[0].receiving_party
+    # Two disclosures: the "submitted" notice and the grade.
+    disclosures = wait_until(lambda: db(lambda: list(Disclosure.objects.filter(student=account))[1:] and
+                                        list(Disclosure.objects.filter(student=account))),
+                             timeout=GRADE_SECONDS, what="the two disclosure records")
+    assert len(disclosures) == 2 and all("Mock LMS" in d.receiving_party for d in disclosures)
 
     def logged(model) -> bool:
         return db(LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(model)).exists)
 
     assert logged(LtiResourceLink) and logged(ExternalIdentity) and logged(Enrollment) and logged(GradeSync)
-    # One score reached the LMS: the delivery is not repeated.
-    assert len([r for r in lms.requests if r.path.endswith("/scores")]) == 1
+    # Two scores reached the LMS ("submitted", then the grade): no delivery is repeated.
+    assert len([r for r in lms.requests if r.path.endswith("/scores")]) == 2
 
 
 def test_a_forged_launch_shows_the_refusal_and_signs_nobody_in(world, aula, lms):

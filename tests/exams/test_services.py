@@ -123,8 +123,7 @@ def test_grading_of_every_objective_kind_and_manual_essay(ex):
     attempt.refresh_from_db()
     assert attempt.score == Decimal(5) and attempt.max_score == Decimal(10)
     assert attempt.needs_manual_grading and attempt.graded_at is None
-    pending = GradeSync.objects.get(attempt=attempt)  # the LMS hears "submitted, waiting for a teacher" (AGS)
-    assert (pending.payload["grading_progress"], pending.payload["score"]) == ("PendingManual", None)
+    assert not GradeSync.objects.filter(attempt=attempt).exists()  # no result leaves Aula before release
     essay = attempt.answers.get(question=ex.q_essay)
     with pytest.raises(ValidationError):
         services.grade_manual(answer_id=essay.pk, grader=ex.w.teacher_a, points=6)
@@ -133,9 +132,14 @@ def test_grading_of_every_objective_kind_and_manual_essay(ex):
     services.grade_manual(answer_id=essay.pk, grader=ex.w.teacher_a, points=4, feedback="Good")
     attempt.refresh_from_db()
     assert attempt.score == Decimal(9) and not attempt.needs_manual_grading and attempt.graded_at
-    graded = GradeSync.objects.get(attempt=attempt)  # the same row, re-keyed and queued again with the grade
-    assert graded.pk == pending.pk and graded.idempotency_key != pending.idempotency_key
+    assert not GradeSync.objects.filter(attempt=attempt).exists()
+    services.grades_release(exam=ex.exam, actor=ex.w.teacher_a)
+    graded = GradeSync.objects.get(attempt=attempt)  # released: the grade webhook gets the finished result
     assert (graded.payload["grading_progress"], graded.payload["score"]) == ("FullyGraded", "9.00")
+    services.grade_manual(answer_id=essay.pk, grader=ex.w.teacher_a, points=3)
+    regraded = GradeSync.objects.get(attempt=attempt)  # the same row, re-keyed and queued again with the grade
+    assert regraded.pk == graded.pk and regraded.idempotency_key != graded.idempotency_key
+    assert regraded.payload["score"] == "8.00"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -318,6 +322,7 @@ def test_grade_sync_without_an_lms_is_marked_and_with_one_is_delivered_idempoten
     attempt = services.attempt_start(exam=ex.exam, student=ex.w.student_a)
     Attempt.objects.filter(pk=attempt.pk).update(layout=[i for i in attempt.layout if i["question"] != ex.q_essay.pk])
     services.attempt_submit(attempt_id=attempt.pk, student=ex.w.student_a)
+    services.grades_release(exam=ex.exam, actor=ex.w.teacher_a)
     sync = GradeSync.objects.get(attempt=attempt)
     assert services.grade_sync_attempt(sync_id=sync.pk) == GradeSync.Status.NO_TARGET
 
@@ -328,12 +333,31 @@ def test_grade_sync_without_an_lms_is_marked_and_with_one_is_delivered_idempoten
         settings.AULA_LMS_GRADE_SECRET = "s" * 40
         GradeSync.objects.filter(pk=sync.pk).update(status=GradeSync.Status.PENDING)
         assert services.grade_sync_attempt(sync_id=sync.pk) == GradeSync.Status.FAILED
-        assert services.grade_sync_attempt(sync_id=sync.pk) == GradeSync.Status.DELIVERED
+        # A duplicate of the first task (queued before that try) does nothing; the retry queued after it delivers.
+        assert services.grade_sync_attempt(sync_id=sync.pk, expected_tries=0) == "duplicate"
+        assert services.grade_sync_attempt(sync_id=sync.pk, expected_tries=1) == GradeSync.Status.DELIVERED
         assert services.grade_sync_attempt(sync_id=sync.pk) == GradeSync.Status.DELIVERED  # no third POST
         server.shutdown()
     assert len(received) == 2 and received[0][0] == received[1][0]  # same idempotency key on retry
     assert received[1][1]["score"] == str(GradeSync.objects.get(pk=sync.pk).payload["score"])
     assert received[1][2].startswith("sha256=")
+
+
+def test_the_sweeper_requeues_a_lost_delivery_once_per_claim_and_logs_no_scheduling(ex):
+    from auditlog.models import LogEntry
+
+    attempt = services.attempt_start(exam=ex.exam, student=ex.w.student_a)
+    services.attempt_submit(attempt_id=attempt.pk, student=ex.w.student_a)
+    long_ago = timezone.now() - dt.timedelta(minutes=5)
+    lost = GradeSync.objects.create(institution=ex.w.school_a, attempt=attempt, student=ex.w.student_a,
+                                    idempotency_key="lost", payload={}, status=GradeSync.Status.FAILED, tries=2,
+                                    next_try_at=long_ago)
+    entries = LogEntry.objects.count()
+    assert services.grade_syncs_due() == [(lost.pk, 2)]
+    assert services.grade_syncs_due() == []  # queued: not fed to a busy queue again every minute
+    assert LogEntry.objects.count() == entries  # the queue stamp is scheduling, not a change of the record
+    GradeSync.objects.filter(pk=lost.pk).update(next_try_at=long_ago)  # that task was lost too
+    assert services.grade_syncs_due() == [(lost.pk, 2)]
 
 
 def test_transcript_pdf_for_a_graded_attempt(ex, settings, tmp_path):

@@ -111,7 +111,7 @@ class LtiToolKeyAdmin(admin.ModelAdmin):
     list_display = ["kid", "created_at", "retire_at"]
     fields = ["kid", "created_at", "retire_at", "public_jwk"]
     readonly_fields = fields
-    actions = ["rotate"]
+    actions = ["rotate", "replace_now"]
 
     def has_module_permission(self, request):
         return request.user.is_superuser
@@ -128,10 +128,17 @@ class LtiToolKeyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.action(description="Rotate: sign with a new key from now (the old ones stay published for the overlap)")
+    @admin.action(description="Rotate: publish a new key now, sign with it after the publish lead")
     def rotate(self, request, queryset):
         key = lti_services.key_rotate()
-        self.message_user(request, f"New signing key {key.kid}.", messages.SUCCESS)
+        self.message_user(request, f"New key {key.kid} published; Aula signs with it after "
+                                   f"{settings.AULA_LTI_KEY_PUBLISH_SECONDS} s.", messages.SUCCESS)
+
+    @admin.action(description="Replace now (a leaked key): unpublish the old keys, sign with a new one at once")
+    def replace_now(self, request, queryset):
+        key = lti_services.key_rotate(immediate=True)
+        self.message_user(request, f"Old keys unpublished; Aula signs with {key.kid} now. LMSs with a cached key "
+                                   f"set refuse Aula's signatures until they fetch it again.", messages.WARNING)
 
 
 @admin.register(LtiContext)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import requests
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import URLValidator
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -72,10 +73,12 @@ def _key_create() -> LtiToolKey:
 
 
 def signing_key() -> LtiToolKey:
-    """The key Aula signs with: the newest one not retired (the first one is made on first use)."""
+    """The key Aula signs with: the newest published one that has been published for
+    AULA_LTI_KEY_PUBLISH_SECONDS, else the one published longest (the first one is made on first use)."""
     now = timezone.now()
-    live = LtiToolKey.objects.filter(Q(retire_at__isnull=True) | Q(retire_at__gt=now))
-    key = live.filter(retire_at__isnull=True).first() or live.first()
+    live = LtiToolKey.objects.filter(Q(retire_at__isnull=True) | Q(retire_at__gt=now)).order_by("-created_at", "-id")
+    ready = now - dt.timedelta(seconds=settings.AULA_LTI_KEY_PUBLISH_SECONDS)
+    key = live.filter(created_at__lte=ready).first() or live.last()
     if key is not None:
         return key
     with transaction.atomic():
@@ -84,17 +87,20 @@ def signing_key() -> LtiToolKey:
         return key or _key_create()
 
 
-def key_rotate() -> LtiToolKey:
-    """A new signing key; the previous ones stay published for AULA_LTI_KEY_OVERLAP_HOURS so that platforms
-    still verify what they signed (deep-link responses, service assertions in flight, cached key sets)."""
-    overlap = dt.timedelta(hours=settings.AULA_LTI_KEY_OVERLAP_HOURS)
+def key_rotate(*, immediate: bool = False) -> LtiToolKey:
+    """A new signing key. Scheduled: published now, signed with after AULA_LTI_KEY_PUBLISH_SECONDS (platforms
+    cache key sets), while the previous ones sign until then and stay published AULA_LTI_KEY_OVERLAP_HOURS more
+    (what they signed still verifies). `immediate` (a leaked key): the previous ones are unpublished at once."""
+    lead = dt.timedelta(seconds=settings.AULA_LTI_KEY_PUBLISH_SECONDS)
+    retire_at = timezone.now() if immediate else timezone.now() + lead + dt.timedelta(
+        hours=settings.AULA_LTI_KEY_OVERLAP_HOURS)
     with transaction.atomic():
         _key_lock()
-        for old in LtiToolKey.objects.filter(retire_at__isnull=True):
-            old.retire_at = timezone.now() + overlap
+        for old in LtiToolKey.objects.filter(Q(retire_at__isnull=True) | Q(retire_at__gt=retire_at)):
+            old.retire_at = retire_at
             old.save(update_fields=["retire_at"])
         key = _key_create()
-    log.info("lti key rotated", extra={"kid": key.kid})
+    log.info("lti key rotated", extra={"kid": key.kid, "immediate": immediate})
     return key
 
 
@@ -189,6 +195,13 @@ def registration_complete(*, token: str, openid_configuration: str, registration
         if not openid_configuration.startswith(issuer.rstrip("/") + "/"):
             raise RegistrationFailed("The LMS's configuration does not come from the issuer it names.")
         platform_config = config.get(PLATFORM_CONFIGURATION) or {}
+        # Everything Aula will record is checked before registering with the LMS: a registration the LMS made
+        # that Aula then cannot store would be an orphan on the LMS's side.
+        endpoints = {"auth_login_url": str(config["authorization_endpoint"]),
+                     "auth_token_url": str(config["token_endpoint"]), "keyset_url": str(config["jwks_uri"])}
+        check_url = URLValidator(schemes=["https"] if settings.PRODUCTION else ["http", "https"])
+        for url in endpoints.values():
+            check_url(url)
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if registration_token:
             headers["Authorization"] = f"Bearer {registration_token}"
@@ -199,7 +212,7 @@ def registration_complete(*, token: str, openid_configuration: str, registration
         deployment = str((registered.get(TOOL_CONFIGURATION) or {}).get("deployment_id") or "")
     except RegistrationFailed:
         raise
-    except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+    except (requests.RequestException, ValueError, KeyError, TypeError, ValidationError) as exc:
         log.warning("lti dynamic registration failed", extra={"reason": type(exc).__name__})
         raise RegistrationFailed("The LMS did not complete the registration; try again from the LMS.") from None
     with transaction.atomic():
@@ -211,12 +224,16 @@ def registration_complete(*, token: str, openid_configuration: str, registration
             raise RegistrationFailed("This LMS client is registered for another district.")
         platform = platform or LtiPlatform(district_id=invite.district_id, issuer=issuer, client_id=client_id)
         platform.name = str(platform_config.get("product_family_code") or platform.name or issuer)[:200]
-        platform.auth_login_url, platform.auth_token_url = config["authorization_endpoint"], config["token_endpoint"]
-        platform.keyset_url = config["jwks_uri"]
+        for name, url in endpoints.items():
+            setattr(platform, name, url)
         platform.deployment_ids = sorted({*map(str, platform.deployment_ids or []), *([deployment] if deployment
                                                                                       else [])})
         platform.is_active = True
-        platform_save(platform=platform)
+        try:
+            platform_save(platform=platform)
+        except ValidationError as exc:
+            raise RegistrationFailed("The LMS's registration could not be stored: " + " ".join(exc.messages)) \
+                from None
         invite.used_at, invite.platform = timezone.now(), platform
         invite.save(update_fields=["used_at", "platform"])
     log.info("lti platform registered", extra={"platform": platform.pk, "district": platform.district_id})
@@ -227,8 +244,9 @@ def registration_complete(*, token: str, openid_configuration: str, registration
 
 def _district_people(district_id: int):
     return User.objects.filter(
-        Q(pk__in=Membership.objects.filter(institution__district_id=district_id).values("user_id"))
-        | Q(pk__in=Enrollment.objects.filter(institution__district_id=district_id).values("user_id")))
+        Q(pk__in=Membership.objects.filter(institution__district_id=district_id, is_active=True).values("user_id"))
+        | Q(pk__in=Enrollment.objects.filter(institution__district_id=district_id, is_active=True)
+            .values("user_id")))
 
 
 @dataclass

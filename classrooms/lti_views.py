@@ -2,7 +2,9 @@
 window, course linking and the deep-linking picker.
 
 An LMS shows a tool in an iframe, where browsers withhold Aula's (SameSite=Lax) session cookie. So nothing
-inside the frame relies on it: a resource-link launch answers with a page that opens Aula in its own window
+inside the frame relies on it (the one cookie a launch needs is pylti1p3's OIDC state cookie, SameSite=None;
+a browser blocking all third-party cookies is refused with a clear page — LTI Platform Storage is not
+supported): a resource-link launch answers with a page that opens Aula in its own window
 through a single-use hand-off token; the deep-linking picker (which must answer inside the frame) is bound to
 the validated launch by its launch id, which stands in for both the session and the CSRF token.
 """
@@ -18,6 +20,7 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError
 from django.http import Http404, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -77,17 +80,28 @@ def login_initiation(request):
 def launch(request):
     """Step 2: the platform posts the signed id_token. Validated (lti.MessageLaunch), then landed."""
     conf = lti.ToolConf()
-    message = lti.MessageLaunch(request, conf)
     try:
+        # The constructor already reads pylti1p3's state cookie: a browser that withheld it (third-party cookies
+        # blocked in the LMS frame) is refused here, not answered with a 500.
+        message = lti.MessageLaunch(request, conf)
         claims = message.get_launch_data()
     except LtiException as exc:
         log.warning("lti launch refused", extra={"reason": str(exc)[:160]})
         return _refused(request, "This launch could not be verified. Please launch Aula again from your course.")
     try:
-        result = lti_services.launch_accept(platform=message.platform(), claims=claims)
+        try:
+            result = lti_services.launch_accept(platform=message.platform(), claims=claims)
+        except (IntegrityError, ValidationError):
+            # Two first launches of one person at once (a double click, or a launch racing the roster sync):
+            # the other made the account and its identity; this one now finds them.
+            result = lti_services.launch_accept(platform=message.platform(), claims=claims)
     except lti_services.LaunchRefused as exc:
         log.info("lti launch not served", extra={"reason": exc.code})
         return _refused(request, exc.message)
+    except (IntegrityError, ValidationError) as exc:
+        log.warning("lti launch not served", extra={"reason": type(exc).__name__})
+        return _refused(request, "Aula could not set up your account from this launch; ask your school's Aula "
+                                 "administrator.")
     # One refresh per course and period, however many students launch at the bell (300 launches queued 34).
     if result.roster_due and cache.add(f"lti:roster-queued:{result.context.pk}", 1,
                                        max(settings.AULA_LTI_ROSTER_REFRESH_SECONDS, 60)):
@@ -141,7 +155,8 @@ def context_link(request, context_id: int):
         messages.success(request, "The roster is being refreshed from the LMS; reload in a moment.")
         return redirect(reverse("lti-context-link", args=[context.pk]))
     if request.method == "POST":
-        course = courses.filter(pk=request.POST.get("course") or 0).first()
+        chosen = request.POST.get("course", "")
+        course = courses.filter(pk=int(chosen)).first() if chosen.isdigit() else None
         if course is None:
             return HttpResponseBadRequest("Choose one of your courses.")
         try:
@@ -186,7 +201,9 @@ def deep_link(request):
         return _refused(request, "This choice has expired. Open the Aula picker again from your course.", 410)
     try:
         if request.POST.get("course"):
-            course = lti_selectors.linkable_courses(user, context).filter(pk=request.POST["course"]).first()
+            chosen = request.POST["course"]
+            course = lti_selectors.linkable_courses(user, context).filter(pk=int(chosen)).first() \
+                if chosen.isdigit() else None
             if course is None:
                 raise ValidationError("Choose one of your courses.")
             context = lti_services.context_link(context=context, course=course, actor=user)

@@ -73,12 +73,19 @@ def collab_compact_due() -> int:
     return len(due)
 
 
-@shared_task(ignore_result=True, acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=3)
-def lti_roster_sync(context_id: int) -> dict:
-    """Reconcile a linked LMS course's enrollments with its roster (NRPS): at launch (when stale) and on demand."""
+@shared_task(bind=True, ignore_result=True, acks_late=True, max_retries=3)
+def lti_roster_sync(self, context_id: int) -> dict:
+    """Reconcile a linked LMS course's enrollments with its roster (NRPS): at launch (when stale) and on demand.
+    The LMS down, slow or refusing a token: tried again with backoff (nothing was dropped on a failed read)."""
+    import requests
+    from pylti1p3.exception import LtiServiceException
+
     from classrooms import lti_services
 
-    return lti_services.roster_sync(context_id=context_id)
+    try:
+        return lti_services.roster_sync(context_id=context_id)
+    except (requests.RequestException, LtiServiceException) as exc:
+        raise self.retry(exc=exc, countdown=30 * 2 ** self.request.retries) from None
 
 
 @shared_task(ignore_result=True)

@@ -700,6 +700,8 @@ if not AULA_SECRET_KEYS:
 # Aula's signing key is replaced this often; a replaced key stays published this long (platforms cache key sets).
 AULA_LTI_KEY_ROTATE_DAYS = _int("AULA_LTI_KEY_ROTATE_DAYS", 90, minimum=1)
 AULA_LTI_KEY_OVERLAP_HOURS = _int("AULA_LTI_KEY_OVERLAP_HOURS", 72, minimum=1)
+# A scheduled new key is published this long before Aula signs with it (platforms must have fetched it first).
+AULA_LTI_KEY_PUBLISH_SECONDS = _int("AULA_LTI_KEY_PUBLISH_SECONDS", 3600, minimum=0)
 # A launch into a linked course refreshes its roster from the LMS (NRPS) when the last one is older than this.
 AULA_LTI_ROSTER_REFRESH_SECONDS = _int("AULA_LTI_ROSTER_REFRESH_SECONDS", 900, minimum=0)
 

@@ -120,8 +120,12 @@ def test_jwks_publishes_the_signing_key_and_keeps_a_rotated_key_for_the_overlap(
         cur.execute("SELECT private_key FROM classrooms_ltitoolkey WHERE id = %s", [first.pk])
         assert cur.fetchone()[0].startswith("fernet:")
     second = lti_services.key_rotate()
-    assert lti_services.signing_key().kid == second.kid
+    # Published at once, signed with only after the publish lead (platforms cache key sets).
     assert {k["kid"] for k in client.get("/lti/jwks.json").json()["keys"]} == {first.kid, second.kid}
+    assert lti_services.signing_key().kid == first.kid
+    second.created_at = timezone.now() - dt.timedelta(seconds=settings.AULA_LTI_KEY_PUBLISH_SECONDS + 1)
+    second.save(update_fields=["created_at"])
+    assert lti_services.signing_key().kid == second.kid
     # Past the overlap the old key is unpublished and deleted; a key older than the rotation period is replaced.
     first = LtiToolKey.objects.get(pk=first.pk)
     first.retire_at = timezone.now() - dt.timedelta(seconds=1)
@@ -131,6 +135,10 @@ def test_jwks_publishes_the_signing_key_and_keeps_a_rotated_key_for_the_overlap(
     assert lti_services.keys_rotate_due() == {"rotated": True, "removed": 1}
     kids = [k["kid"] for k in client.get("/lti/jwks.json").json()["keys"]]
     assert second.kid in kids and first.kid not in kids and len(kids) == 2
+    # A leaked key: replaced at once, every older key unpublished, the new one signs now.
+    leak = lti_services.key_rotate(immediate=True)
+    assert [k["kid"] for k in client.get("/lti/jwks.json").json()["keys"]] == [leak.kid]
+    assert lti_services.signing_key().kid == leak.kid
 
 
 # --- launch validation -----------------------------------------------------------------------------------------

@@ -711,6 +711,8 @@ vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Aula <no-reply@aula.localhost>")
 AULA_LMS_GRADE_WEBHOOK = env.str("AULA_LMS_GRADE_WEBHOOK", default="")
 AULA_LMS_GRADE_SECRET = env.str("AULA_LMS_GRADE_SECRET", default="")
+# A failed grade delivery (LTI AGS or webhook) is tried again after this, doubling each time (at most 6 hours).
+AULA_LMS_GRADE_BACKOFF_SECONDS = _int("AULA_LMS_GRADE_BACKOFF_SECONDS", 30, minimum=1)
 if AULA_LMS_GRADE_WEBHOOK and len(AULA_LMS_GRADE_SECRET) < 32:
     raise ImproperlyConfigured("AULA_LMS_GRADE_SECRET must be at least 32 characters when the webhook is set")
 

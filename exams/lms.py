@@ -34,7 +34,7 @@ def configured() -> bool:
 
 
 def backoff(tries: int) -> int:
-    return min(30 * 2 ** max(tries - 1, 0), 6 * 3600)
+    return min(settings.AULA_LMS_GRADE_BACKOFF_SECONDS * 2 ** max(tries - 1, 0), 6 * 3600)
 
 
 def deliver(payload: dict, *, idempotency_key: str) -> None:

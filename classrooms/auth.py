@@ -20,15 +20,16 @@ SSO_REQUIRED = ("Your district signs you in through its identity provider, not w
 
 
 def password_sign_in_allowed(user: User) -> bool:
-    """False when every district the person belongs to (through a membership, an enrollment or a district
-    role) has turned local passwords off. Superusers are exempt, and so is anyone with no district at all
+    """False when every district the person belongs to (through an active membership, an active enrollment or
+    a district role) has turned local passwords off. Superusers are exempt, and so is anyone with no district at all
     (Aula staff, creators, viewers)."""
     if user.is_superuser:
         return True
     flags = set(District.objects.filter(
         Q(pk__in=Institution.objects.filter(
             Q(pk__in=Membership.objects.filter(user=user, is_active=True).values("institution_id"))
-            | Q(pk__in=Enrollment.objects.filter(user=user).values("institution_id"))).values("district_id"))
+            | Q(pk__in=Enrollment.objects.filter(user=user, is_active=True).values("institution_id"))
+        ).values("district_id"))
         | Q(pk__in=DistrictRole.objects.filter(user=user).values("district_id"))
     ).values_list("local_passwords", flat=True))
     return not flags or True in flags

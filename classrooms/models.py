@@ -849,6 +849,15 @@ class IdentityProvider(models.Model):
         return [d.strip().lower().lstrip("@") for d in self.email_domains.split(",") if d.strip()]
 
     @property
+    def mapped_claim(self) -> str:
+        """The claim (OIDC) or attribute (SAML) whose value is mapped. `identity_claim` defaults to "sub", an
+        OIDC claim: for SAML, blank or "sub" means the subject's NameID (a SAML assertion has no "sub")."""
+        claim = (self.identity_claim or "").strip()
+        if self.kind == self.Kind.SAML:
+            return "NameID" if claim in {"", "sub"} else claim
+        return claim or "sub"
+
+    @property
     def idp_certificates(self) -> list[str]:
         """Each PEM certificate in `saml_idp_certificates` (python3-saml's x509certMulti)."""
         end = "-----END CERTIFICATE-----"

@@ -22,6 +22,7 @@ from classrooms.models import (  # noqa: I001
     Guardianship,
     Institution,
     LiveSession,
+    LtiPlatform,
     Membership,
     Role,
     User,
@@ -92,12 +93,23 @@ def users_visible_to(user: User) -> QuerySet[User]:
 
 
 def users_in_district(district: District) -> QuerySet[User]:
+    """People with an active membership or an active enrollment at one of the district's schools: someone the
+    district removed (membership or enrollment deactivated) no longer counts, even if the account lives on
+    (accounts are shared across districts)."""
     inst = Institution.objects.filter(district=district).values("pk")
     return User.objects.filter(
-        pk__in=User.objects.filter(
-            Q(memberships__institution_id__in=inst) | Q(enrollments__institution_id__in=inst)
-        ).values("pk")
+        Q(pk__in=Membership.objects.filter(institution_id__in=inst, is_active=True).values("user_id"))
+        | Q(pk__in=Enrollment.objects.filter(institution_id__in=inst, is_active=True).values("user_id"))
     )
+
+
+def has_district_role(user: User, district: District) -> bool:
+    return DistrictRole.objects.filter(user=user, district=district).exists()
+
+
+def lti_platform_count(district: District | int) -> int:
+    """How many LMS platforms the district has registered (active or not: their LTI identities remain)."""
+    return LtiPlatform.objects.filter(district_id=getattr(district, "pk", district)).count()
 
 
 def courses_for(user: User) -> QuerySet[Course]:

@@ -6,8 +6,9 @@ for the id_token (signature against the IdP's JWKS, then Authlib's `CodeIDToken`
 iat, nonce, azp, at_hash — https://docs.authlib.org/en/latest/specs/oidc.html); SAML with OneLogin's
 python3-saml in strict mode (XML-DSig through xmlsec, Destination/Recipient, Audience, NotBefore/NotOnOrAfter,
 InResponseTo — https://github.com/SAML-Toolkits/python3-saml#the-settings-files). What they leave to us is
-here: single use of states, nonces and assertion ids, requiring InResponseTo (python3-saml skips that check
-when a response has none), and refusing everything that is not one rostered person of this district.
+here: single use of states, nonces and assertion ids, requiring the signed assertion's InResponseTo (python3-saml
+compares it only when present, and otherwise trusts the unsigned Response envelope's), and refusing everything that
+is not one person this district currently rosters.
 
 Nothing here logs a subject, a NameID, an email, a token or a secret: only provider ids and reason codes.
 """
@@ -25,13 +26,13 @@ from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oidc.core import CodeIDToken
 from django.core.cache import cache
-from django.db.models import Q
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
-from classrooms.models import District, DistrictRole, ExternalIdentity, IdentityProvider, User
-from classrooms.selectors import users_in_district
+from classrooms.models import District, ExternalIdentity, IdentityProvider, User
+from classrooms.selectors import has_district_role, lti_platform_count, users_in_district
+from config.secrets import Secret, UnreadableSecret
 
 log = logging.getLogger("aula.sso")
 
@@ -57,6 +58,7 @@ REASONS = {
     "other_district": "Your Aula account belongs to another district. Use your own district's sign-in.",
     "disabled": "Your Aula account is disabled. Ask your school.",
     "identity_conflict": "This identity is already linked to another Aula account. Ask your school.",
+    "platform_account": "This Aula account cannot sign in through a district's identity provider.",
     "unavailable": "The identity provider cannot be reached right now. Try again in a few minutes.",
 }
 
@@ -100,7 +102,9 @@ def providers_for(login: str) -> list[IdentityProvider]:
     login = (login or "").strip().lower()
     if not login:
         return []
-    qs = IdentityProvider.objects.filter(enabled=True).select_related("district")
+    # The list only names providers: their credentials stay in the database.
+    qs = (IdentityProvider.objects.filter(enabled=True).select_related("district")
+          .defer("oidc_client_secret", "saml_sp_private_key"))
     if "@" in login:
         domain = login.rsplit("@", 1)[1]
         # A substring match narrows it down in SQL; the exact domain check is done on the parsed list.
@@ -157,13 +161,25 @@ def oidc_jwks(provider: IdentityProvider, meta: dict, *, force: bool = False) ->
         raise Refused("invalid_response", f"JWKS: {type(exc).__name__}") from None
 
 
+def _revealed(provider: IdentityProvider, secret) -> str:
+    """A stored credential's plain text ("" when none is stored). One that no key in AULA_SECRET_KEYS reads
+    (an old key dropped before secrets_rotate finished) refuses this provider's sign-ins, not the page."""
+    if not secret:
+        return ""
+    try:
+        return secret.reveal() if isinstance(secret, Secret) else str(secret)
+    except UnreadableSecret as exc:
+        log.error("sso provider credential unreadable: provider=%s district=%s: %s", provider.pk,
+                  provider.district_id, exc, extra={"sso_provider": provider.pk, "sso_district": provider.district_id})
+        raise Refused("unavailable", "a stored credential of this provider cannot be decrypted") from None
+
+
 def _oauth_client(provider: IdentityProvider, meta: dict, redirect_uri: str) -> OAuth2Session:
     methods = meta.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
     method = "client_secret_basic" if "client_secret_basic" in methods else "client_secret_post"
-    secret = provider.oidc_client_secret
     return OAuth2Session(
         client_id=provider.oidc_client_id,
-        client_secret=secret.reveal() if hasattr(secret, "reveal") else (secret or None),
+        client_secret=_revealed(provider, provider.oidc_client_secret) or None,
         scope=provider.oidc_scopes or "openid",
         redirect_uri=redirect_uri,
         code_challenge_method="S256",
@@ -218,8 +234,7 @@ def oidc_finish(provider: IdentityProvider, pending: dict, redirect_uri: str, co
     if not cache.add(f"sso:oidc:nonce:{provider.pk}:{hashlib.sha256(claims['nonce'].encode()).hexdigest()}",
                      1, PENDING_TTL + 2 * CLOCK_LEEWAY):
         raise Refused("replayed", "nonce seen before")
-    claim = provider.identity_claim or "sub"
-    value = claims.get(claim)
+    value = claims.get(provider.mapped_claim)
     return Asserted(
         subject=str(claims["sub"]),
         value=str(value) if value not in (None, "") else "",
@@ -240,14 +255,13 @@ class SamlUrls:
 
 def saml_settings(provider: IdentityProvider, urls: SamlUrls) -> dict:
     """python3-saml settings, strict: signed assertions required, SHA-256, deprecated algorithms refused."""
-    key = provider.saml_sp_private_key
     sp = {
         "entityId": urls.metadata,
         "assertionConsumerService": {"url": urls.acs,
                                      "binding": "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"},
         "NameIDFormat": "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified",
         "x509cert": provider.saml_sp_certificate or "",
-        "privateKey": key.reveal() if hasattr(key, "reveal") else (key or ""),
+        "privateKey": _revealed(provider, provider.saml_sp_private_key),
     }
     return {
         "strict": True,
@@ -299,24 +313,60 @@ def saml_begin(provider: IdentityProvider, request, urls: SamlUrls) -> tuple[str
     return url, relay, {"provider": provider.pk, "request_id": auth.get_last_request_id()}
 
 
+def _signed_in_response_to(response) -> set[str | None]:
+    """The InResponseTo of each bearer SubjectConfirmationData in the signature-verified assertion (None where
+    it has none), from python3-saml's response object after `is_valid()` passed.
+
+    What makes that node the verified one: `is_valid()` accepts exactly one Assertion in the document
+    (`validate_num_assertions`, which also counts encrypted ones), it must carry the one Assertion signature
+    (`wantAssertionsSigned`, strict), whose Reference URI must name that Assertion's ID
+    (`process_signed_elements`), and xmlsec verified it at `/samlp:Response/saml:Assertion/ds:Signature`
+    (`ASSERTION_SIGNATURE_XPATH`) in `get_xml_document()` (the decrypted document for an encrypted assertion).
+    The envelope's InResponseTo, which `get_last_response_in_response_to()` returns, is covered by no
+    signature, as Aula does not require signed Responses."""
+    from onelogin.saml2.constants import OneLogin_Saml2_Constants as C
+    from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
+
+    document = response.get_xml_document()
+    assertions = OneLogin_Saml2_XML.query(document, "/samlp:Response/saml:Assertion")
+    if len(assertions) != 1:
+        raise Refused("invalid_response", "not exactly one assertion")
+    assertion = assertions[0]
+    references = OneLogin_Saml2_XML.query(assertion, "./ds:Signature/ds:SignedInfo/ds:Reference")
+    if len(references) != 1 or references[0].get("URI") != "#" + (assertion.get("ID") or ""):
+        raise Refused("invalid_response", "the assertion is not the signed element")
+    values = set()
+    for confirmation in OneLogin_Saml2_XML.query(assertion, "./saml:Subject/saml:SubjectConfirmation"):
+        if confirmation.get("Method", C.CM_BEARER) != C.CM_BEARER:
+            continue
+        data = OneLogin_Saml2_XML.query(confirmation, "./saml:SubjectConfirmationData")
+        values |= {d.get("InResponseTo") for d in data} or {None}
+    return values or {None}
+
+
 def saml_finish(provider: IdentityProvider, request, urls: SamlUrls, pending: dict) -> Asserted:
     """Validate the Response posted to the ACS for the AuthnRequest `pending` describes. Raises Refused."""
     from onelogin.saml2.auth import OneLogin_Saml2_Auth
     from onelogin.saml2.errors import OneLogin_Saml2_Error, OneLogin_Saml2_ValidationError
 
-    auth = OneLogin_Saml2_Auth(saml_request_data(request), old_settings=saml_settings(provider, urls))
+    class Auth(OneLogin_Saml2_Auth):
+        validated = None  # python3-saml's response object, once it passed is_valid()
+
+        def store_valid_response(self, response):
+            self.validated = response
+            super().store_valid_response(response)
+
+    auth = Auth(saml_request_data(request), old_settings=saml_settings(provider, urls))
     try:
         auth.process_response(request_id=pending["request_id"])
     except (OneLogin_Saml2_Error, OneLogin_Saml2_ValidationError, ValueError) as exc:
         raise Refused("invalid_response", f"{type(exc).__name__}: {exc}") from None
     except Exception as exc:  # malformed XML, base64, ... from lxml/xmlsec
         raise Refused("invalid_response", type(exc).__name__) from None
-    if auth.get_errors() or not auth.is_authenticated():
+    if auth.get_errors() or not auth.is_authenticated() or auth.validated is None:
         raise Refused("invalid_response", f"{','.join(auth.get_errors())}: {auth.get_last_error_reason() or ''}")
-    # python3-saml compares InResponseTo only when the response carries one: an unsolicited (IdP-initiated)
-    # response would pass. Aula answers only its own requests.
-    if auth.get_last_response_in_response_to() != pending["request_id"]:
-        raise Refused("invalid_response", "InResponseTo does not name our AuthnRequest")
+    # A validly signed assertion is used up here, before any other refusal: one refused below (unsolicited, for
+    # another request, for someone not rostered) must not come back later in another envelope.
     assertion_id = auth.get_last_assertion_id()
     if not assertion_id:
         raise Refused("invalid_response", "assertion without ID")
@@ -325,6 +375,13 @@ def saml_finish(provider: IdentityProvider, request, urls: SamlUrls, pending: di
     if not cache.add(f"sso:saml:assertion:{provider.pk}:{hashlib.sha256(assertion_id.encode()).hexdigest()}",
                      1, ttl):
         raise Refused("replayed", "assertion id seen before")
+    # Aula answers only its own requests. python3-saml compares the assertion's InResponseTo only when the
+    # assertion has one, and then against the envelope's, which nobody signed: the signed assertion must name
+    # the AuthnRequest this browser's sign-in sent (an IdP-initiated assertion names none).
+    if _signed_in_response_to(auth.validated) != {pending["request_id"]}:
+        raise Refused("invalid_response", "the signed assertion's InResponseTo does not name our AuthnRequest")
+    if auth.get_last_response_in_response_to() != pending["request_id"]:
+        raise Refused("invalid_response", "the Response's InResponseTo does not name our AuthnRequest")
     attributes = auth.get_attributes()
     nameid = auth.get_nameid() or ""
     if auth.get_nameid_format() == "urn:oasis:names:tc:SAML:2.0:nameid-format:transient":
@@ -336,7 +393,7 @@ def saml_finish(provider: IdentityProvider, request, urls: SamlUrls, pending: di
         values = attributes.get(name) or []
         return str(values[0]) if values else ""
 
-    claim = provider.identity_claim or "NameID"
+    claim = provider.mapped_claim
     value = nameid if claim.lower() == "nameid" else attribute(claim)
     email = ""
     for name in ("email", "mail", "emailAddress", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
@@ -364,18 +421,19 @@ def saml_metadata(provider: IdentityProvider, urls: SamlUrls) -> str:
 # --- who is it --------------------------------------------------------------------------------------------------
 
 def rostered_in(user: User, district: District) -> bool:
-    """Someone this district knows: a membership or enrollment at one of its schools, a district role, or a
-    OneRoster user record of its SIS."""
-    from compliance.models import RosterLink
+    """Someone this district currently knows: an active membership or enrollment at one of its schools, a
+    district role, or a OneRoster user record of its SIS not marked `tobedeleted`. Accounts are shared across
+    districts: someone a district removed keeps the account (for the others), not the way in through its IdP."""
+    from compliance.selectors import is_rostered_by  # compliance observes classrooms: imported where used
 
     return (users_in_district(district).filter(pk=user.pk).exists()
-            or DistrictRole.objects.filter(user=user, district=district).exists()
-            or RosterLink.objects.filter(district=district, kind=RosterLink.Kind.USER, object_id=user.pk).exists())
+            or has_district_role(user, district)
+            or is_rostered_by(district.pk, user.pk))
 
 
 def person_for(provider: IdentityProvider, asserted: Asserted) -> User:
     """The one Aula account the assertion maps to in the provider's district. Raises Refused; never creates."""
-    from compliance.models import RosterLink
+    from compliance.selectors import rostered_user_by_sourced_id, user_sourced_id_in_other_districts
 
     district = provider.district
     maps = IdentityProvider.MapsTo
@@ -387,14 +445,18 @@ def person_for(provider: IdentityProvider, asserted: Asserted) -> User:
         raise Refused("email_domain")
     user: User | None
     if provider.maps_to == maps.SOURCED_ID:
-        link = RosterLink.objects.filter(district=district, kind=RosterLink.Kind.USER, sourced_id=value).first()
-        user = User.objects.filter(pk=link.object_id).first() if link else None
-        if user is None and RosterLink.objects.filter(kind=RosterLink.Kind.USER, sourced_id=value).exists():
+        user = rostered_user_by_sourced_id(district.pk, value)
+        if user is None and user_sourced_id_in_other_districts(district.pk, value):
             raise Refused("other_district")
     elif provider.maps_to == maps.LTI_SUBJECT:
         identities = ExternalIdentity.objects.filter(kind=ExternalIdentity.Kind.LTI, subject=value)
         if provider.lti_issuer:
             identities = identities.filter(issuer=provider.lti_issuer)
+        elif lti_platform_count(district) > 1:
+            # Subjects are unique per platform only: without the issuer, the same subject at two of the
+            # district's LMSs could be two people.
+            raise Refused("ambiguous_person", "LTI subject mapping without lti_issuer in a district with "
+                          "several LTI platforms")
         user_ids = set(identities.filter(district=district).values_list("user_id", flat=True))
         if len(user_ids) > 1:
             raise Refused("ambiguous_person")
@@ -406,9 +468,16 @@ def person_for(provider: IdentityProvider, asserted: Asserted) -> User:
             raise Refused("email_unverified")
         if provider.domains and email_domain not in provider.domains:
             raise Refused("email_domain")
-        user = User.objects.filter(Q(email__iexact=value)).first()  # the verified email, not identity_claim
+        matches = list(User.objects.filter(email__iexact=value)[:2])  # the verified email, not identity_claim
+        if len(matches) > 1:
+            raise Refused("ambiguous_person", "several accounts have this email address")
+        user = matches[0] if matches else None
     if user is None:
         raise Refused("unknown_person")
+    if user.is_superuser:
+        # Platform operators: a district's IdP vouches for the district's people, never for Aula's operators.
+        # (School staff, is_staff, are the district's people and do sign in here.)
+        raise Refused("platform_account")
     if not user.is_active:
         raise Refused("disabled")
     if not rostered_in(user, district):

@@ -12,6 +12,7 @@ from django.db import models
 from classrooms import sso_services
 from classrooms.admin import SuperuserOnlyAdmin
 from classrooms.models import IdentityProvider
+from classrooms.selectors import lti_platform_count
 
 
 class WriteOnlyTextarea(forms.Textarea):
@@ -99,6 +100,10 @@ class IdentityProviderForm(forms.ModelForm):
             self.add_error("oidc_client_secret", "Required for an OpenID Connect provider.")
         if data.get("maps_to") == IdentityProvider.MapsTo.EMAIL and not data.get("email_domains"):
             self.add_error("email_domains", "Email mapping needs the district's email domains.")
+        if (data.get("maps_to") == IdentityProvider.MapsTo.LTI_SUBJECT and not data.get("lti_issuer")
+                and data.get("district") and lti_platform_count(data["district"]) > 1):
+            self.add_error("lti_issuer", "This district has several LTI platforms: name the one whose subjects "
+                                         "this provider asserts (its issuer).")
         return data
 
     def _post_clean(self):

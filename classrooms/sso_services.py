@@ -52,7 +52,10 @@ def sign_in_record(*, provider: IdentityProvider, subject: str, user: User) -> E
 
 
 def identity_provider_save(*, provider: IdentityProvider, actor: User | None = None) -> IdentityProvider:
-    """Create or update a provider's configuration (the admin's one write path)."""
+    """Create or update a provider's configuration (the admin's one write path). A SAML provider left with the
+    field's default claim ("sub", an OIDC claim) maps the NameID, and is saved saying so."""
+    if provider.kind == IdentityProvider.Kind.SAML and provider.identity_claim.strip() in {"", "sub"}:
+        provider.identity_claim = "NameID"
     with transaction.atomic():
         provider.full_clean(exclude=["oidc_client_secret", "saml_sp_private_key"])
         provider.save()

@@ -159,8 +159,8 @@ def saml_complete(request):
     if done is not None:
         cache.delete(f"sso:saml:done:{token}")
     started_here = request.session.get(SESSION_SAML, [])
-    provider = IdentityProvider.objects.select_related("district").filter(
-        pk=done["provider"] if done else None, enabled=True).first()
+    provider = IdentityProvider.objects.select_related("district").defer(
+        "oidc_client_secret", "saml_sp_private_key").filter(pk=done["provider"] if done else None, enabled=True).first()
     if done is None or provider is None or done["relay"] not in started_here:
         return refused(request, provider, sso.Refused("expired_request", "not started in this browser"))
     request.session[SESSION_SAML] = [r for r in started_here if r != done["relay"]]
@@ -180,4 +180,8 @@ def saml_metadata(request, district: str, provider: str):
     p = _provider_or_404(district, provider)
     if p.kind != IdentityProvider.Kind.SAML:
         raise Http404("Not a SAML provider")
-    return HttpResponse(sso.saml_metadata(p, _saml_urls(request, p)), content_type="application/samlmetadata+xml")
+    try:
+        xml = sso.saml_metadata(p, _saml_urls(request, p))
+    except sso.Refused as error:  # the SP key cannot be decrypted
+        return refused(request, p, error)
+    return HttpResponse(xml, content_type="application/samlmetadata+xml")

@@ -6,7 +6,7 @@ from django.db.models import Q, QuerySet
 
 from classrooms.models import Course, Enrollment, Guardianship, Institution, Membership, Role, User
 from classrooms.selectors import scoped_to, staff_institution_ids
-from compliance.models import DistrictAPIClient, RosterLink
+from compliance.models import DistrictAPIClient, RosterLink, RosterStatus
 
 
 def api_client_for_token(token) -> DistrictAPIClient | None:
@@ -80,6 +80,29 @@ def user_by_sourced_id(district_id: int, sourced_id: str):
     pk = RosterLink.objects.filter(district_id=district_id, kind=RosterLink.Kind.USER, sourced_id=sourced_id) \
         .values_list("object_id", flat=True).first()
     return User.objects.filter(pk=pk).first() if pk else None
+
+
+def _current_user_links(district_id: int):
+    """This district's person links its SIS still lists (not marked `tobedeleted`)."""
+    return RosterLink.objects.filter(district_id=district_id, kind=RosterLink.Kind.USER).exclude(
+        data__contains={"status": RosterStatus.TO_BE_DELETED})
+
+
+def rostered_user_by_sourced_id(district_id: int, sourced_id: str):
+    """The person this district's SIS lists with this sourcedId, or None (also when the SIS deleted them)."""
+    pk = _current_user_links(district_id).filter(sourced_id=sourced_id).values_list("object_id", flat=True).first()
+    return User.objects.filter(pk=pk).first() if pk else None
+
+
+def user_sourced_id_in_other_districts(district_id: int, sourced_id: str) -> bool:
+    """Whether another district's SIS sent a person with this sourcedId."""
+    return RosterLink.objects.filter(kind=RosterLink.Kind.USER, sourced_id=sourced_id).exclude(
+        district_id=district_id).exists()
+
+
+def is_rostered_by(district_id: int, user_id: int) -> bool:
+    """Whether this district's SIS lists the person (a user record not marked `tobedeleted`)."""
+    return _current_user_links(district_id).filter(object_id=user_id).exists()
 
 
 def course_by_sourced_id(district_id: int, sourced_id: str):

@@ -183,6 +183,9 @@ def _instant(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+SAME = object()  # SamlIdp.response: the envelope's InResponseTo is the assertion's
+
+
 class SamlIdp:
     def __init__(self, entity_id: str = "https://idp.example.test/saml"):
         self.entity_id = entity_id
@@ -216,7 +219,10 @@ class SamlIdp:
                  not_on_or_after: dt.datetime | None = None, issue_instant: dt.datetime | None = None,
                  sign_assertion: bool = True, sign_response: bool = False, key: str | None = None,
                  cert: str | None = None, tamper_after_signing: bool = False,
-                 name_id_format: str = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified") -> str:
+                 name_id_format: str = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified",
+                 envelope_in_response_to=SAME) -> str:
+        """`in_response_to` goes in the signed assertion's SubjectConfirmationData and, unless
+        `envelope_in_response_to` says otherwise, in the (unsigned) Response envelope."""
         from onelogin.saml2.utils import OneLogin_Saml2_Utils
 
         now = issue_instant or dt.datetime.now(dt.UTC)
@@ -250,6 +256,8 @@ class SamlIdp:
             assertion = _strip_decl(OneLogin_Saml2_Utils.add_sign(assertion, key, cert))
         if tamper_after_signing:  # a changed NameID under an intact signature: the digest no longer matches
             assertion = assertion.replace(f">{name_id}</saml:NameID>", ">someone-else</saml:NameID>")
+        if envelope_in_response_to is not SAME:
+            irt = f' InResponseTo="{envelope_in_response_to}"' if envelope_in_response_to else ""
         response = (
             f'<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
             f'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_r{uuid.uuid4().hex}" Version="2.0" '
@@ -261,6 +269,19 @@ class SamlIdp:
         if sign_response:
             response = _strip_decl(OneLogin_Saml2_Utils.add_sign(response, key, cert))
         return base64.b64encode(response.encode()).decode()
+
+
+def rewrap(saml_response: str, in_response_to: str | None) -> str:
+    """The same (signed) assertion in its Response envelope with another, unsigned, InResponseTo: what someone
+    holding an assertion can do without the IdP's key."""
+    from lxml import etree
+
+    root = etree.fromstring(base64.b64decode(saml_response))
+    if in_response_to is None:
+        root.attrib.pop("InResponseTo", None)
+    else:
+        root.set("InResponseTo", in_response_to)
+    return base64.b64encode(etree.tostring(root)).decode()
 
 
 def _strip_decl(xml) -> str:

@@ -14,11 +14,12 @@ from django.db import connection
 from django.test import Client
 from django.urls import get_resolver, include, path
 
-from classrooms import services
-from classrooms.models import ExternalIdentity, IdentityProvider, User
+from classrooms import services, sso_services
+from classrooms.models import Enrollment, ExternalIdentity, IdentityProvider, LtiPlatform, Membership, User
+from classrooms.sso_admin import IdentityProviderForm
 from compliance.rostering import Roster
 from tests import factories
-from tests.classrooms.idp_sim import OidcProvider, SamlIdp, self_signed
+from tests.classrooms.idp_sim import OidcProvider, SamlIdp, rewrap, self_signed
 
 # The whole site, with the SSO routes under /sso/ as config/urls.py includes them (added here only while
 # config/urls.py does not: the tests run either way, never with the routes twice).
@@ -137,6 +138,106 @@ def test_oidc_sign_in_by_verified_email_in_allowed_domains(world, oidc):
     assert refused_reason(oidc_round(c4, provider, oidc, {"sub": "g-c", "email": world.student_c.email,
                                                           "email_verified": True})) == "other_district"
     assert all(signed_in_as(c) is None for c in (c2, c3, c4))
+
+
+def test_a_district_idp_signs_in_only_people_the_district_still_has(world, oidc):
+    """Accounts are shared across districts: someone district A removed keeps the account (district B still has
+    them), but A's IdP no longer signs them in. Inactive memberships and enrollments and SIS records marked
+    `tobedeleted` do not count."""
+    provider = oidc_provider(world.district, oidc, maps_to=IdentityProvider.MapsTo.EMAIL, claim="email",
+                             domains="example.test")
+    leaver = factories.user("leaver", age=14)
+    factories.enroll(world.course_a, leaver)
+    services.membership_grant(user=leaver, institution=world.school_c, role="student")  # district B's too
+    Roster(world.district).link("user", "lv-1", leaver.pk)
+    claims = {"sub": "g-leaver", "email": leaver.email, "email_verified": True}
+    first = Client()
+    assert oidc_round(first, provider, oidc, claims).status_code == 302 and signed_in_as(first) == leaver
+    # District A's SIS deletes the person (memberships at A's schools deactivated, the record marked
+    # tobedeleted) and the class enrollment is dropped.
+    assert Roster(world.district).tombstone("user", "lv-1")
+    services.enrollment_drop(enrollment=Enrollment.objects.get(user=leaver, course=world.course_a))
+    assert not Membership.objects.filter(user=leaver, institution__district=world.district, is_active=True).exists()
+    after = Client()
+    assert refused_reason(oidc_round(after, provider, oidc, claims)) == "other_district"
+    assert signed_in_as(after) is None
+    # An active enrollment on its own counts (the membership stays inactive).
+    services.enrollment_upsert(course=world.course_a, user=leaver, role="student")
+    assert oidc_round(Client(), provider, oidc, claims).status_code == 302
+    # A SIS record alone counts while the SIS lists the person, not once it marked them tobedeleted.
+    listed = factories.user("listed_only")
+    Roster(world.district).link("user", "lo-1", listed.pk)
+    listed_claims = {"sub": "g-listed", "email": listed.email, "email_verified": True}
+    assert oidc_round(Client(), provider, oidc, listed_claims).status_code == 302
+    Roster(world.district).tombstone("user", "lo-1")
+    assert refused_reason(oidc_round(Client(), provider, oidc, listed_claims)) == "other_district"
+
+
+def test_sourced_id_the_sis_deleted_maps_nobody(world, oidc):
+    Roster(world.district).link("user", "stu-a-001", world.student_a.pk)
+    provider = oidc_provider(world.district, oidc)
+    Roster(world.district).tombstone("user", "stu-a-001")
+    client = Client()
+    assert refused_reason(oidc_round(client, provider, oidc, {"sub": "a", "sourced_id": "stu-a-001"})) \
+        == "unknown_person"
+    assert signed_in_as(client) is None
+
+
+def test_superusers_are_never_signed_in_by_a_district_idp_school_staff_are(world, oidc):
+    provider = oidc_provider(world.district, oidc, maps_to=IdentityProvider.MapsTo.EMAIL, claim="email",
+                             domains="example.test")
+    root = factories.user("root", superuser=True)
+    services.membership_grant(user=root, institution=world.school_a, role="staff")  # even one on its rolls
+    client = Client()
+    r = oidc_round(client, provider, oidc, {"sub": "g-root", "email": root.email, "email_verified": True})
+    assert refused_reason(r) == "platform_account" and signed_in_as(client) is None
+    assert not ExternalIdentity.objects.filter(user=root).exists()
+    staff = Client()
+    assert world.staff_a.is_staff
+    assert oidc_round(staff, provider, oidc, {"sub": "g-staff", "email": world.staff_a.email,
+                                             "email_verified": True}).status_code == 302
+    assert signed_in_as(staff) == world.staff_a
+
+
+def test_lti_subject_mapping_needs_the_issuer_when_the_district_has_several_platforms(world, oidc):
+    platforms = [LtiPlatform.objects.create(
+        district=world.district, name=f"LMS {n}", issuer=f"https://lms{n}.example.test", client_id="aula",
+        auth_login_url=f"https://lms{n}.example.test/auth", auth_token_url=f"https://lms{n}.example.test/token",
+        keyset_url=f"https://lms{n}.example.test/jwks") for n in (1, 2)]
+    # The same subject at two of the district's LMSs: two different people.
+    ExternalIdentity.objects.create(district=world.district, user=world.teacher_a, kind="lti",
+                                    issuer=platforms[0].issuer, subject="7")
+    ExternalIdentity.objects.create(district=world.district, user=world.student_a, kind="lti",
+                                    issuer=platforms[1].issuer, subject="8")
+    provider = oidc_provider(world.district, oidc, maps_to=IdentityProvider.MapsTo.LTI_SUBJECT, claim="sub")
+    client = Client()
+    assert refused_reason(oidc_round(client, provider, oidc, {"sub": "8"})) == "ambiguous_person"
+    assert signed_in_as(client) is None
+    provider.lti_issuer = platforms[1].issuer
+    provider.save()
+    assert oidc_round(client, provider, oidc, {"sub": "8"}).status_code == 302
+    assert signed_in_as(client) == world.student_a
+    # The admin form asks for the issuer in such a district.
+    data = {"district": world.district.pk, "slug": "lms-sso", "kind": "oidc", "display_name": "LMS sign-in",
+            "enabled": "on", "oidc_issuer": oidc.issuer, "oidc_client_id": oidc.client_id,
+            "oidc_client_secret": SECRET, "oidc_scopes": "openid", "identity_claim": "sub",
+            "maps_to": "lti_subject", "lti_issuer": "", "email_domains": ""}
+    form = IdentityProviderForm(data=data)
+    assert not form.is_valid() and "lti_issuer" in form.errors
+    assert IdentityProviderForm(data={**data, "lti_issuer": platforms[0].issuer}).is_valid()
+    platforms[1].delete()
+    assert IdentityProviderForm(data=data).is_valid()  # one platform: unambiguous
+
+
+def test_email_mapping_refuses_when_several_accounts_have_the_email(world, oidc):
+    provider = oidc_provider(world.district, oidc, maps_to=IdentityProvider.MapsTo.EMAIL, claim="email",
+                             domains="example.test")
+    # Email is unique only as typed: an account with another spelling of student_b's address.
+    twin = User.objects.create(email=world.student_b.email.upper(), username="student_b_twin")
+    factories.enroll(world.course_a, twin)
+    client = Client()
+    r = oidc_round(client, provider, oidc, {"sub": "g-b", "email": world.student_b.email, "email_verified": True})
+    assert refused_reason(r) == "ambiguous_person" and signed_in_as(client) is None
 
 
 def refusal_detail(caplog) -> str:
@@ -284,6 +385,26 @@ def test_client_secret_encrypted_at_rest_and_never_shown(world, oidc, caplog):
     assert SECRET not in text and "rotated-secret-0987654321" not in text
 
 
+def test_an_unreadable_client_secret_refuses_only_its_provider(world, oidc, settings):
+    """AULA_SECRET_KEYS lost the key of one provider's secret (dropped before secrets_rotate finished): that
+    provider's sign-in is refused with a reason, the sign-in page and the district's other providers work."""
+    from cryptography.fernet import Fernet
+
+    Roster(world.district).link("user", "stu-a-001", world.student_a.pk)
+    keys = list(settings.AULA_SECRET_KEYS)
+    settings.AULA_SECRET_KEYS = [Fernet.generate_key().decode()]
+    stale = oidc_provider(world.district, oidc, slug="stale")
+    settings.AULA_SECRET_KEYS = keys
+    fresh = oidc_provider(world.district, oidc, slug="google")
+    page = Client().get("/accounts/login/", {"district": world.district.slug})
+    assert page.status_code == 200 and f"/sso/{world.district.slug}/stale/" in page.content.decode()
+    r = Client().get(f"/sso/{world.district.slug}/{stale.slug}/")
+    assert refused_reason(r) == "unavailable"
+    client = Client()
+    assert oidc_round(client, fresh, oidc, {"sub": "g", "sourced_id": "stu-a-001"}).status_code == 302
+    assert signed_in_as(client) == world.student_a
+
+
 # --- the sign-in page and local passwords ------------------------------------------------------------------------
 
 def test_login_page_offers_the_district_provider_and_finds_it_by_email_domain(world, oidc):
@@ -328,6 +449,19 @@ def test_local_passwords_off_refuses_password_sign_in_but_sso_works(world, oidc)
     c = Client()
     c.post("/accounts/login/", {"username": world.student_b.email, "password": factories.PASSWORD})
     assert signed_in_as(c) == world.student_b
+    # Someone the district removed (membership and enrollment inactive) is no longer bound by its rule.
+    former = factories.user("former_student", age=14)
+    factories.enroll(world.course_a, former)
+    c = Client()
+    c.post("/accounts/login/", {"username": former.email, "password": factories.PASSWORD})
+    assert signed_in_as(c) is None
+    for membership in Membership.objects.filter(user=former):
+        membership.is_active = False
+        services.membership_save(membership=membership)
+    services.enrollment_drop(enrollment=Enrollment.objects.get(user=former))
+    c = Client()
+    c.post("/accounts/login/", {"username": former.email, "password": factories.PASSWORD})
+    assert signed_in_as(c) == former
     # Single sign-on still works for the district's people.
     Roster(world.district).link("user", "stu-a-001", world.student_a.pk)
     provider = oidc_provider(world.district, oidc)
@@ -462,6 +596,57 @@ def test_saml_replayed_assertion_and_response_refused(world, saml):
     replay = saml_answer(saml, provider, second, assertion_id="_assertion-once")
     assert refused_reason(saml_post(attacker, provider, second, replay)) == "replayed"
     assert signed_in_as(attacker) is None
+
+
+def test_saml_unsolicited_assertion_in_a_forged_envelope_is_refused(world, saml, caplog):
+    """The Response envelope is not signed (only the assertion must be): its InResponseTo proves nothing. An
+    IdP-initiated assertion (no InResponseTo in its SubjectConfirmationData) wrapped in an envelope naming the
+    holder's own AuthnRequest is refused, and so is the same assertion once it has been refused."""
+    Roster(world.district).link("user", "stu-a-001", world.student_a.pk)
+    provider = saml_provider(world.district, saml)
+    attacker = Client()
+    request = saml_start(attacker, provider)
+    forged = saml_answer(saml, provider, request, in_response_to=None, envelope_in_response_to=request["id"])
+    r = saml_post(attacker, provider, request, forged)
+    assert refused_reason(r) == "invalid_response"
+    assert "signed assertion's InResponseTo does not name our AuthnRequest" in refusal_detail(caplog)
+    assert signed_in_as(attacker) is None and not ExternalIdentity.objects.filter(kind="saml").exists()
+    # An assertion signed for another request, re-enveloped for ours: refused too.
+    request = saml_start(attacker, provider)
+    other = rewrap(saml_answer(saml, provider, request, in_response_to="_someone_elses_request"), request["id"])
+    assert refused_reason(saml_post(attacker, provider, request, other)) == "invalid_response"
+
+
+def test_saml_refused_assertion_cannot_come_back_in_another_envelope(world, saml):
+    Roster(world.district).link("user", "stu-a-001", world.student_a.pk)
+    provider = saml_provider(world.district, saml)
+    attacker = Client()
+    first = saml_start(attacker, provider)
+    unsolicited = saml_answer(saml, provider, first, in_response_to=None, assertion_id="_unsolicited-once")
+    assert refused_reason(saml_post(attacker, provider, first, unsolicited)) == "invalid_response"
+    # The same signed assertion, its envelope now naming a request of the attacker's: already used.
+    second = saml_start(attacker, provider)
+    r = saml_post(attacker, provider, second, rewrap(unsolicited, second["id"]))
+    assert refused_reason(r) == "replayed"
+    assert signed_in_as(attacker) is None and not ExternalIdentity.objects.filter(kind="saml").exists()
+
+
+def test_saml_provider_with_the_default_claim_maps_the_nameid(world, saml):
+    """`identity_claim` defaults to "sub" (an OIDC claim); a SAML provider saved with it maps the NameID."""
+    provider = IdentityProvider.objects.create(
+        district=world.district, slug="entra", kind=IdentityProvider.Kind.SAML, display_name="Entra ID (SAML)",
+        saml_entity_id=saml.entity_id, saml_sso_url=saml.sso_url, saml_idp_certificates=saml.cert,
+        maps_to=IdentityProvider.MapsTo.EMAIL, email_domains="example.test")
+    assert provider.identity_claim == "sub" and provider.mapped_claim == "NameID"
+    client = Client()
+    request = saml_start(client, provider)
+    acs = saml_post(client, provider, request, saml_answer(saml, provider, request, name_id=world.teacher_a.email,
+                                                           attributes={}))
+    assert saml_complete(client, acs).status_code == 302 and signed_in_as(client) == world.teacher_a
+    # Saved through the service (the admin's write path), it says so.
+    sso_services.identity_provider_save(provider=provider)
+    provider.refresh_from_db()
+    assert provider.identity_claim == "NameID"
 
 
 def test_saml_answer_finished_only_in_the_browser_that_started_it(world, saml):

@@ -105,7 +105,8 @@ ALLOWED: dict[str, str] = {
     "analytics.health_tasks.alert_webhook_deliver": "posts an operational alert (room key and figures only)",
     # management commands
     "classrooms.management.commands.seed_demo": "writes demo data",
-    "compliance.management.commands.secrets_rotate": "re-encrypts stored credentials; prints counts only",
+    "compliance.management.commands.secrets_rotate": "re-encrypts stored credentials; prints counts, and the "
+                                                    "model and id of a credential it cannot read",
     # LTI 1.3 (docs/lti.md): the launch lands a person in their own course; grades leave through the audited
     # GradeSync queue (a disclosure per delivered result) and enrollments change through audited services
     "classrooms.lti_views.jwks": "Aula's public keys",

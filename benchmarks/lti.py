@@ -41,12 +41,13 @@ import json
 import multiprocessing as mp
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.exams import pct, raise_nofile  # the same percentile rule as the exam benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 LEARNER = "http://purl.imsglobal.org/vocab/lis/v2/membership#Learner"
@@ -108,18 +109,6 @@ if os.environ.get("AULA_BENCH_LTI_TOKEN_CACHE") == "off":
 
 def log(msg: str) -> None:
     print(f"[lti-bench] {msg}", file=sys.stderr, flush=True)
-
-
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
 def dist_ms(samples: list[float]) -> dict:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import connection
 
 CHROMIUM = os.environ.get("AULA_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -20,6 +22,18 @@ def require_chromium() -> str:
             pytest.fail(f"Chromium not found at {CHROMIUM}: .ci/run installs it (apt-get install chromium)")
         pytest.skip(f"Chromium not installed at {CHROMIUM} (apt-get install chromium)")
     return path
+
+
+def db(fn, *args, **kwargs):
+    """Run an ORM call outside Playwright's event loop (Django refuses sync queries inside one)."""
+    def run():
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
 
 
 @contextlib.contextmanager

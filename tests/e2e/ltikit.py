@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -74,18 +73,6 @@ class Worker:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self._log.close()
-
-
-def db(fn, *args, **kwargs):
-    """An ORM call outside Playwright's event loop (Django refuses sync queries inside one)."""
-    def run():
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(run).result()
 
 
 def wait_until(check, *, timeout: float, what: str, detail=lambda: ""):

@@ -7,34 +7,20 @@ from __future__ import annotations
 
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from playwright.sync_api import expect
 
 from exams import services
 from exams.models import Answer, Attempt
 from tests import factories
-from tests.e2e.browser import browser, sign_in
+from tests.e2e.browser import browser, db, sign_in
 from tests.exams.conftest import ExamWorld
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 WAIT_MS = 15000
-
-
-def db(fn, *args, **kwargs):
-    """Run an ORM call outside Playwright's event loop (Django refuses sync queries inside one)."""
-    def run():
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(run).result()
 
 
 def wait_until(check, timeout: float = 15, what: str = "condition"):

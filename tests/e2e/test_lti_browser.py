@@ -21,8 +21,8 @@ from classrooms.models import Enrollment, ExternalIdentity, LtiContext, LtiLaunc
 from exams import services as exam_services
 from exams.models import Attempt, GradeSync
 from tests import factories
-from tests.e2e.browser import browser
-from tests.e2e.ltikit import Worker, aula_server, db, wait_until
+from tests.e2e.browser import browser, db
+from tests.e2e.ltikit import Worker, aula_server, wait_until
 from tests.lti.platform import ROLE_INSTRUCTOR, ROLE_LEARNER, MockPlatform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -14,15 +14,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection
 from playwright.sync_api import expect
 
 from classrooms import collab_export, collab_services, selectors, services
 from classrooms.models import CollabCheckpoint, CollabDocument
-from tests.e2e.browser import SessionPage, browser
+from tests.e2e.browser import SessionPage, browser, db
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -51,18 +49,6 @@ class Writer(SessionPage):
 
     def lines(self):
         return self.text.locator("p")
-
-
-def db(fn, *args, **kwargs):
-    """Run an ORM call outside Playwright's event loop (Django refuses sync queries inside one)."""
-    def run():
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(run).result()
 
 
 def stored_notes(session) -> str:

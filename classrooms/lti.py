@@ -245,9 +245,6 @@ class MessageLaunch(DjangoMessageLaunch):
     def platform(self) -> LtiPlatform:
         return self._tool_config.platform
 
-    def service_connector(self) -> ServiceConnector:
-        return ServiceConnector(self._registration, requests_session=BoundedSession())
-
 
 class CachedTokenConnector(ServiceConnector):
     """Service calls reuse one access token per platform and scope set until shortly before it expires (a

@@ -512,16 +512,27 @@ def _active_subjects(members: list[dict]) -> set[str]:
             if m.get("user_id") and (m.get("status") or "Active") == "Active" and lti.course_role(m.get("roles") or [])}
 
 
-def _service_get(conn: lti.CachedTokenConnector, scopes, url: str, accept: str) -> requests.Response:
+def _service_request(conn: lti.CachedTokenConnector, scopes, method: str, url: str, *, accept: str,
+                     body: dict | None = None, media: str = "") -> requests.Response:
+    """One LTI service call with the cached bearer token; a 401 (revoked or expired early) gets one fresh token,
+    then the answer is returned whatever it is."""
+    headers = {"Accept": accept, **({"Content-Type": media} if body is not None else {})}
+    data = json.dumps(body) if body is not None else None
     for attempt in (1, 2):
         token = conn.get_access_token(scopes)
-        response = conn._requests_session.get(url, headers={"Authorization": f"Bearer {token}", "Accept": accept})
+        response = conn._requests_session.request(method, url, data=data,
+                                                  headers={**headers, "Authorization": f"Bearer {token}"})
         if response.status_code == 401 and attempt == 1:
-            conn.forget_token(scopes)  # revoked or expired early: one fresh token, then give up
+            conn.forget_token(scopes)
             continue
-        response.raise_for_status()
         return response
     raise AssertionError("unreachable")
+
+
+def _service_get(conn: lti.CachedTokenConnector, scopes, url: str, accept: str) -> requests.Response:
+    response = _service_request(conn, scopes, "GET", url, accept=accept)
+    response.raise_for_status()
+    return response
 
 
 @dataclass
@@ -614,23 +625,18 @@ class ScoreError(Exception):
 
 
 def _service_send(conn, scopes, method: str, url: str, body: dict, media: str) -> requests.Response:
-    for attempt in (1, 2):
-        token = conn.get_access_token(scopes)
-        response = conn._requests_session.request(
-            method, url, data=json.dumps(body),
-            headers={"Authorization": f"Bearer {token}", "Content-Type": media, "Accept": media})
-        if response.status_code == 401 and attempt == 1:
-            conn.forget_token(scopes)
-            continue
-        return response
-    raise AssertionError("unreachable")
+    return _service_request(conn, scopes, method, url, accept=media, body=body, media=media)
+
+
+def _is_permanent(status: int) -> bool:
+    """A refusal that the same request will get again (not auth, timeout, conflict or rate limit)."""
+    return 400 <= status < 500 and status not in (401, 408, 409, 429)
 
 
 def _raise_for(response: requests.Response) -> None:
     if 200 <= response.status_code < 300:
         return
-    permanent = 400 <= response.status_code < 500 and response.status_code not in (401, 408, 409, 429)
-    raise ScoreError(f"HTTP {response.status_code}", permanent=permanent)
+    raise ScoreError(f"HTTP {response.status_code}", permanent=_is_permanent(response.status_code))
 
 
 def _lineitem_ensure(link: LtiResourceLink, conn, score_maximum: float) -> str:
@@ -665,7 +671,7 @@ def _lineitem_ensure(link: LtiResourceLink, conn, score_maximum: float) -> str:
 
 
 def score_post(*, link_id: int, user_id: int, score_given: float | None, score_maximum: float, timestamp: str,
-               activity_progress: str = "Completed", grading_progress: str = "FullyGraded", comment: str = "") -> None:
+               activity_progress: str = "Completed", grading_progress: str = "FullyGraded") -> None:
     """Post one score to the LMS gradebook (AGS). Idempotent: the same timestamp again changes nothing there,
     an older one is ignored by the platform. Raises ScoreError (permanent or not)."""
     link = LtiResourceLink.objects.select_related("context__platform").filter(pk=link_id).first()
@@ -684,15 +690,12 @@ def score_post(*, link_id: int, user_id: int, score_given: float | None, score_m
                 "gradingProgress": grading_progress, "timestamp": timestamp}
         if score_given is not None:  # PendingManual: no score yet (AGS 2.0, "Score publish service")
             body["scoreGiven"] = score_given
-        if comment:
-            body["comment"] = comment
         scores_url = AssignmentsGradesService._add_url_path_ending(lineitem, "scores")
         _raise_for(_service_send(conn, lti.AGS_SCOPES, "POST", scores_url, body, SCORE_MEDIA))
     except LtiServiceException as exc:  # the token request itself failed
         raise ScoreError(f"token refused ({exc.__class__.__name__})") from None
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else 0
-        raise ScoreError(f"HTTP {status}", permanent=400 <= status < 500 and status not in (401, 408, 429)) \
-            from None
+        raise ScoreError(f"HTTP {status}", permanent=_is_permanent(status)) from None
     except (requests.RequestException, ValueError, KeyError) as exc:
         raise ScoreError(type(exc).__name__) from None

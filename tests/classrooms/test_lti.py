@@ -297,8 +297,11 @@ def test_deep_linked_exam_taken_from_the_lms_and_its_grade_in_the_gradebook(clie
     assert _deliver(sync) == GradeSync.Status.DELIVERED
     submitted = lms.gradebook("crs-1")[(created[0], "s-1")]
     assert submitted["gradingProgress"] == "Pending" and "scoreGiven" not in submitted
+    teacher = client_class()
+    teacher.force_login(world.teacher_a)
+    assert "submitted; no score sent yet" in teacher.get(f"/exams/{exam.pk}/grading/").content.decode()
 
-    exam_services.grades_release(exam=exam, actor=world.teacher_a)
+    teacher.post(f"/exams/{exam.pk}/grading/release/")  # the teacher releases the grades
     sync.refresh_from_db()
     assert sync.status == GradeSync.Status.PENDING and sync.payload["grading_progress"] == "FullyGraded"
     lms.fail_next("/api/contexts", 1, status=503)  # the LMS is briefly down: retried, not lost

@@ -155,7 +155,8 @@ class OneRosterClient:
                     raise SisError(f"The SIS cannot be reached ({type(exc).__name__}) at {path}.",
                                    transient=True) from None
             except (OAuthError, httpx2.HTTPStatusError, ValueError) as exc:
-                # Authlib refreshed the token itself after all (it expired between the check and the request).
+                # Authlib refreshed the token itself after all: it expired between the check and the request, or
+                # the SIS issues tokens that live less than the leeway.
                 failure, token_response = _token_failure(exc)
                 if not failure.transient or attempt >= self.retries:
                     raise failure from None

@@ -93,10 +93,14 @@ class SisConnectionAdmin(SisOperatorAdmin):
         run = obj.runs.order_by("-id").first()
         return str(run) if run else "never"
 
+    def get_readonly_fields(self, request, obj=None):
+        # A connection belongs to its district: its SIS records, runs and digests are that district's.
+        return ["district"] if obj is not None else []
+
     def save_model(self, request, obj, form, change):
         from compliance import sis_sync
 
-        sis_sync.sis_connection_save(connection=obj)
+        sis_sync.sis_connection_save(connection=obj, actor=request.user)
 
     def _request(self, request, queryset, mode):
         from compliance import sis_sync

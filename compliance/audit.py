@@ -477,6 +477,9 @@ BULK_POLICY: dict[str, str] = {
     "classrooms.LtiLaunch": REFUSE,
     "classrooms.LtiRegistrationInvite": REFUSE,
     "classrooms.IdentityProvider": REFUSE,
+    # A SIS connection changes through sis_sync.sis_connection_save only (stays with its district; re-pointed,
+    # it forgets the old SIS's digests).
+    "compliance.SisConnection": REFUSE,
     "classrooms.ExternalIdentity": AUDIT,
 }
 _in_bulk = contextvars.ContextVar("aula_audit_in_bulk", default=False)

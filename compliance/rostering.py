@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils.text import slugify
 from rest_framework import serializers
 
@@ -367,14 +368,54 @@ class Roster:
             changed = True
         return changed
 
-    def sourced_ids(self, kind: str):
-        """Every sourcedId this district's roster holds for a resource (Aula's own `aula-` ids excluded)."""
+    def sourced_ids(self, kind: str, *, live: bool = False):
+        """Every sourcedId this district's roster holds for a resource (Aula's own `aula-` ids excluded); `live`:
+        only those not deleted already (tombstoned, or an inactive class or enrollment)."""
         if kind in {"academicSession", "course"}:
             model = AcademicSession if kind == "academicSession" else CatalogCourse
             rows = model.objects.filter(district=self.district)
+            if live:
+                rows = rows.exclude(status=RosterStatus.TO_BE_DELETED)
         else:
             rows = RosterLink.objects.filter(district=self.district, kind=kind)
+            if live:
+                rows = rows.filter(Q(data__status__isnull=True) | ~Q(data__status=RosterStatus.TO_BE_DELETED))
+                inactive = {Kind.CLASS: Course, Kind.ENROLLMENT: Enrollment}.get(kind)
+                if inactive is not None:
+                    rows = rows.exclude(object_id__in=inactive.objects.filter(is_active=False).values("pk"))
         return rows.exclude(sourced_id__startswith=AULA_PREFIX).values_list("sourced_id", flat=True)
+
+    def held(self, kind: str, sourced_ids) -> set[str]:
+        """Which of these sourcedIds this district's roster still holds: the link and its row (the row itself for
+        academic sessions and courses). Two queries for a page of them, the links usually prefetched."""
+        wanted = {s for s in sourced_ids if isinstance(s, str)}
+        if not wanted:
+            return set()
+        if kind in {"academicSession", "course"}:
+            model = AcademicSession if kind == "academicSession" else CatalogCourse
+            return set(model.objects.filter(district=self.district, sourced_id__in=wanted)
+                       .values_list("sourced_id", flat=True))
+        # An org record is a school, or the district itself (linked as kind "district").
+        kinds = [Kind.ORG, Kind.DISTRICT] if kind == Kind.ORG else [kind]
+        linked: dict[str, tuple[str, int]] = {}
+        for link_kind in kinds:
+            self.prefetch(link_kind, wanted)
+            for s in wanted:
+                link = self._links.get((link_kind, s))
+                if link is not None:
+                    linked.setdefault(s, (link_kind, link.object_id))
+        present: set[tuple[str, int]] = set()
+        for link_kind in kinds:
+            pks = {pk for k, pk in linked.values() if k == link_kind}
+            if not pks:
+                continue
+            if link_kind == Kind.DISTRICT:
+                rows = [pk for pk in pks if pk == self.district.pk]
+            else:
+                rows = (User.objects if link_kind == Kind.USER else self._candidates(link_kind)).filter(
+                    pk__in=pks).values_list("pk", flat=True)
+            present |= {(link_kind, pk) for pk in rows}
+        return {s for s, key in linked.items() if key in present}
 
     def upsert(self, kind: str, sourced_id: str, rec: dict):
         """The one write path of a OneRoster record (REST PUT and CSV import): atomic, idempotent."""

@@ -9,7 +9,9 @@ logs either: this module logs resource names, offsets and status codes only. HTT
 applying records (benchmarks/sis_sync.py reports both).
 
 Paging follows OneRoster 1.2 (REST binding, section 3.4): `limit`/`offset`, the total in `X-Total-Count`, the
-next page in a `Link: <...>; rel="next"` header; deltas use `filter=dateLastModified>'<ISO 8601>'`.
+next page in a `Link: <...>; rel="next"` header; deltas use `filter=dateLastModified>'<ISO 8601>'`. A SIS may
+serve fewer records than asked for (many cap `limit`, often at 100), so without a total or a next link a short
+page is no end: the collection ends at the first empty page.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def _http_date(response: httpx2.Response) -> dt.datetime | None:
         return None
 
 
-def _next_offset(response: httpx2.Response, offset: int, count: int, limit: int, total: int | None) -> int | None:
+def _next_offset(response: httpx2.Response, offset: int, count: int, total: int | None) -> int | None:
     nxt = response.links.get("next")
     if nxt and nxt.get("url"):
         values = parse_qs(urlsplit(nxt["url"]).query).get("offset")
@@ -66,7 +68,21 @@ def _next_offset(response: httpx2.Response, offset: int, count: int, limit: int,
         return None
     if total is not None:
         return offset + count if offset + count < total else None
-    return offset + count if count >= limit else None
+    return offset + count  # a short page may be the SIS's own cap on `limit`: only an empty page ends
+
+
+def _token_failure(exc: Exception) -> tuple[SisError, httpx2.Response | None]:
+    """What a failed token request means, never quoting the request (it holds the secret): the error, and the
+    response to honour a Retry-After from."""
+    if isinstance(exc, OAuthError):
+        # The error code only (invalid_client, invalid_scope).
+        return SisError(f"The SIS's token endpoint refused Aula's client credentials ({exc.error}).",
+                        transient=False), None
+    if isinstance(exc, httpx2.HTTPStatusError):
+        status = exc.response.status_code
+        return SisError(f"The SIS's token endpoint answered HTTP {status}.",
+                        transient=status in RETRY_STATUSES), exc.response
+    return SisError(f"The SIS's token endpoint cannot be reached ({type(exc).__name__}).", transient=True), None
 
 
 def filter_since(moment: dt.datetime) -> str:
@@ -110,30 +126,26 @@ class OneRosterClient:
                 self.token_fetches += 1
                 self.http.fetch_token(self.token_url, grant_type="client_credentials")
                 return
-            except OAuthError as exc:
-                # The error code only (invalid_client, invalid_scope): never the request, which holds the secret.
-                raise SisError(f"The SIS's token endpoint refused Aula's client credentials ({exc.error}).",
-                               transient=False) from None
-            except httpx2.HTTPStatusError as exc:
-                status = exc.response.status_code
-                if status not in RETRY_STATUSES or attempt == self.retries:
-                    raise SisError(f"The SIS's token endpoint answered HTTP {status}.",
-                                   transient=status in RETRY_STATUSES) from None
-                self._wait(attempt, exc.response)
-            except (httpx2.TransportError, ValueError) as exc:
-                if attempt == self.retries:
-                    raise SisError(f"The SIS's token endpoint cannot be reached ({type(exc).__name__}).",
-                                   transient=True) from None
-                self._wait(attempt, None)
+            except (OAuthError, httpx2.HTTPStatusError, httpx2.TransportError, ValueError) as exc:
+                failure, response = _token_failure(exc)
+                if not failure.transient or attempt == self.retries:
+                    raise failure from None
+                self._wait(attempt, response)
+
+    def _ensure_token(self) -> None:
+        """A token, fetched again once it is about to expire. Authlib would refresh it inside `http.get`, where
+        its errors are not ours to retry and map; here they go through `fetch_token` like the first fetch."""
+        token = self.http.token
+        if not token or token.is_expired(leeway=self.http.leeway):
+            self.fetch_token()
 
     def get(self, path: str, params: dict) -> httpx2.Response:
         """GET with the bearer token: a 401 fetches a new token once; 429/5xx and network errors are retried
-        with exponential backoff (Retry-After honoured, capped)."""
-        if not self.http.token:
-            self.fetch_token()
+        with exponential backoff (Retry-After honoured, capped). Every failure is a SisError."""
         refreshed = False
         attempt = 0
         while True:
+            self._ensure_token()
             response = None
             try:
                 self.requests += 1
@@ -142,6 +154,16 @@ class OneRosterClient:
                 if attempt >= self.retries:
                     raise SisError(f"The SIS cannot be reached ({type(exc).__name__}) at {path}.",
                                    transient=True) from None
+            except (OAuthError, httpx2.HTTPStatusError, ValueError) as exc:
+                # Authlib refreshed the token itself after all: it expired between the check and the request, or
+                # the SIS issues tokens that live less than the leeway.
+                failure, token_response = _token_failure(exc)
+                if not failure.transient or attempt >= self.retries:
+                    raise failure from None
+                log.info("sis: retrying %s (attempt %d, token endpoint)", path, attempt + 1)
+                self._wait(attempt, token_response)
+                attempt += 1
+                continue
             else:
                 if response.status_code == 401 and not refreshed:
                     refreshed = True
@@ -173,5 +195,5 @@ class OneRosterClient:
         total_header = response.headers.get("x-total-count", "")
         total = int(total_header) if total_header.isdigit() else None
         return Page(records=records, total=total,
-                    next_offset=_next_offset(response, offset, len(records), limit, total),
+                    next_offset=_next_offset(response, offset, len(records), total),
                     server_time=_http_date(response))

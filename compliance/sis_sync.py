@@ -6,6 +6,10 @@ one page per transaction that also moves its checkpoint: a worker killed mid-run
 applying, and the next execution (the sweep's) continues from the checkpoint. Applying a record twice changes
 nothing, so a resumed page or an overlapping delta is harmless. One run per district at a time: a partial unique
 constraint (one pending/running run per connection) and a PostgreSQL advisory lock held while a worker runs it.
+
+A full reconciliation deletes only from a complete listing (paged to its end, its total unchanged) and never
+more than `AULA_SIS_MAX_DELETE_FRACTION` of a resource at once, nor everything from an empty listing: a SIS that
+caps `limit` or answers an empty list by mistake must not take a district's roster with it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import traceback
 from contextlib import contextmanager
 
 from django.conf import settings
@@ -23,6 +28,7 @@ from django.db import connection as db_connection
 from django.utils import timezone
 from rest_framework import serializers
 
+from classrooms.models import User
 from compliance.models import SisConnection, SisRecord, SisRun, SisRunIssue
 from compliance.roster_records import validate_record
 from compliance.rostering import Roster
@@ -42,6 +48,11 @@ RESOURCES = [
 KIND_OF = {path: kind for path, kind, _ in RESOURCES}
 COUNTERS = ("created", "updated", "deleted", "unchanged", "errors")
 LOCK_NAMESPACE = 0x5151  # pg_advisory_lock(namespace, connection id): one runner per SIS connection
+# A full reconciliation may always delete this many rows of a resource, whatever the fraction: a small collection
+# (the terms of a year that ended, one class of three) is no mass deletion.
+DELETE_ALLOWANCE = 10
+RESUME_NOTE = " The next sweep resumes the run from its checkpoint."
+UNEXPECTED_NOTE = "; resumed by the sweep."
 
 
 def _setting(name: str, default):
@@ -66,6 +77,10 @@ def max_attempts() -> int:
     return _setting("AULA_SIS_MAX_ATTEMPTS", 5)
 
 
+def max_delete_fraction() -> float:
+    return _setting("AULA_SIS_MAX_DELETE_FRACTION", 0.2)
+
+
 def client_for(connection: SisConnection, **options) -> OneRosterClient:
     return OneRosterClient(base_url=connection.base_url, token_url=connection.token_url,
                            client_id=connection.client_id, client_secret=connection.client_secret.reveal(),
@@ -74,9 +89,22 @@ def client_for(connection: SisConnection, **options) -> OneRosterClient:
 
 # --- starting runs -------------------------------------------------------------------------------------------
 
-def sis_connection_save(*, connection: SisConnection) -> SisConnection:
-    connection.full_clean()
-    connection.save()
+def sis_connection_save(*, connection: SisConnection, actor: User | None = None) -> SisConnection:
+    """Create or update a district's SIS connection (the admin's one write path; audited by auditlog, the
+    secret excluded). A connection stays with its district. Pointed at another rostering service, it forgets
+    the digests of what the old one sent, so the next run applies every record afresh instead of counting
+    the new SIS's records "unchanged"."""
+    with transaction.atomic():
+        connection.full_clean()
+        before = (SisConnection.objects.select_for_update().filter(pk=connection.pk)
+                  .values("district_id", "base_url").first() if connection.pk else None)
+        if before is not None and before["district_id"] != connection.district_id:
+            raise ValidationError({"district": "A SIS connection cannot move to another district."})
+        connection.save()
+        if before is not None and before["base_url"].rstrip("/") != connection.base_url.rstrip("/"):
+            SisRecord.objects.filter(connection=connection).delete()
+    log.info("sis connection saved: connection=%s district=%s actor=%s", connection.pk, connection.district_id,
+             actor.pk if actor else None)
     return connection
 
 
@@ -94,10 +122,12 @@ def sis_sync_request(*, connection: SisConnection, mode: str, requested_by: str 
     return run
 
 
-def _enqueue(run_id: int) -> None:
+def _enqueue(run_id: int, attempts: int = 0) -> None:
+    """Queue an execution of the run as it is now (`attempts`): if another execution starts or resumes it first,
+    this one finds a higher count and does nothing (the sweep queues a stale run at every tick)."""
     from compliance import tasks
 
-    transaction.on_commit(lambda: tasks.sis_run_execute.delay(run_id))
+    transaction.on_commit(lambda: tasks.sis_run_execute.delay(run_id, attempts))
 
 
 def sis_sync_sweep(*, now: dt.datetime | None = None) -> list[int]:
@@ -108,7 +138,7 @@ def sis_sync_sweep(*, now: dt.datetime | None = None) -> list[int]:
     for run in SisRun.objects.filter(status__in=[SisRun.Status.PENDING, SisRun.Status.RUNNING],
                                      connection__enabled=True):
         if (run.heartbeat_at or run.created_at) <= now - stale_after():
-            _enqueue(run.pk)
+            _enqueue(run.pk, run.attempts)
             queued.append(run.pk)
     for connection in SisConnection.objects.filter(enabled=True).exclude(
             runs__status__in=[SisRun.Status.PENDING, SisRun.Status.RUNNING]):
@@ -134,9 +164,10 @@ def _runner_lock(connection_id: int):
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, connection_id])
 
 
-def sis_run_execute(*, run_id: int, client: OneRosterClient | None = None) -> SisRun | None:
-    """Run or resume a run from its checkpoint. Returns None when the run is gone, finished, or another worker
-    holds it. Safe to call twice."""
+def sis_run_execute(*, run_id: int, client: OneRosterClient | None = None,
+                    attempts: int | None = None) -> SisRun | None:
+    """Run or resume a run from its checkpoint. Returns None when the run is gone, finished, another worker
+    holds it, or (given the `attempts` it was queued at) another execution started it since. Safe to call twice."""
     run = SisRun.objects.select_related("connection__district").filter(pk=run_id).first()
     if run is None or run.status in {SisRun.Status.DONE, SisRun.Status.FAILED}:
         return None
@@ -146,8 +177,13 @@ def sis_run_execute(*, run_id: int, client: OneRosterClient | None = None) -> Si
         run.refresh_from_db()
         if run.status in {SisRun.Status.DONE, SisRun.Status.FAILED}:
             return None
+        if attempts is not None and run.attempts != attempts:
+            return None  # a duplicate: queued before another execution (re)started the run
         if run.attempts >= max_attempts():
-            return _finish(run, SisRun.Status.FAILED, "Stopped after too many attempts; see the errors above.")
+            last = run.error.removesuffix(RESUME_NOTE).removesuffix(UNEXPECTED_NOTE) or (
+                "none recorded (the worker stopped without one, e.g. it was killed)")
+            return _finish(run, SisRun.Status.FAILED,
+                           f"Stopped after {run.attempts} attempts. Last error: {last.rstrip('.')}.")
         run.attempts += 1
         run.status = SisRun.Status.RUNNING
         run.started_at = run.started_at or timezone.now()
@@ -159,8 +195,9 @@ def sis_run_execute(*, run_id: int, client: OneRosterClient | None = None) -> Si
             run.watermark = previous.server_started_at - delta_overlap() if previous else None
         run.save()
         own_client = client is None
-        client = client or client_for(run.connection)
         try:
+            if own_client:
+                client = client_for(run.connection)
             _pull(run, client)
             if run.mode == SisRun.Mode.FULL:
                 _reconcile(run)
@@ -168,11 +205,23 @@ def sis_run_execute(*, run_id: int, client: OneRosterClient | None = None) -> Si
             log.warning("sis: run %s stopped: %s", run.pk, exc)
             if not exc.transient:
                 return _finish(run, SisRun.Status.FAILED, str(exc))
-            run.error = f"{exc} The next sweep resumes the run from its checkpoint."
+            run.error = f"{exc}{RESUME_NOTE}"
             run.save(update_fields=["error"])
             return run
+        except Exception as exc:
+            # A defect, or a failure nobody foresaw: never leave the run without a reason. The run keeps its
+            # checkpoint for the sweep; the log gets where it happened, never the exception's message (a database
+            # error or a KeyError may quote a record: an email, a name).
+            log.error("sis: run %s stopped by an unexpected %s (message withheld), at:\n%s", run.pk,
+                      type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
+            run.error = f"Unexpected {type(exc).__name__}{UNEXPECTED_NOTE}"
+            try:
+                run.save(update_fields=["error"])
+            except Exception as failed:  # the database itself failed: the log has it
+                log.error("sis: run %s: the reason could not be stored (%s)", run.pk, type(failed).__name__)
+            return run
         finally:
-            if own_client:
+            if own_client and client is not None:
                 client.close()
         return _finish(run, SisRun.Status.DONE, "")
 
@@ -211,8 +260,15 @@ def _pull(run: SisRun, client: OneRosterClient) -> None:
         total = checkpoint.get("total") if same else None
         unstable = list(checkpoint.get("unstable", []))
         _counter(run, path)
+        previous_ids = None
         while True:
             page = client.page(path, key, offset=offset, limit=limit, since=run.watermark)
+            # Without a total Aula pages until an empty page: a SIS that ignores `offset` would never send one.
+            page_ids = [r.get("sourcedId") for r in page.records if isinstance(r, dict)]
+            if page_ids == previous_ids and any(isinstance(i, str) for i in page_ids):
+                raise SisError(f"The SIS sent the same page of {path} again at offset {offset} (does it ignore "
+                               "`offset`?).", transient=False)
+            previous_ids = page_ids
             if run.server_started_at is None:
                 run.server_started_at = page.server_time or timezone.now()
             if total is None:
@@ -288,6 +344,9 @@ def _apply_page(run: SisRun, roster: Roster, resource: str, kind: str, records: 
     if kind in {"org", "class", "user", "enrollment"}:
         for link_kind, sourced_ids in _refs(records, kind).items():
             roster.prefetch(link_kind, sourced_ids)
+    # "Unchanged" also needs Aula to still hold what it applied: a row deleted in Aula, or its link, is applied
+    # again even though the SIS sends the same record.
+    held = roster.held(kind, [sid for sid in ids if sid in known])
     seen: dict[str, str] = {}
     if kind == "user":
         # A guardian names their children in `agents`: people without agents first within the page.
@@ -303,7 +362,7 @@ def _apply_page(run: SisRun, roster: Roster, resource: str, kind: str, records: 
             continue
         digest = _digest(raw)
         seen[sourced_id] = digest
-        if known.get(sourced_id) == digest:
+        if known.get(sourced_id) == digest and sourced_id in held:
             # Exactly what Aula applied last time (an overlapping delta, a rerun): nothing to do.
             counts["unchanged"] += 1
             continue
@@ -341,7 +400,8 @@ def _apply_page(run: SisRun, roster: Roster, resource: str, kind: str, records: 
 
 def _reconcile(run: SisRun) -> None:
     """Full reconciliation: what this district's roster holds but the SIS no longer lists is deleted (as a
-    tombstone would), dependants first. Resources whose list changed while paging are left alone."""
+    tombstone would), dependants first. Resources whose list changed while paging are left alone, and so are
+    resources the SIS listed none of, or would lose more than the allowed fraction of (`_too_many`)."""
     roster = Roster(run.connection.district)
     unstable = set((run.checkpoint or {}).get("unstable", []))
     for path, kind, _ in reversed(RESOURCES):
@@ -353,6 +413,13 @@ def _reconcile(run: SisRun) -> None:
                 run.save(update_fields=["counts", "issue_count"])
             continue
         seen = SisRecord.objects.filter(connection=run.connection, resource=path, last_seen_run=run)
+        refusal = _too_many(roster, path, kind, seen)
+        if refusal:
+            log.warning("sis: run %s: %s not reconciled (mass deletion guard)", run.pk, path)
+            with transaction.atomic():
+                _issue(run, SisRunIssue.Kind.RUN, path, "", refusal)
+                run.save(update_fields=["counts", "issue_count"])
+            continue
         vanished = list(roster.sourced_ids(kind).exclude(sourced_id__in=seen.values("sourced_id")))
         with transaction.atomic():
             for sourced_id in vanished:
@@ -371,3 +438,26 @@ def _reconcile(run: SisRun) -> None:
             SisRecord.objects.filter(connection=run.connection, resource=path,
                                      sourced_id__in=vanished).update(digest="")
             run.save(update_fields=["counts", "issue_count"])
+
+
+def _too_many(roster: Roster, path: str, kind: str, seen) -> str:
+    """Why the deletions a full reconciliation would make of one resource are refused (empty: they are not).
+    A listing that ended early (a SIS capping `limit`, an outage answered with an empty list) looks exactly like
+    a district that lost most of its records; a real mass removal is rare and can be let through on purpose."""
+    live = roster.sourced_ids(kind, live=True)
+    doomed = live.exclude(sourced_id__in=seen.values("sourced_id")).count()
+    if not doomed:
+        return ""
+    held = live.count()
+    if not seen.exists():
+        return (f"Not reconciled: the SIS listed no {path} while Aula holds {held} from rostering; an empty "
+                f"listing never deletes. If the SIS really has none any more, have it send them with status "
+                f"tobedeleted.")
+    fraction = max_delete_fraction()
+    if doomed > DELETE_ALLOWANCE and doomed > held * fraction:
+        return (f"Not reconciled: the SIS no longer lists {doomed} of the {held} {path} Aula holds from "
+                f"rostering ({doomed / held:.0%}), more than AULA_SIS_MAX_DELETE_FRACTION ({fraction:g}) allows in "
+                f"one run; nothing was deleted. Check that the SIS lists everything (its page size, its filters). "
+                f"If these really are gone, raise AULA_SIS_MAX_DELETE_FRACTION (1 turns this check off) and run "
+                f"a full reconciliation again.")
+    return ""

@@ -25,11 +25,12 @@ def district_dispose(certificate_id: int) -> None:
 
 
 @shared_task(ignore_result=True, acks_late=True)
-def sis_run_execute(run_id: int) -> None:
-    """Run or resume one SIS sync run from its checkpoint (a no-op when it is finished or another worker has it)."""
+def sis_run_execute(run_id: int, attempts: int | None = None) -> None:
+    """Run or resume one SIS sync run from its checkpoint (a no-op when it is finished, another worker has it, or
+    another execution started it after this one was queued at `attempts`)."""
     from compliance import sis_sync
 
-    sis_sync.sis_run_execute(run_id=run_id)
+    sis_sync.sis_run_execute(run_id=run_id, attempts=attempts)
 
 
 @shared_task(ignore_result=True)

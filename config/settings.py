@@ -339,6 +339,11 @@ AULA_SIS_MAX_ATTEMPTS = _int("AULA_SIS_MAX_ATTEMPTS", 5, minimum=1)
 # Per-record problems kept per run (the rest are counted).
 AULA_SIS_ISSUES_PER_RUN = _int("AULA_SIS_ISSUES_PER_RUN", 1000, minimum=0)
 AULA_SIS_TIMEOUT_SECONDS = _int("AULA_SIS_TIMEOUT_SECONDS", 30, minimum=1)
+# A full reconciliation deletes at most this fraction of a resource's rostered rows in one run (beyond 10 rows);
+# more is reported and left alone, since an incomplete listing looks the same (1: no limit).
+AULA_SIS_MAX_DELETE_FRACTION = env.float("AULA_SIS_MAX_DELETE_FRACTION", default=0.2)
+if not 0 <= AULA_SIS_MAX_DELETE_FRACTION <= 1:
+    raise ImproperlyConfigured(f"AULA_SIS_MAX_DELETE_FRACTION={AULA_SIS_MAX_DELETE_FRACTION} is not between 0 and 1")
 AULA_SIS_SWEEP_SECONDS = _int("AULA_SIS_SWEEP_SECONDS", 60, minimum=10)
 
 # Routing by task name, in one place (the task `queue=` attribute is deprecated in Celery 5).
@@ -643,6 +648,7 @@ AUDITLOG_INCLUDE_TRACKING_MODELS = (
     "classrooms.Enrollment",
     "classrooms.LiveSession",
     "compliance.DistrictAPIClient",
+    {"model": "compliance.SisConnection", "exclude_fields": ["client_secret"]},
     "compliance.ParentalConsent",
     "compliance.SchoolAuthorization",
     "exams.Exam",

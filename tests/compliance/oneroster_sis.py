@@ -2,8 +2,10 @@
 OneRoster 1.2 rostering collections behind an OAuth2 client-credentials token endpoint.
 
 It pages with limit/offset (X-Total-Count, Link rel="next"), filters on dateLastModified, and lets a test change
-records between syncs, inject malformed records, answer 429/500, revoke tokens, and hold a request until the
-test has killed the worker that made it.
+records between syncs, inject malformed records, answer 429/500, revoke tokens, fail the token endpoint, and hold
+a request until the test has killed the worker that made it. It can also behave like the SISes Aula must survive:
+one that caps `limit` and sends neither a total nor a next link (`max_limit`, `totals`, `links`), one that answers
+a collection with an empty list (`empty`), one that ignores `offset`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ class OneRosterSIS:
         self.holds: dict[tuple[str, int], tuple[threading.Event, threading.Event]] = {}
         self.lock = threading.Lock()
         self.clock_skew = dt.timedelta(0)
+        self.max_limit: int | None = None  # the SIS serves at most this many records a page, whatever Aula asks
+        self.totals = True  # send X-Total-Count
+        self.links = True  # send Link rel="next"
+        self.ignore_offset = False  # always the first page
+        self.empty: set[str] = set()  # collections answered with an empty list (200)
+        self.token_faults: list[Fault] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -115,6 +123,14 @@ class OneRosterSIS:
         with self.lock:
             self.faults.append(Fault(status, times, collection, offset, retry_after))
 
+    def fail_token(self, status: int, *, times: int = 1, after: int = 0, error: str | None = None) -> None:
+        """The token endpoint answers `status` `times` times once it has issued `after` more tokens; with `error`,
+        an OAuth2 error body ({"error": ...}), else a body that is not a token (a gateway's page)."""
+        with self.lock:
+            fault = Fault(status, times, None, None, None)
+            fault.after, fault.error = self.token_requests + after, error
+            self.token_faults.append(fault)
+
     def revoke_tokens(self) -> None:
         with self.lock:
             self.tokens.clear()
@@ -164,6 +180,11 @@ class OneRosterSIS:
                     return self._send(404, {"error": "not_found"})
                 with sis.lock:
                     sis.token_requests += 1
+                    fault = next((f for f in sis.token_faults if f.times > 0 and sis.token_requests > f.after), None)
+                    if fault is not None:
+                        fault.times -= 1
+                if fault is not None:
+                    return self._send(fault.status, {"error": fault.error} if fault.error else {"oops": "gateway"})
                 client_id, client_secret = form.get("client_id", [""])[0], form.get("client_secret", [""])[0]
                 auth = self.headers.get("Authorization", "")
                 if auth.startswith("Basic "):
@@ -188,6 +209,9 @@ class OneRosterSIS:
                     offset, limit = int(params.get("offset", 0)), int(params.get("limit", 100))
                 except ValueError:
                     return self._send(400, {"error": "invalid paging"})
+                limit = min(limit, sis.max_limit or limit)
+                if sis.ignore_offset:
+                    offset = 0
                 entry = {"collection": collection, "params": params, "status": 200}
                 sis.requests.append(entry)
                 hold = sis.holds.get((collection, offset))
@@ -218,10 +242,12 @@ class OneRosterSIS:
                     if since is not None:
                         rows = [r for r in rows if r["dateLastModified"] > since]
                     rows = rows + list(sis.extra[collection])
+                if collection in sis.empty:
+                    rows = []
                 total = len(rows)
                 page = rows[offset:offset + limit]
-                headers = {"X-Total-Count": str(total)}
-                if offset + limit < total:
+                headers = {"X-Total-Count": str(total)} if sis.totals else {}
+                if offset + limit < total and sis.links:
                     nxt = urlencode({**params, "offset": offset + limit})
                     headers["Link"] = f'<{sis.base_url}/{collection}?{nxt}>; rel="next"'
                 return self._send(200, {collection: page}, headers)

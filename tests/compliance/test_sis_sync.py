@@ -27,6 +27,7 @@ from compliance.models import (
     RosterCsvImport,
     RosterLink,
     SisConnection,
+    SisRecord,
     SisRun,
     SisRunIssue,
 )
@@ -211,6 +212,72 @@ def test_full_reconciliation_deletes_what_the_sis_no_longer_lists(world, sis, co
     assert total(sync(conn, SisRun.Mode.FULL), "deleted") == 0
 
 
+def test_a_sis_that_caps_limit_and_sends_no_total_is_read_to_the_end(world, sis, conn):
+    roster = district_roster(users=60)
+    sis.load(roster)
+    assert sync(conn).status == SisRun.Status.DONE
+    # Aula asks for 50 a page; this SIS serves 20 at most, with neither X-Total-Count nor a next link.
+    sis.max_limit, sis.totals, sis.links = 20, False, False
+    sis.requests.clear()
+    run = sync(conn, SisRun.Mode.FULL)
+    assert run.status == SisRun.Status.DONE, run.error
+    assert [int(r["params"]["offset"]) for r in sis.collection_requests("users")] == [0, 20, 40, 60]
+    assert run.counts["users"]["unchanged"] == 60 and run.counts["enrollments"]["unchanged"] == len(
+        roster["enrollments"])
+    assert total(run, "deleted") == 0
+    assert active_enrollments(world.district) == expected_enrollments(roster)
+
+
+def test_a_sis_that_ignores_offset_fails_the_run_instead_of_paging_forever(world, sis, conn):
+    sis.load(district_roster(users=60))
+    sis.max_limit, sis.totals, sis.links, sis.ignore_offset = 20, False, False, True
+    run = sync(conn, SisRun.Mode.FULL)
+    assert run.status == SisRun.Status.FAILED and "same page of orgs" in run.error
+    assert total(run, "deleted") == 0
+
+
+def test_a_full_reconciliation_never_deletes_a_large_part_of_a_collection(world, sis, conn, settings):
+    roster = district_roster(users=60)
+    sis.load(roster)
+    sync(conn)
+    for person in roster["users"][10:40]:  # half the people: a listing that ended early looks like this
+        sis.remove("users", person["sourcedId"])
+    run = sync(conn, SisRun.Mode.FULL)
+    assert run.status == SisRun.Status.DONE, run.error
+    assert run.counts["users"]["deleted"] == 0
+    refusal = run.issues.get(kind=SisRunIssue.Kind.RUN, resource="users").message
+    assert "30 of the 60 users" in refusal and "AULA_SIS_MAX_DELETE_FRACTION" in refusal
+    gone = linked(world.district, "user", roster["users"][10]["sourcedId"])
+    assert Membership.objects.filter(user=gone, institution__district=world.district, is_active=True).exists()
+    # A few are deleted as usual (within the allowance); the guard is per collection.
+    sis.remove("enrollments", "e-2-0")
+    assert sync(conn, SisRun.Mode.FULL).counts["enrollments"]["deleted"] == 1
+    # An operator who has checked the SIS raises the limit: the next full reconciliation deletes them.
+    settings.AULA_SIS_MAX_DELETE_FRACTION = 1
+    run = sync(conn, SisRun.Mode.FULL)
+    assert run.counts["users"]["deleted"] == 30
+    assert not Membership.objects.filter(user=gone, institution__district=world.district, is_active=True).exists()
+    # Those already deleted are not counted again: a later reconciliation runs with the default guard.
+    settings.AULA_SIS_MAX_DELETE_FRACTION = 0.2
+    again = sync(conn, SisRun.Mode.FULL)
+    assert not again.issues.filter(kind=SisRunIssue.Kind.RUN).exists() and total(again, "deleted") == 0
+
+
+def test_an_empty_listing_never_deletes(world, sis, conn, settings):
+    settings.AULA_SIS_MAX_DELETE_FRACTION = 1  # even with no fraction limit
+    roster = district_roster(users=60)
+    sis.load(roster)
+    sync(conn)
+    sis.empty = {"enrollments", "academicSessions"}  # a 200 with an empty list
+    run = sync(conn, SisRun.Mode.FULL)
+    assert run.status == SisRun.Status.DONE, run.error
+    assert run.counts["enrollments"]["deleted"] == run.counts["academicSessions"]["deleted"] == 0
+    refusals = {i.resource: i.message for i in run.issues.filter(kind=SisRunIssue.Kind.RUN)}
+    assert "listed no enrollments" in refusals["enrollments"] and "academicSessions" in refusals
+    assert active_enrollments(world.district) == expected_enrollments(roster)
+    assert not AcademicSession.objects.filter(district=world.district, status="tobedeleted").exists()
+
+
 def test_a_record_that_comes_back_is_restored(world, sis, conn):
     roster = district_roster(users=60)
     sis.load(roster)
@@ -379,6 +446,97 @@ def test_an_expired_token_is_fetched_again(world, sis):
     client.close()
 
 
+@pytest.mark.parametrize("status, error, after, outcome, reason", [
+    # Aula's own refresh before a request fails (a gateway's 503 page), then Authlib's inside the request.
+    (503, None, 2, SisRun.Status.RUNNING, "token endpoint answered HTTP 503"),
+    (401, "invalid_client", 3, SisRun.Status.FAILED, "(invalid_client)"),
+])
+def test_a_token_refresh_that_fails_mid_run_stops_it_with_the_reason(world, sis, conn, status, error, after,
+                                                                     outcome, reason):
+    sis.load(district_roster(users=60))
+    # Tokens live 1 s, less than the 60 s Authlib and Aula allow for: each request is preceded by a fetch in
+    # Aula's client, then another inside Authlib's request. The first request (orgs) takes tokens 1 and 2.
+    sis.token_ttl = 1
+    sis.fail_token(status, times=100, after=after, error=error)
+    run = sync(conn, retries=1)
+    assert run.status == outcome and reason in run.error, run.error
+    assert sis.client_secret not in run.error
+    assert run.checkpoint["resource"] == "academicSessions"  # the page read before the failure is kept
+    if outcome == SisRun.Status.RUNNING:
+        sis.token_faults.clear()
+        sis_sync.sis_run_execute(run_id=run.pk, client=sis_sync.client_for(conn, backoff=0))
+        run.refresh_from_db()
+        assert run.status == SisRun.Status.DONE and run.counts["users"]["created"] == 60
+
+
+def test_an_unexpected_error_stops_the_run_with_a_reason_and_no_personal_data(world, sis, conn, monkeypatch,
+                                                                              caplog):
+    roster = district_roster(users=60)
+    sis.load(roster)
+    apply_page = sis_sync._apply_page
+
+    def broken(run, roster_, resource, kind, records):
+        if resource == "users":
+            raise KeyError(records[3]["email"])
+        return apply_page(run, roster_, resource, kind, records)
+
+    monkeypatch.setattr(sis_sync, "_apply_page", broken)
+    caplog.set_level(logging.INFO)
+    run = sync(conn)
+    assert run.status == SisRun.Status.RUNNING
+    assert run.error == "Unexpected KeyError; resumed by the sweep."
+    assert run.checkpoint["resource"] == "users" and run.counts.get("users", {}).get("created", 0) == 0
+    assert "KeyError" in caplog.text and "@sis.test" not in caplog.text
+    monkeypatch.setattr(sis_sync, "_apply_page", apply_page)
+    sis_sync.sis_run_execute(run_id=run.pk, client=sis_sync.client_for(conn, backoff=0))
+    run.refresh_from_db()
+    assert run.status == SisRun.Status.DONE and run.error == "" and run.counts["users"]["created"] == 60
+
+
+def test_a_run_stopped_after_its_attempts_keeps_the_last_reason(world, sis, conn, settings):
+    settings.AULA_SIS_MAX_ATTEMPTS = 2
+    sis.load(district_roster(users=20))
+    sis.fail(500, times=1000, collection="users")
+    run = sync(conn, retries=0)
+    for _ in range(2):
+        assert run.status == SisRun.Status.RUNNING and "HTTP 500" in run.error
+        sis_sync.sis_run_execute(run_id=run.pk, client=sis_sync.client_for(conn, backoff=0, retries=0))
+        run.refresh_from_db()
+    assert run.status == SisRun.Status.FAILED and run.attempts == 2
+    assert run.error == "Stopped after 2 attempts. Last error: The SIS answered HTTP 500 at users."
+
+
+def test_a_duplicate_queued_execution_does_nothing(world, sis, conn, monkeypatch,
+                                                   django_capture_on_commit_callbacks):
+    from compliance import tasks
+
+    queued = []
+    monkeypatch.setattr(tasks.sis_run_execute, "delay", lambda *args: queued.append(args))
+    sis.load(district_roster(users=20))
+    sis.fail(500, times=1000, collection="users")
+    with django_capture_on_commit_callbacks(execute=True):
+        run = sis_sync.sis_sync_request(connection=conn, mode=SisRun.Mode.DELTA)
+    assert queued == [(run.pk, 0)]
+
+    def execute(attempts):
+        return sis_sync.sis_run_execute(run_id=run.pk, attempts=attempts,
+                                        client=sis_sync.client_for(conn, backoff=0, retries=0))
+
+    assert execute(0) is not None
+    # The bulk queue is busy: the sweep queues the stale run at every tick, and the copies pile up.
+    later = timezone.now() + dt.timedelta(hours=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        sis_sync.sis_sync_sweep(now=later)
+        sis_sync.sis_sync_sweep(now=later)
+    assert queued[1:] == [(run.pk, 1), (run.pk, 1)]
+    requests = len(sis.requests)
+    assert execute(1) is not None
+    assert execute(1) is None and execute(0) is None  # the other copies: already resumed
+    run.refresh_from_db()
+    assert run.attempts == 2 and run.status == SisRun.Status.RUNNING
+    assert len(sis.requests) == requests + 1  # the users page, once
+
+
 def test_wrong_credentials_fail_the_run_without_revealing_them(world, sis, conn):
     conn.client_secret = "wrong-secret-value"
     sis_sync.sis_connection_save(connection=conn)
@@ -431,6 +589,57 @@ def test_a_killed_worker_s_run_is_resumed_by_the_sweep(tmp_path, sis):
     assert active_enrollments(world.district) == expected_enrollments(roster)
     users_offsets = [int(r["params"]["offset"]) for r in sis.collection_requests("users")]
     assert users_offsets == [0, 50, 100, 100]  # the killed page again, then on: nothing read twice but it
+
+
+# --- what Aula still holds, re-pointing a connection ----------------------------------------------------------------
+
+
+def test_an_unchanged_record_is_applied_again_when_aula_lost_its_row_or_link(world, sis, conn):
+    roster = district_roster(users=60)
+    sis.load(roster)
+    sync(conn)
+    RosterLink.objects.get(district=world.district, kind="user", sourced_id="u-3").delete()
+    AcademicSession.objects.get(district=world.district, sourced_id="term-1").delete()
+    linked(world.district, "enrollment", "e-4-0").delete()  # the row, its link left behind
+    run = sync(conn, SisRun.Mode.FULL)
+    assert run.status == SisRun.Status.DONE, run.error
+    assert run.counts["users"]["updated"] == 1 and run.counts["users"]["unchanged"] == 59
+    assert run.counts["academicSessions"]["created"] == 1
+    assert run.counts["enrollments"]["created"] == 1
+    assert linked(world.district, "user", "u-3").email == "u-3@sis.test"
+    assert AcademicSession.objects.filter(district=world.district, sourced_id="term-1").exists()
+    assert active_enrollments(world.district) == expected_enrollments(roster)
+    assert total(sync(conn, SisRun.Mode.FULL), "unchanged") == total(run, "unchanged") + 3
+
+
+def test_re_pointing_a_connection_forgets_the_old_sis_digests(world, sis, conn):
+    roster = district_roster(users=20)
+    sis.load(roster)
+    sync(conn)
+    conn.client_secret = sis.client_secret  # other changes keep them
+    sis_sync.sis_connection_save(connection=conn)
+    assert SisRecord.objects.filter(connection=conn).exists()
+    other = OneRosterSIS().start()
+    try:
+        other.load(roster)
+        conn.base_url, conn.token_url = other.base_url, other.token_url
+        conn.client_id, conn.client_secret = other.client_id, other.client_secret
+        sis_sync.sis_connection_save(connection=conn)
+        assert not SisRecord.objects.filter(connection=conn).exists()
+        run = sync(conn, SisRun.Mode.FULL)
+        assert run.status == SisRun.Status.DONE, run.error
+        assert run.counts["users"]["updated"] == 20 and total(run, "unchanged") == 0
+    finally:
+        other.stop()
+
+
+def test_a_connection_stays_with_its_district(world, sis, conn):
+    from django.core.exceptions import ValidationError
+
+    conn.district = world.other_district
+    with pytest.raises(ValidationError):
+        sis_sync.sis_connection_save(connection=conn)
+    assert SisConnection.objects.get(pk=conn.pk).district == world.district
 
 
 # --- the credential, the schedule, other districts --------------------------------------------------------------
@@ -540,6 +749,27 @@ def test_admin_connection_secret_is_write_only(client, world, sis, operator):
     conn.refresh_from_db()
     assert conn.client_secret.reveal() == "second-secret"
     assert "second-secret" not in client.get("/admin/compliance/sisconnection/").content.decode()
+
+
+def test_admin_connection_district_is_read_only_and_changes_are_audited(client, world, sis, operator):
+    from auditlog.models import LogEntry
+
+    form = {"district": world.district.pk, "base_url": sis.base_url, "token_url": sis.token_url,
+            "client_id": "aula", "client_secret": "audited-secret-value", "scope": "", "sync_interval": "01:00:00",
+            "page_size": 100, "enabled": "on"}
+    assert client.post("/admin/compliance/sisconnection/add/", form).status_code == 302
+    conn = SisConnection.objects.get(district=world.district)
+    response = client.post(f"/admin/compliance/sisconnection/{conn.pk}/change/", {
+        **form, "district": world.other_district.pk, "client_secret": "another-secret-value", "page_size": 300})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    conn.refresh_from_db()
+    assert conn.district == world.district and conn.page_size == 300
+    entries = LogEntry.objects.get_for_object(conn).order_by("pk")
+    assert [e.action for e in entries] == [LogEntry.Action.CREATE, LogEntry.Action.UPDATE]
+    assert all(e.actor == operator for e in entries)
+    assert entries[1].changes_dict["page_size"] == ["100", "300"] and "district" not in entries[1].changes_dict
+    text = "".join(str(e.changes) + e.changes_text for e in entries)
+    assert "client_secret" not in text and "secret-value" not in text
 
 
 def test_admin_actions_queue_runs_and_show_the_report(client, world, sis, conn, operator,

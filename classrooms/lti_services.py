@@ -303,6 +303,12 @@ def person_account(*, platform: LtiPlatform, person: Person, provision_at: Insti
             return None
         email = User.objects.normalize_email(person.email).lower()
         if email and User.objects.filter(email__iexact=email).exists():
+            # A roster sync (or a parallel launch) may have just made this very person: then it is theirs.
+            made = ExternalIdentity.objects.select_related("user").filter(
+                kind=ExternalIdentity.Kind.LTI, issuer=platform.issuer, subject=person.sub,
+                district_id=platform.district_id).first()
+            if made is not None:
+                return made.user
             # An existing account has the address (another district's, staff, or email not trusted): never adopt
             # (or reveal) it; an administrator links the accounts.
             raise LaunchRefused("email_taken", "Your LMS email address is used by another Aula account; ask your "

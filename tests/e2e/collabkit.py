@@ -85,7 +85,9 @@ class CollabSocket:
         sock = cls(name, ws)
         snapshot = asyncio.ensure_future(sock.next("snapshot", timeout=timeout))
         await asyncio.wait([snapshot, sock.closed], return_when=asyncio.FIRST_COMPLETED)
-        if not snapshot.done():
+        # A close wakes the snapshot wait too, which then fails at once: both may be done by now. A socket closed
+        # without a snapshot is a refusal, whichever of the two finished first.
+        if sock.closed.done() and (not snapshot.done() or snapshot.exception() is not None):
             snapshot.cancel()
             await sock.close()
             raise Refused(sock.closed.result())

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import io
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -39,6 +40,9 @@ logger = logging.getLogger("aula.collab")
 
 KINDS = (CollabDocument.Kind.BOARD, CollabDocument.Kind.NOTES)
 CHECKPOINT_EVERY = dt.timedelta(minutes=1)
+# The compactor's tries at the document's row lock, and the pause between them (document_compact).
+COMPACT_LOCK_TRIES = 20
+COMPACT_LOCK_PAUSE_S = 0.05
 EDITED_EVERY = dt.timedelta(seconds=30)  # history slider granularity: one version per minute at most
 
 
@@ -94,37 +98,50 @@ def updates_append(rows: list[tuple[int, int | None, bytes]]) -> list[int]:
 def document_compact(*, document_id: int) -> CollabCheckpoint | None:
     """Fold the document's log into a checkpoint and per-person contributions; delete the folded rows.
 
-    One transaction under the document's row lock (a second compactor skips it): the log rows are deleted only
-    with the checkpoint that holds them, so a crash at any point loses nothing. Safe to run twice."""
+    One transaction under the document's row lock: the log rows are deleted only with the checkpoint that holds
+    them, so a crash at any point loses nothing. Safe to run twice. The lock is tried without waiting, a few times
+    over about a second: on a busy board the appenders hold the row FOR KEY SHARE almost all the time, and a
+    single try could miss every gap (a compactor must not starve); a second compactor just finds nothing left."""
+    for _ in range(COMPACT_LOCK_TRIES):
+        with transaction.atomic():
+            document = CollabDocument.objects.select_for_update(skip_locked=True).filter(pk=document_id).first()
+            if document is not None:
+                return _compact_locked(document)
+        if connection.in_atomic_block or not CollabDocument.objects.filter(pk=document_id).exists():
+            return None  # gone, or called inside a caller's transaction (no sleeping with its locks held)
+        time.sleep(COMPACT_LOCK_PAUSE_S)
+    logger.info("collab compaction skipped: document=%s stayed locked", document_id)
+    return None
+
+
+def _compact_locked(document: CollabDocument) -> CollabCheckpoint | None:
+    """The fold itself, inside document_compact's transaction with the document's row locked."""
     from pycrdt import Doc
 
     from classrooms.collab_attribution import attribute
 
-    with transaction.atomic():
-        document = (CollabDocument.objects.select_for_update(skip_locked=True).filter(pk=document_id).first())
-        if document is None:
-            return None
-        latest = document.checkpoints.order_by("-upto").first()
-        tail = list(CollabUpdate.objects.filter(document=document, id__gt=latest.upto if latest else 0)
-                    .order_by("id").values_list("id", "author_id", "data", "created_at")[
-                        :settings.AULA_COLLAB_COMPACT_MAX_ROWS])
-        if not tail:
-            return latest
-        base = bytes(latest.state) if latest else None
-        state, counts = attribute(document.kind, base,
-                                  ((author, bytes(data), at) for _, author, data, at in tail))
-        check = Doc()
-        check.apply_update(state)  # never store a state we cannot load back
-        upto, now = tail[-1][0], timezone.now()
-        if latest is not None and now - latest.created_at < CHECKPOINT_EVERY:
-            latest.upto, latest.state, latest.size = upto, state, len(state)
-            latest.save(update_fields=["upto", "state", "size"])
-            checkpoint = latest
-        else:
-            checkpoint = CollabCheckpoint.objects.create(document=document, upto=upto, state=state, size=len(state),
-                                                         created_at=now)
-        _contributions_add(document, counts)
-        CollabUpdate.objects.filter(document=document, id__lte=upto).delete()
+    document_id = document.pk
+    latest = document.checkpoints.order_by("-upto").first()
+    tail = list(CollabUpdate.objects.filter(document=document, id__gt=latest.upto if latest else 0)
+                .order_by("id").values_list("id", "author_id", "data", "created_at")[
+                    :settings.AULA_COLLAB_COMPACT_MAX_ROWS])
+    if not tail:
+        return latest
+    base = bytes(latest.state) if latest else None
+    state, counts = attribute(document.kind, base,
+                              ((author, bytes(data), at) for _, author, data, at in tail))
+    check = Doc()
+    check.apply_update(state)  # never store a state we cannot load back
+    upto, now = tail[-1][0], timezone.now()
+    if latest is not None and now - latest.created_at < CHECKPOINT_EVERY:
+        latest.upto, latest.state, latest.size = upto, state, len(state)
+        latest.save(update_fields=["upto", "state", "size"])
+        checkpoint = latest
+    else:
+        checkpoint = CollabCheckpoint.objects.create(document=document, upto=upto, state=state, size=len(state),
+                                                     created_at=now)
+    _contributions_add(document, counts)
+    CollabUpdate.objects.filter(document=document, id__lte=upto).delete()
     logger.info("collab document compacted document=%s rows=%s bytes=%s", document_id, len(tail), len(state))
     return checkpoint
 
